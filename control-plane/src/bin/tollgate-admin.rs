@@ -1,0 +1,2 @@
+//! Admin CLI (placeholder until the CLI lands).
+fn main() {}

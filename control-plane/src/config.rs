@@ -1,0 +1,268 @@
+//! Control-plane configuration: flags with environment-variable fallbacks, validated at
+//! start. Secrets (admin token, encryption key) come from the environment or a file;
+//! outside production mode missing ones are generated into the data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::crypto::SecretBox;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "tollgate-control-plane",
+    version,
+    about = "Tollgate control plane"
+)]
+pub struct Config {
+    /// gRPC listen address (Gateway, Admin, health, reflection).
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:7600")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded SQLite database and generated secrets.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = ".tollgate")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` or `sqlite:…`. Default: SQLite file `tollgate.db` in the data dir.
+    #[arg(long, env = "TOLLGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Production mode: secrets must be configured, never generated.
+    #[arg(long, env = "TOLLGATE_PRODUCTION")]
+    pub production: bool,
+
+    /// Admin API bearer token.
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// File holding the admin token (first line).
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Base64 of the 32-byte key that encrypts upstream credentials at rest.
+    #[arg(long, env = "TOLLGATE_ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+
+    /// File holding the base64 encryption key.
+    #[arg(long, env = "TOLLGATE_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+
+    /// Allow `http://` account base URLs (default: https only).
+    #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_UPSTREAMS")]
+    pub allow_insecure_upstreams: bool,
+
+    /// Allow account base URLs on loopback / private / link-local hosts.
+    #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_UPSTREAMS")]
+    pub allow_private_upstreams: bool,
+
+    /// If set, account base URL hosts must be one of these (comma-separated).
+    #[arg(long, env = "TOLLGATE_UPSTREAM_HOST_ALLOWLIST", value_delimiter = ',')]
+    pub upstream_host_allowlist: Vec<String>,
+
+    /// Prefix of generated API keys.
+    #[arg(long, env = "TOLLGATE_KEY_PREFIX", default_value = "sk-")]
+    pub key_prefix: String,
+
+    /// A data-plane session gone longer than this loses its leases.
+    #[arg(long, env = "TOLLGATE_LEASE_GRACE_MS", default_value_t = 10_000)]
+    pub lease_grace_ms: u64,
+
+    /// Heartbeat interval asked of data planes.
+    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL_MS", default_value_t = 2_000)]
+    pub heartbeat_interval_ms: u64,
+
+    /// Structured JSON logs.
+    #[arg(long, env = "TOLLGATE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: defaults everywhere, given data dir.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            database_url: None,
+            production: false,
+            admin_token: None,
+            admin_token_file: None,
+            encryption_key: None,
+            encryption_key_file: None,
+            allow_insecure_upstreams: false,
+            allow_private_upstreams: false,
+            upstream_host_allowlist: Vec::new(),
+            key_prefix: "sk-".into(),
+            lease_grace_ms: 10_000,
+            heartbeat_interval_ms: 2_000,
+            log_json: false,
+        }
+    }
+
+    /// Checks ranges and resolves secrets. Fails with a message naming the setting.
+    pub fn resolve(&self) -> Result<Resolved> {
+        if self.key_prefix.len() > 16
+            || !self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::Config(
+                "TOLLGATE_KEY_PREFIX must be at most 16 characters of [A-Za-z0-9_-]".into(),
+            ));
+        }
+        if !(1_000..=600_000).contains(&self.lease_grace_ms) {
+            return Err(Error::Config(
+                "TOLLGATE_LEASE_GRACE_MS must be 1000..=600000".into(),
+            ));
+        }
+        if self.heartbeat_interval_ms < 100 || self.heartbeat_interval_ms >= self.lease_grace_ms {
+            return Err(Error::Config(
+                "TOLLGATE_HEARTBEAT_INTERVAL_MS must be at least 100 and below the lease grace"
+                    .into(),
+            ));
+        }
+        let admin_token = self.secret(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+            "admin-token",
+            "admin token (TOLLGATE_ADMIN_TOKEN or TOLLGATE_ADMIN_TOKEN_FILE)",
+            generate_admin_token,
+        )?;
+        if admin_token.len() < 16 {
+            return Err(Error::Config(
+                "the admin token must be at least 16 characters".into(),
+            ));
+        }
+        let key_text = self.secret(
+            self.encryption_key.as_deref(),
+            self.encryption_key_file.as_deref(),
+            "encryption-key",
+            "encryption key (TOLLGATE_ENCRYPTION_KEY or TOLLGATE_ENCRYPTION_KEY_FILE)",
+            SecretBox::generate_key_b64,
+        )?;
+        let secrets = SecretBox::from_base64(&key_text)?;
+        let database_url = match &self.database_url {
+            Some(u) => u.clone(),
+            None => {
+                std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot create data dir {}: {e}",
+                        self.data_dir.display()
+                    ))
+                })?;
+                format!("sqlite://{}", self.data_dir.join("tollgate.db").display())
+            }
+        };
+        Ok(Resolved {
+            admin_token,
+            secrets,
+            database_url,
+        })
+    }
+
+    /// A secret from its value, its file, or (outside production) a generated file in
+    /// the data dir that later starts reuse.
+    fn secret(
+        &self,
+        value: Option<&str>,
+        file: Option<&Path>,
+        generated_name: &str,
+        what: &str,
+        generate: fn() -> String,
+    ) -> Result<String> {
+        if let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) {
+            return Ok(v.to_owned());
+        }
+        if let Some(path) = file {
+            return read_secret_file(path);
+        }
+        if self.production {
+            return Err(Error::Config(format!(
+                "production mode requires the {what}"
+            )));
+        }
+        let path = self.data_dir.join(generated_name);
+        if path.exists() {
+            return read_secret_file(&path);
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            Error::Config(format!(
+                "cannot create data dir {}: {e}",
+                self.data_dir.display()
+            ))
+        })?;
+        let v = generate();
+        write_private(&path, &v)?;
+        tracing::info!(path = %path.display(), "generated {what}");
+        Ok(v)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub admin_token: String,
+    pub secrets: SecretBox,
+    pub database_url: String,
+}
+
+fn read_secret_file(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+    let v = text.lines().next().unwrap_or("").trim().to_owned();
+    if v.is_empty() {
+        return Err(Error::Config(format!("{} is empty", path.display())));
+    }
+    Ok(v)
+}
+
+fn write_private(path: &Path, value: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| Error::Config(format!("cannot create {}: {e}", path.display())))?;
+    writeln!(f, "{value}")
+        .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))
+}
+
+fn generate_admin_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::rng().fill_bytes(&mut b);
+    format!("tga-{}", hex::encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_requires_secrets() {
+        let dir = std::env::temp_dir().join(format!("tg-cfg-{}", uuid::Uuid::new_v4()));
+        let mut c = Config::for_data_dir(&dir);
+        c.production = true;
+        let e = c.resolve().unwrap_err().to_string();
+        assert!(e.contains("admin token"), "{e}");
+        c.admin_token = Some("0123456789abcdef0123".into());
+        let e = c.resolve().unwrap_err().to_string();
+        assert!(e.contains("encryption key"), "{e}");
+        assert!(!dir.exists(), "production mode must not generate files");
+    }
+
+    #[test]
+    fn dev_mode_generates_once_and_reuses() {
+        let dir = std::env::temp_dir().join(format!("tg-cfg-{}", uuid::Uuid::new_v4()));
+        let c = Config::for_data_dir(&dir);
+        let a = c.resolve().unwrap();
+        let b = c.resolve().unwrap();
+        assert_eq!(a.admin_token, b.admin_token);
+        assert!(a.database_url.starts_with("sqlite://"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

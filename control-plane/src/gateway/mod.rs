@@ -1,0 +1,118 @@
+//! The `Gateway` gRPC service for data planes: sessions (leases, invalidation push),
+//! authorization, admission, release, usage and outcome reports.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tollgate_shared::proto::gateway::v1 as pb;
+use tollgate_shared::proto::gateway::v1::gateway_server::Gateway;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::Config;
+use crate::events::Invalidations;
+use crate::storage::Store;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    pub heartbeat_interval: Duration,
+    pub lease_grace: Duration,
+}
+
+impl SessionSettings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
+            lease_grace: Duration::from_millis(c.lease_grace_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayService {
+    store: Store,
+    invalidations: Invalidations,
+    settings: SessionSettings,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl GatewayService {
+    pub fn new(
+        store: Store,
+        invalidations: Invalidations,
+        settings: SessionSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            invalidations,
+            settings,
+            shutdown,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Stops session tasks and waits for them.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+type SessionStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SessionDown, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionUp>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let _ = (request, &self.store, &self.invalidations, self.settings);
+        Err(Status::unimplemented("Session"))
+    }
+
+    async fn authorize(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("Authorize"))
+    }
+
+    async fn admit(
+        &self,
+        request: Request<pb::AdmitRequest>,
+    ) -> Result<Response<pb::AdmitResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("Admit"))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("Release"))
+    }
+
+    async fn report_usage(
+        &self,
+        request: Request<pb::ReportUsageRequest>,
+    ) -> Result<Response<pb::ReportUsageResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("ReportUsage"))
+    }
+
+    async fn report_outcome(
+        &self,
+        request: Request<pb::ReportOutcomeRequest>,
+    ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("ReportOutcome"))
+    }
+}

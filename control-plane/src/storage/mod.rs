@@ -1,0 +1,121 @@
+//! Durable state. The only module with SQL.
+//!
+//! One implementation serves both Postgres and SQLite through `sqlx::Any`: the schema
+//! sticks to types both dialects share (BIGINT, TEXT; see the header of the migrations),
+//! so the same statements run on both and the conformance suite
+//! (`control-plane/tests/storage_conformance.rs`) proves it on both. Placeholders are
+//! `$1..$n`, which both drivers accept. Aggregates are `CAST(... AS BIGINT)` because
+//! Postgres widens `SUM(bigint)` to NUMERIC.
+
+use std::str::FromStr;
+
+use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+
+use crate::crypto::SecretBox;
+use crate::error::{Error, Result};
+
+static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    pub fn of_url(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(Error::Config(
+                "database URL must start with postgres:// or sqlite:".into(),
+            ))
+        }
+    }
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
+    pub(crate) secrets: SecretBox,
+}
+
+impl Store {
+    /// Connects, creates the SQLite file when missing, and applies pending migrations.
+    pub async fn connect(url: &str, secrets: SecretBox) -> Result<Self> {
+        install_default_drivers();
+        let dialect = Dialect::of_url(url)?;
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let max = match dialect {
+            Dialect::Postgres => 16,
+            // One file, one writer: a small pool avoids lock contention.
+            Dialect::Sqlite => 4,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await?;
+        if dialect == Dialect::Sqlite {
+            // WAL lets readers proceed during a write; persistent in the file.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
+        match dialect {
+            Dialect::Postgres => PG_MIGRATIONS.run(&pool).await?,
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Self {
+            pool,
+            dialect,
+            secrets,
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Flags are BIGINT 0/1 on both dialects.
+pub(crate) fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+/// Parses a stored vocabulary value; a bad value in the database is an internal error.
+pub(crate) fn parse_stored<T: FromStr>(column: &str, v: &str) -> Result<T> {
+    v.parse()
+        .map_err(|_| Error::Internal(format!("bad stored value in {column}: {v:?}")))
+}
+
+/// Maps a unique-constraint violation to `AlreadyExists(what)`.
+pub(crate) fn unique_violation(e: sqlx::Error, what: impl FnOnce() -> String) -> Error {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return Error::AlreadyExists(what());
+    }
+    Error::Storage(e)
+}

@@ -1,11 +1,21 @@
 //! Durable state. The only module with SQL.
 //!
+//! The API (method names, signatures, semantics) is described in `storage/API.md`.
+//!
 //! One implementation serves both Postgres and SQLite through `sqlx::Any`: the schema
 //! sticks to types both dialects share (BIGINT, TEXT; see the header of the migrations),
 //! so the same statements run on both and the conformance suite
 //! (`control-plane/tests/storage_conformance.rs`) proves it on both. Placeholders are
 //! `$1..$n`, which both drivers accept. Aggregates are `CAST(... AS BIGINT)` because
 //! Postgres widens `SUM(bigint)` to NUMERIC.
+
+mod accounts;
+mod groups;
+mod keys;
+mod prices;
+mod subscriptions;
+mod usage;
+mod users;
 
 use std::str::FromStr;
 

@@ -1,6 +1,9 @@
 //! The `Gateway` gRPC service for data planes: sessions (leases, invalidation push),
 //! authorization, admission, release, usage and outcome reports.
 
+mod authorize;
+pub mod session;
+
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -11,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Config;
 use crate::events::Invalidations;
+use session::Sessions;
 use crate::storage::Store;
 
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +39,10 @@ pub struct GatewayService {
     settings: SessionSettings,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    sessions: Sessions,
+    /// Random per process start: a data plane that sees a new epoch drops its whole
+    /// cache, since invalidations published while it was away were lost.
+    epoch: u64,
 }
 
 impl GatewayService {
@@ -50,7 +58,13 @@ impl GatewayService {
             settings,
             shutdown,
             tasks: TaskTracker::new(),
+            sessions: Sessions::default(),
+            epoch: rand::random::<u64>(),
         }
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Stops session tasks and waits for them.
@@ -72,16 +86,39 @@ impl Gateway for GatewayService {
         &self,
         request: Request<Streaming<pb::SessionUp>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let _ = (request, &self.store, &self.invalidations, self.settings);
-        Err(Status::unimplemented("Session"))
+        let mut incoming = request.into_inner();
+        let first = tokio::time::timeout(self.settings.lease_grace, incoming.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Attach received"))??;
+        let attach = match first.and_then(|m| m.msg) {
+            Some(pb::session_up::Msg::Attach(a)) => a,
+            _ => return Err(Status::invalid_argument("the first session message must be Attach")),
+        };
+        if attach.data_plane_id.trim().is_empty() {
+            return Err(Status::invalid_argument("Attach.data_plane_id must not be empty"));
+        }
+        let invalidations = session::subscribe(&self.invalidations);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        self.tasks.spawn(session::run(
+            self.sessions.clone(),
+            self.settings,
+            self.epoch,
+            attach,
+            incoming,
+            invalidations,
+            tx,
+            self.shutdown.clone(),
+            Vec::new(),
+        ));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn authorize(
         &self,
         request: Request<pb::AuthorizeRequest>,
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("Authorize"))
+        let resp = authorize::authorize(&self.store, &request.get_ref().key_hash).await?;
+        Ok(Response::new(resp))
     }
 
     async fn admit(

@@ -1,0 +1,14 @@
+//! The data plane's one error enum (startup and plumbing). Client-facing request errors
+//! are `ErrorCode`s from the shared table, rendered by the rescue layer.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("control plane: {0}")]
+    ControlPlane(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,71 @@
+//! The admin port: liveness, readiness and Prometheus metrics, outside API-key auth.
+//! Ready = attached to the control plane and not draining.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::sync::watch;
+
+use crate::control::session::SessionState;
+use crate::http_server::Body;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct Health {
+    pub session: watch::Receiver<SessionState>,
+    pub draining: tokio_util::sync::CancellationToken,
+    pub metrics: Arc<Metrics>,
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+impl Health {
+    pub async fn handle(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Ok(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+                "text/plain",
+            ));
+        }
+        Ok(match req.uri().path() {
+            "/healthz" | "/livez" => text(StatusCode::OK, "ok\n", "text/plain"),
+            "/readyz" => {
+                let attached = self.session.borrow().attached();
+                if self.draining.is_cancelled() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
+                } else if attached {
+                    text(StatusCode::OK, "ready\n", "text/plain")
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not attached to the control plane\n",
+                        "text/plain",
+                    )
+                }
+            }
+            "/metrics" => text(
+                StatusCode::OK,
+                self.metrics.encode(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! OpenAI-shaped error bodies from the shared error-code table. Before a stream starts an
+//! error is a JSON response with the code's HTTP status; after, an SSE `error` event
+//! (always valid JSON: serde_json does the escaping).
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use tollgate_shared::ErrorCode;
+
+use crate::http_server::Body;
+
+/// A client-visible failure: a code from the table and a deliberate message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Overrides the code's status (pass-through of an upstream 4xx).
+    pub status: Option<StatusCode>,
+}
+
+impl ClientError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or_else(|| self.code.http_status())
+    }
+
+    pub fn body_json(&self) -> serde_json::Value {
+        let mut err = serde_json::Map::new();
+        err.insert("type".into(), self.code.error_type().as_str().into());
+        if let Some(c) = self.code.client_code() {
+            err.insert("code".into(), c.into());
+        }
+        err.insert("message".into(), self.message.clone().into());
+        serde_json::json!({ "error": err })
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = Bytes::from(self.body_json().to_string());
+        let mut r = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+        *r.status_mut() = self.status();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    /// The SSE form, for errors after the stream has started.
+    pub fn sse_event(&self) -> Bytes {
+        Bytes::from(format!("event: error\ndata: {}\n\n", self.body_json()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape() {
+        let e = ClientError::new(ErrorCode::ApiKeyQuotaExhausted, "API key quota exhausted");
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            e.body_json(),
+            serde_json::json!({"error": {"type": "rate_limit_error", "code": "API_KEY_QUOTA_EXHAUSTED", "message": "API key quota exhausted"}})
+        );
+    }
+
+    #[test]
+    fn sse_data_is_valid_json_even_with_quotes_and_newlines() {
+        let e = ClientError::new(ErrorCode::UpstreamFailed, "bad \"thing\"\nhappened");
+        let ev = String::from_utf8(e.sse_event().to_vec()).unwrap();
+        let data = ev
+            .strip_prefix("event: error\ndata: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
+        assert!(!data.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["error"]["message"], "bad \"thing\"\nhappened");
+    }
+}

@@ -1,0 +1,95 @@
+//! Data planes attach to the control plane, report readiness, survive a control-plane
+//! restart by re-attaching, and drain on shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tollgate_tests::cluster::{ControlPlane, DataPlane};
+use tollgate_tests::eventually;
+
+#[tokio::test]
+async fn data_plane_attaches_and_reports_ready() {
+    let cp = ControlPlane::start().await;
+    let dp = DataPlane::start(&cp.url()).await;
+    assert_eq!(dp.admin_status("/healthz").await, 200);
+    eventually("data plane ready", Duration::from_secs(10), || async {
+        dp.admin_status("/readyz").await == 200
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", dp.admin_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_control_plane_session_attached 1"),
+        "{metrics}"
+    );
+    // Unknown routes on the proxy port get an OpenAI-shaped 404.
+    let r = reqwest::get(format!("{}/nope", dp.proxy_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    dp.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn data_plane_is_not_ready_without_control_plane_and_reattaches() {
+    let cp = ControlPlane::start().await;
+    let dp = DataPlane::start(&cp.url()).await;
+    eventually("ready", Duration::from_secs(10), || async {
+        dp.admin_status("/readyz").await == 200
+    })
+    .await;
+
+    let (dir, db, addr) = cp.stop().await;
+    eventually(
+        "not ready once the control plane is gone",
+        Duration::from_secs(10),
+        || async { dp.admin_status("/readyz").await == 503 },
+    )
+    .await;
+    // Liveness does not depend on the control plane.
+    assert_eq!(dp.admin_status("/healthz").await, 200);
+
+    let cp = ControlPlane::start_with(dir, db, Some(addr)).await;
+    eventually(
+        "ready again after the control plane returns",
+        Duration::from_secs(15),
+        || async { dp.admin_status("/readyz").await == 200 },
+    )
+    .await;
+    dp.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn control_plane_serves_grpc_health() {
+    let cp = ControlPlane::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(cp.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "tollgate.admin.v1.Admin", "tollgate.gateway.v1.Gateway"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+    cp.stop().await;
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# One-command start on the embedded default: builds Tollgate, starts a control plane on
+# SQLite (data under $TOLLGATE_DATA_DIR, default ./.tollgate) and one data plane on
+# localhost, prints the admin token, the proxy URL and the next steps, and runs until
+# Ctrl-C (both processes then drain and stop). No Postgres, no etcd.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DATA_DIR=${TOLLGATE_DATA_DIR:-.tollgate}
+CP_ADDR=${TOLLGATE_LISTEN:-127.0.0.1:7600}
+DP_ADDR=${TOLLGATE_DP_LISTEN:-127.0.0.1:8080}
+DP_ADMIN_ADDR=${TOLLGATE_DP_ADMIN_LISTEN:-127.0.0.1:8081}
+PROFILE=${TOLLGATE_PROFILE:-release}
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+echo "==> building ($PROFILE)…"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked --bin tollgate-control-plane --bin tollgate-data-plane --bin tollgate-admin
+else
+  cargo build --locked --bin tollgate-control-plane --bin tollgate-data-plane --bin tollgate-admin
+fi
+BIN=target/$PROFILE
+mkdir -p "$DATA_DIR"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "==> stopping (draining in-flight requests)…"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  exit 0
+}
+trap stop INT TERM EXIT
+
+wait_http() { # url timeout-seconds
+  local deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then echo "timed out waiting for $1" >&2; return 1; fi
+    sleep 0.2
+  done
+}
+
+echo "==> starting control plane on $CP_ADDR (SQLite in $DATA_DIR)"
+"$BIN/tollgate-control-plane" --listen "$CP_ADDR" --data-dir "$DATA_DIR" >"$DATA_DIR/control-plane.log" 2>&1 &
+pids+=($!)
+
+# The admin token file appears once the control plane has resolved its configuration.
+for _ in $(seq 1 100); do [ -s "$DATA_DIR/admin-token" ] && break; sleep 0.1; done
+if [ ! -s "$DATA_DIR/admin-token" ]; then
+  echo "control plane did not start; see $DATA_DIR/control-plane.log" >&2
+  tail -20 "$DATA_DIR/control-plane.log" >&2
+  exit 1
+fi
+
+echo "==> starting data plane on $DP_ADDR (health on $DP_ADMIN_ADDR)"
+"$BIN/tollgate-data-plane" --listen "$DP_ADDR" --admin-listen "$DP_ADMIN_ADDR" \
+  --control-plane-url "http://$CP_ADDR" >"$DATA_DIR/data-plane.log" 2>&1 &
+pids+=($!)
+if ! wait_http "http://$DP_ADMIN_ADDR/readyz" 30; then
+  echo "data plane not ready; see $DATA_DIR/data-plane.log" >&2
+  tail -20 "$DATA_DIR/data-plane.log" >&2
+  exit 1
+fi
+
+TOKEN_FILE=$(cd "$DATA_DIR" && pwd)/admin-token
+cat <<MSG
+
+Tollgate is running.
+  proxy (OpenAI base URL):  http://$DP_ADDR/v1
+  control plane (gRPC):     http://$CP_ADDR
+  admin token:              $TOKEN_FILE
+  logs:                     $DATA_DIR/control-plane.log, $DATA_DIR/data-plane.log
+
+Next steps (another terminal, in this directory):
+  export TOLLGATE_ADMIN_ENDPOINT=http://$CP_ADDR TOLLGATE_ADMIN_TOKEN_FILE=$TOKEN_FILE
+  $BIN/tollgate-admin user create --email you@example.com --balance 10
+  $BIN/tollgate-admin group create --name default
+  $BIN/tollgate-admin account create --name main --api-key "\$OPENAI_API_KEY" --group 1
+  $BIN/tollgate-admin key create --user 1 --group 1 --name laptop
+  curl http://$DP_ADDR/v1/responses -H "Authorization: Bearer <the key>" \\
+       -H 'Content-Type: application/json' -d '{"model":"gpt-5.1","input":"hello"}'
+
+Ctrl-C stops both.
+MSG
+wait -n "${pids[@]}"
+echo "a process exited; see the logs in $DATA_DIR" >&2

@@ -10,6 +10,7 @@
 //! Postgres widens `SUM(bigint)` to NUMERIC.
 
 mod accounts;
+mod args;
 mod groups;
 mod keys;
 mod prices;
@@ -22,6 +23,8 @@ use std::str::FromStr;
 use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
+
+use tollgate_shared::Multiplier;
 
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
@@ -118,6 +121,29 @@ pub(crate) fn flag(b: bool) -> i64 {
 pub(crate) fn parse_stored<T: FromStr>(column: &str, v: &str) -> Result<T> {
     v.parse()
         .map_err(|_| Error::Internal(format!("bad stored value in {column}: {v:?}")))
+}
+
+/// `NotFound("user 7")`: the one message shape for a missing or soft-deleted row.
+pub(crate) fn not_found(entity: &str, id: impl std::fmt::Display) -> Error {
+    Error::NotFound(format!("{entity} {id}"))
+}
+
+/// Counts and limits are BIGINT in the schema and `i32` in the model.
+pub(crate) fn to_i32(column: &str, v: i64) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::Internal(format!("{column} out of range: {v}")))
+}
+
+pub(crate) fn multiplier(column: &str, ppm: i64) -> Result<Multiplier> {
+    Multiplier::from_ppm(ppm).map_err(|_| Error::Internal(format!("bad stored {column}: {ppm}")))
+}
+
+/// Lists and maps are stored as JSON text.
+pub(crate) fn to_json<T: serde::Serialize>(column: &str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(format!("encoding {column}: {e}")))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Internal(format!("bad stored {column}: {e}")))
 }
 
 /// Maps a unique-constraint violation to `AlreadyExists(what)`.

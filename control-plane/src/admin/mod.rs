@@ -1,8 +1,26 @@
 //! The `Admin` gRPC service: operators and internal services manage users, groups, keys,
 //! accounts, subscriptions, prices and read usage. Every call is authenticated by
 //! [`AdminAuth`]; input is validated before anything is written.
+//!
+//! `impl Admin` only routes: each handler module (`users`, `groups`, `keys`, `accounts`,
+//! `subscriptions`, `prices`, `usage`) validates the whole request (`validate`,
+//! `upstream_url`, `refs`, `page`), calls storage, publishes the invalidation, and converts
+//! the result back (`convert`).
 
+mod accounts;
 mod auth;
+mod convert;
+mod groups;
+mod key_secret;
+mod keys;
+mod page;
+mod prices;
+mod refs;
+mod subscriptions;
+mod upstream_url;
+mod usage;
+mod users;
+mod validate;
 
 use tollgate_shared::proto::admin::v1 as pb;
 use tollgate_shared::proto::admin::v1::admin_server::Admin;
@@ -57,325 +75,291 @@ impl AdminService {
     }
 }
 
+/// A handler's result as a gRPC reply; the error becomes its status in one place
+/// (`From<Error> for Status`).
+fn reply<T>(result: crate::error::Result<T>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(Status::from)
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_user(
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("CreateUser"))
+        reply(users::create(&self.ctx, request.into_inner()).await)
     }
 
     async fn get_user(
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("GetUser"))
+        reply(users::get(&self.ctx, request.into_inner()).await)
     }
 
     async fn list_users(
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ListUsers"))
+        reply(users::list(&self.ctx, request.into_inner()).await)
     }
 
     async fn update_user(
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("UpdateUser"))
+        reply(users::update(&self.ctx, request.into_inner()).await)
     }
 
     async fn delete_user(
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("DeleteUser"))
+        reply(users::delete(&self.ctx, request.into_inner()).await)
     }
 
     async fn adjust_balance(
         &self,
         request: Request<pb::AdjustBalanceRequest>,
     ) -> Result<Response<pb::AdjustBalanceResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("AdjustBalance"))
+        reply(users::adjust_balance(&self.ctx, request.into_inner()).await)
     }
 
     async fn list_balance_ledger(
         &self,
         request: Request<pb::ListBalanceLedgerRequest>,
     ) -> Result<Response<pb::ListBalanceLedgerResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ListBalanceLedger"))
+        reply(users::ledger(&self.ctx, request.into_inner()).await)
     }
 
     async fn create_group(
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::Group>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("CreateGroup"))
+        reply(groups::create(&self.ctx, request.into_inner()).await)
     }
 
     async fn get_group(
         &self,
         request: Request<pb::GetGroupRequest>,
     ) -> Result<Response<pb::Group>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("GetGroup"))
+        reply(groups::get(&self.ctx, request.into_inner()).await)
     }
 
     async fn list_groups(
         &self,
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ListGroups"))
+        reply(groups::list(&self.ctx, request.into_inner()).await)
     }
 
     async fn update_group(
         &self,
         request: Request<pb::UpdateGroupRequest>,
     ) -> Result<Response<pb::Group>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("UpdateGroup"))
+        reply(groups::update(&self.ctx, request.into_inner()).await)
     }
 
     async fn delete_group(
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("DeleteGroup"))
+        reply(groups::delete(&self.ctx, request.into_inner()).await)
     }
 
     async fn create_key(
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("CreateKey"))
+        reply(keys::create(&self.ctx, request.into_inner()).await)
     }
 
     async fn get_key(
         &self,
         request: Request<pb::GetKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("GetKey"))
+        reply(keys::get(&self.ctx, request.into_inner()).await)
     }
 
     async fn list_keys(
         &self,
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ListKeys"))
+        reply(keys::list(&self.ctx, request.into_inner()).await)
     }
 
     async fn update_key(
         &self,
         request: Request<pb::UpdateKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("UpdateKey"))
+        reply(keys::update(&self.ctx, request.into_inner()).await)
     }
 
     async fn disable_key(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("DisableKey"))
+        reply(keys::disable(&self.ctx, request.into_inner()).await)
     }
 
     async fn enable_key(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("EnableKey"))
+        reply(keys::enable(&self.ctx, request.into_inner()).await)
     }
 
     async fn delete_key(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("DeleteKey"))
+        reply(keys::delete(&self.ctx, request.into_inner()).await)
     }
 
     async fn reset_key_quota(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ResetKeyQuota"))
+        reply(keys::reset_quota(&self.ctx, request.into_inner()).await)
     }
 
     async fn clear_key_expiration(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ClearKeyExpiration"))
+        reply(keys::clear_expiration(&self.ctx, request.into_inner()).await)
     }
 
     async fn create_account(
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("CreateAccount"))
+        reply(accounts::create(&self.ctx, request.into_inner()).await)
     }
 
     async fn get_account(
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("GetAccount"))
+        reply(accounts::get(&self.ctx, request.into_inner()).await)
     }
 
     async fn list_accounts(
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ListAccounts"))
+        reply(accounts::list(&self.ctx, request.into_inner()).await)
     }
 
     async fn update_account(
         &self,
         request: Request<pb::UpdateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("UpdateAccount"))
+        reply(accounts::update(&self.ctx, request.into_inner()).await)
     }
 
     async fn delete_account(
         &self,
         request: Request<pb::DeleteAccountRequest>,
     ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("DeleteAccount"))
+        reply(accounts::delete(&self.ctx, request.into_inner()).await)
     }
 
     async fn set_account_groups(
         &self,
         request: Request<pb::SetAccountGroupsRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("SetAccountGroups"))
+        reply(accounts::set_groups(&self.ctx, request.into_inner()).await)
     }
 
     async fn clear_account_error(
         &self,
         request: Request<pb::AccountIdRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ClearAccountError"))
+        reply(accounts::clear_error(&self.ctx, request.into_inner()).await)
     }
 
     async fn clear_account_rate_limit(
         &self,
         request: Request<pb::AccountIdRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ClearAccountRateLimit"))
+        reply(accounts::clear_rate_limit(&self.ctx, request.into_inner()).await)
     }
 
     async fn assign_subscription(
         &self,
         request: Request<pb::AssignSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("AssignSubscription"))
+        reply(subscriptions::assign(&self.ctx, request.into_inner()).await)
     }
 
     async fn extend_subscription(
         &self,
         request: Request<pb::ExtendSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ExtendSubscription"))
+        reply(subscriptions::extend(&self.ctx, request.into_inner()).await)
     }
 
     async fn revoke_subscription(
         &self,
         request: Request<pb::RevokeSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("RevokeSubscription"))
+        reply(subscriptions::revoke(&self.ctx, request.into_inner()).await)
     }
 
     async fn get_subscription(
         &self,
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("GetSubscription"))
+        reply(subscriptions::get(&self.ctx, request.into_inner()).await)
     }
 
     async fn list_subscriptions(
         &self,
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ListSubscriptions"))
+        reply(subscriptions::list(&self.ctx, request.into_inner()).await)
     }
 
     async fn set_price(
         &self,
         request: Request<pb::SetPriceRequest>,
     ) -> Result<Response<pb::Price>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("SetPrice"))
+        reply(prices::set(&self.ctx, request.into_inner()).await)
     }
 
     async fn get_price(
         &self,
         request: Request<pb::GetPriceRequest>,
     ) -> Result<Response<pb::Price>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("GetPrice"))
+        reply(prices::get(&self.ctx, request.into_inner()).await)
     }
 
     async fn list_prices(
         &self,
         request: Request<pb::ListPricesRequest>,
     ) -> Result<Response<pb::ListPricesResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ListPrices"))
+        reply(prices::list(&self.ctx, request.into_inner()).await)
     }
 
     async fn delete_price(
         &self,
         request: Request<pb::DeletePriceRequest>,
     ) -> Result<Response<pb::DeletePriceResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("DeletePrice"))
+        reply(prices::delete(&self.ctx, request.into_inner()).await)
     }
 
     async fn query_usage(
         &self,
         request: Request<pb::QueryUsageRequest>,
     ) -> Result<Response<pb::QueryUsageResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("QueryUsage"))
+        reply(usage::query(&self.ctx, request.into_inner()).await)
     }
 
     async fn usage_series(
         &self,
         request: Request<pb::UsageSeriesRequest>,
     ) -> Result<Response<pb::UsageSeriesResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("UsageSeries"))
+        reply(usage::series(&self.ctx, request.into_inner()).await)
     }
 }

@@ -13,12 +13,18 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub method: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub session_attached: Gauge,
     pub session_attaches: Counter,
     pub invalidations: Counter,
     pub requests: Family<RequestLabels, Counter>,
+    pub control_plane_calls: Family<CallLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -54,12 +60,19 @@ impl Metrics {
             "Client HTTP requests by route and status",
             requests.clone(),
         );
+        let control_plane_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "control_plane_calls",
+            "gRPC calls to the control plane by method",
+            control_plane_calls.clone(),
+        );
         Self {
             registry,
             session_attached,
             session_attaches,
             invalidations,
             requests,
+            control_plane_calls,
         }
     }
 

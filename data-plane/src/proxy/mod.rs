@@ -1,7 +1,13 @@
 //! The client-facing proxy: routes, the auth cache, and (with the Responses flow) the
 //! request pipeline.
 
+pub mod auth_info;
+pub mod body;
+pub mod cache;
+pub mod checks;
 pub mod errors;
+pub mod extract;
+pub mod transform;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,109 @@
+//! The authorization cache: key hash → what the control plane said about the key.
+//! Bounded, per-entry TTL chosen by the control plane (short for unknown keys), and
+//! dropped at once on invalidation pushes. Concurrent misses for one key are collapsed
+//! into one Authorize call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use tollgate_shared::proto::gateway::v1 as pb;
+
+use super::auth_info::KeyInfo;
+use crate::control::ControlClient;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// `None` = the control plane does not know this key.
+    info: Option<Arc<KeyInfo>>,
+    ttl: Duration,
+}
+
+struct TtlFromEntry;
+
+impl Expiry<String, Entry> for TtlFromEntry {
+    fn expire_after_create(&self, _key: &String, value: &Entry, _now: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthCache {
+    cache: Cache<String, Entry>,
+    client: ControlClient,
+    /// Bumped on every invalidation: a load that started before one must not be cached.
+    generation: Arc<AtomicU64>,
+    epoch: Arc<AtomicU64>,
+}
+
+impl AuthCache {
+    pub fn new(client: ControlClient, capacity: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(TtlFromEntry)
+            .support_invalidation_closures()
+            .build();
+        Self { cache, client, generation: Arc::new(AtomicU64::new(0)), epoch: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The key's info, `Ok(None)` for an unknown key, `Err` when the control plane
+    /// cannot be asked (the caller answers 503; nothing is cached).
+    pub async fn lookup(&self, key_hash: &str) -> Result<Option<Arc<KeyInfo>>, tonic::Status> {
+        let started_at = self.generation.load(Ordering::Acquire);
+        let client = self.client.clone();
+        let hash = key_hash.to_owned();
+        let entry = self
+            .cache
+            .try_get_with(key_hash.to_owned(), async move {
+                let resp = client.authorize(pb::AuthorizeRequest { key_hash: hash }).await?;
+                let ttl = Duration::from_millis(u64::from(resp.ttl_ms.clamp(100, 300_000)));
+                Ok::<_, tonic::Status>(Entry { info: resp.key.map(|k| Arc::new(KeyInfo::from(k))), ttl })
+            })
+            .await
+            .map_err(|e: Arc<tonic::Status>| (*e).clone())?;
+        if self.generation.load(Ordering::Acquire) != started_at {
+            // An invalidation raced with the load; serve this answer once, don't keep it.
+            self.cache.invalidate(key_hash).await;
+        }
+        Ok(entry.info)
+    }
+
+    pub fn invalidate(&self, msg: &pb::Invalidate) {
+        use pb::invalidate::Scope;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let ids = msg.ids.clone();
+        let result = match Scope::try_from(msg.scope).unwrap_or(Scope::All) {
+            Scope::Key => self
+                .cache
+                .invalidate_entries_if(move |_, e| e.info.as_ref().is_some_and(|k| ids.contains(&k.key_id))),
+            Scope::User => self.cache.invalidate_entries_if(move |_, e| {
+                e.info.as_ref().and_then(|k| k.user.as_ref()).is_some_and(|u| ids.contains(&u.user_id))
+            }),
+            Scope::Group => self.cache.invalidate_entries_if(move |_, e| {
+                e.info.as_ref().and_then(|k| k.group.as_ref()).is_some_and(|g| ids.contains(&g.group_id))
+            }),
+            // Account changes reach admission directly (the control plane selects
+            // accounts); cached key info only carries a group's model list, which may
+            // lag by one TTL.
+            Scope::Account => Ok(String::new()),
+            Scope::All | Scope::Unspecified => {
+                self.cache.invalidate_all();
+                Ok(String::new())
+            }
+        };
+        if result.is_err() {
+            self.cache.invalidate_all();
+        }
+    }
+
+    /// A new control-plane epoch means invalidations may have been missed.
+    pub fn attached(&self, epoch: u64) {
+        let previous = self.epoch.swap(epoch, Ordering::AcqRel);
+        if previous != epoch {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.cache.invalidate_all();
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod checks;
 pub mod errors;
 pub mod extract;
+pub mod sse;
 pub mod transform;
 
 use std::convert::Infallible;

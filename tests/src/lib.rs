@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod fake_upstream;
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; panics with `what`.
 pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)

@@ -1,0 +1,327 @@
+//! Responses API objects and the SSE event sequence, shaped like OpenAI's.
+
+use serde_json::{Value, json};
+
+use super::script::{Kind, Script, Usage};
+
+/// Everything that names one answer.
+#[derive(Clone, Debug)]
+pub(crate) struct Ctx {
+    pub response_id: String,
+    pub item_id: String,
+    pub model: String,
+    pub created_at: u64,
+    pub text: Vec<String>,
+    pub usage: Usage,
+    pub final_event: String,
+}
+
+impl Ctx {
+    pub(crate) fn new(seq: u64, model: &str, script: &Script) -> Self {
+        Self {
+            response_id: format!("resp_fake{seq:024x}"),
+            item_id: format!("msg_fake{seq:024x}"),
+            model: script.model.clone().unwrap_or_else(|| model.to_string()),
+            created_at: super::unix_now(),
+            text: script.text.clone(),
+            usage: script.usage,
+            final_event: script.final_event.clone(),
+        }
+    }
+
+    fn full_text(&self) -> String {
+        self.text.concat()
+    }
+}
+
+pub(crate) fn usage_json(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": { "cached_tokens": u.cached_tokens },
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": { "reasoning_tokens": u.reasoning_tokens },
+        "total_tokens": u.total_tokens(),
+    })
+}
+
+fn output_text_part(text: &str) -> Value {
+    json!({ "type": "output_text", "text": text, "annotations": [], "logprobs": [] })
+}
+
+fn message_item(ctx: &Ctx, text: &str, status: &str) -> Value {
+    let content = if status == "completed" {
+        vec![output_text_part(text)]
+    } else {
+        Vec::new()
+    };
+    json!({
+        "id": ctx.item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    })
+}
+
+/// The `response` object. `output` empty unless `completed`; `usage` omitted when `None`
+/// and `omit_usage`, `null` when `None` otherwise.
+fn response_object(
+    ctx: &Ctx,
+    status: &str,
+    output: Vec<Value>,
+    usage: Option<&Usage>,
+    omit_usage: bool,
+) -> Value {
+    let mut r = json!({
+        "id": ctx.response_id,
+        "object": "response",
+        "created_at": ctx.created_at,
+        "status": status,
+        "background": false,
+        "error": null,
+        "incomplete_details": null,
+        "instructions": null,
+        "max_output_tokens": null,
+        "model": ctx.model,
+        "output": output,
+        "parallel_tool_calls": true,
+        "previous_response_id": null,
+        "reasoning": { "effort": null, "summary": null },
+        "store": false,
+        "temperature": 1.0,
+        "text": { "format": { "type": "text" } },
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "user": null,
+        "metadata": {},
+    });
+    match usage {
+        Some(u) => r["usage"] = usage_json(u),
+        None if !omit_usage => r["usage"] = Value::Null,
+        None => {}
+    }
+    r
+}
+
+/// The completed `response` object (the non-streaming body), padded text optional.
+pub(crate) fn completed_response(ctx: &Ctx, with_usage: bool, text: &str) -> Value {
+    let usage = with_usage.then_some(&ctx.usage);
+    response_object(
+        ctx,
+        "completed",
+        vec![message_item(ctx, text, "completed")],
+        usage,
+        !with_usage,
+    )
+}
+
+pub(crate) fn failed_response(ctx: &Ctx, code: &str, message: &str) -> Value {
+    let mut r = response_object(ctx, "failed", Vec::new(), None, false);
+    r["error"] = json!({ "code": code, "message": message });
+    r
+}
+
+/// The non-streaming JSON body for `kind` (`None` for kinds answered otherwise).
+pub(crate) fn json_body(ctx: &Ctx, kind: &Kind) -> Option<String> {
+    let full = ctx.full_text();
+    Some(match kind {
+        Kind::Success | Kind::CutStream { .. } => completed_response(ctx, true, &full).to_string(),
+        Kind::NoUsage | Kind::StopAfterDeltas => completed_response(ctx, false, &full).to_string(),
+        Kind::ResponseFailed { code, message } => failed_response(ctx, code, message).to_string(),
+        Kind::LongLine { line_bytes } => {
+            let base = completed_response(ctx, true, &full).to_string().len();
+            let pad = line_bytes.saturating_sub(base);
+            let text = format!("{full}{}", "x".repeat(pad));
+            completed_response(ctx, true, &text).to_string()
+        }
+        Kind::Error(_) | Kind::ErrorEvent { .. } | Kind::CloseBeforeResponse | Kind::Raw { .. } => {
+            return None;
+        }
+    })
+}
+
+/// Builds events with consecutive `sequence_number`s.
+struct Seq {
+    next: u64,
+    out: Vec<String>,
+}
+
+impl Seq {
+    fn push(&mut self, ty: &str, mut data: Value) {
+        data["type"] = ty.into();
+        data["sequence_number"] = self.next.into();
+        self.next += 1;
+        self.out.push(encode(ty, &data));
+    }
+}
+
+/// `event: <type>\ndata: <json>\n\n`
+pub(crate) fn encode(ty: &str, data: &Value) -> String {
+    format!("event: {ty}\ndata: {data}\n\n")
+}
+
+/// The SSE events (each a complete `event:`/`data:` block) for `kind`; for `CutStream` the
+/// full success sequence (the caller cuts it).
+pub(crate) fn events(ctx: &Ctx, kind: &Kind) -> Vec<String> {
+    let mut s = Seq {
+        next: 0,
+        out: Vec::new(),
+    };
+    let in_progress = response_object(ctx, "in_progress", Vec::new(), None, false);
+    s.push("response.created", json!({ "response": in_progress }));
+    s.push("response.in_progress", json!({ "response": in_progress }));
+    s.push(
+        "response.output_item.added",
+        json!({ "output_index": 0, "item": message_item(ctx, "", "in_progress") }),
+    );
+    s.push(
+        "response.content_part.added",
+        json!({
+            "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
+            "part": output_text_part(""),
+        }),
+    );
+    let delta = |d: &str| {
+        json!({
+            "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
+            "delta": d, "logprobs": [],
+        })
+    };
+    for (i, chunk) in ctx.text.iter().enumerate() {
+        s.push("response.output_text.delta", delta(chunk));
+        if i == 0
+            && let Kind::LongLine { line_bytes } = kind
+        {
+            push_long_delta(&mut s, delta(""), *line_bytes);
+        }
+    }
+    if ctx.text.is_empty()
+        && let Kind::LongLine { line_bytes } = kind
+    {
+        push_long_delta(&mut s, delta(""), *line_bytes);
+    }
+    let full = ctx.full_text();
+    match kind {
+        Kind::StopAfterDeltas => return s.out,
+        Kind::ResponseFailed { code, message } => {
+            s.push(
+                "response.failed",
+                json!({ "response": failed_response(ctx, code, message) }),
+            );
+            return s.out;
+        }
+        Kind::ErrorEvent { code, message } => {
+            s.push(
+                "error",
+                json!({ "code": code, "message": message, "param": null }),
+            );
+            return s.out;
+        }
+        _ => {}
+    }
+    s.push(
+        "response.output_text.done",
+        json!({
+            "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
+            "text": full, "logprobs": [],
+        }),
+    );
+    s.push(
+        "response.content_part.done",
+        json!({
+            "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
+            "part": output_text_part(&full),
+        }),
+    );
+    s.push(
+        "response.output_item.done",
+        json!({ "output_index": 0, "item": message_item(ctx, &full, "completed") }),
+    );
+    let with_usage = !matches!(kind, Kind::NoUsage);
+    let final_event = ctx.final_event.clone();
+    s.push(
+        &final_event,
+        json!({ "response": completed_response(ctx, with_usage, &full) }),
+    );
+    s.out
+}
+
+/// A delta event whose `data:` line is exactly `line_bytes` long (or as short as possible).
+fn push_long_delta(s: &mut Seq, mut data: Value, line_bytes: usize) {
+    data["type"] = "response.output_text.delta".into();
+    data["sequence_number"] = s.next.into();
+    let base = format!("data: {data}").len();
+    data["delta"] = "x".repeat(line_bytes.saturating_sub(base)).into();
+    s.push("response.output_text.delta", data);
+}
+
+/// One parsed SSE event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, if any.
+    pub event: Option<String>,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// `data` as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    /// `event:`, else the `type` of the data.
+    pub fn kind(&self) -> Option<String> {
+        self.event.clone().or_else(|| {
+            self.json()
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+    }
+}
+
+/// Parses an SSE text (as read from the wire) into its events; comments (`:` lines, e.g.
+/// keep-alive pings) and blocks without data are skipped. An unterminated last block is
+/// included.
+pub fn parse_sse(text: &str) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    let mut event = None;
+    let mut data: Option<String> = None;
+    let mut flush = |event: &mut Option<String>, data: &mut Option<String>| {
+        if let Some(d) = data.take() {
+            out.push(SseEvent {
+                event: event.take(),
+                data: d,
+            });
+        }
+        *event = None;
+    };
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            flush(&mut event, &mut data);
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event = Some(value.to_string()),
+            "data" => match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_string()),
+            },
+            _ => {}
+        }
+    }
+    flush(&mut event, &mut data);
+    out
+}

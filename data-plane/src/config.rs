@@ -43,6 +43,96 @@ pub struct Config {
     /// Structured JSON logs.
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+
+    #[command(flatten)]
+    pub flow: FlowConfig,
+}
+
+/// Settings of the Responses flow (responses-flow.md; defaults are the spec's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FlowConfig {
+    /// Maximum request body, bytes.
+    #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = 100 << 20)]
+    pub body_limit_bytes: usize,
+
+    /// SSE ping interval while a streaming request waits for a slot, seconds (5-30).
+    #[arg(long, env = "TOLLGATE_PING_INTERVAL_SECS", default_value_t = 10)]
+    pub ping_interval_secs: u64,
+
+    /// Keep-alive comment interval while the upstream stream is silent, milliseconds.
+    #[arg(long, env = "TOLLGATE_STREAM_KEEPALIVE_MS", default_value_t = 10_000)]
+    pub stream_keepalive_ms: u64,
+
+    /// Upstream stream silent this long → `stream_timeout`, milliseconds.
+    #[arg(
+        long,
+        env = "TOLLGATE_STREAM_IDLE_TIMEOUT_MS",
+        default_value_t = 180_000
+    )]
+    pub stream_idle_timeout_ms: u64,
+
+    /// Longest single SSE line accepted from the upstream, bytes.
+    #[arg(long, env = "TOLLGATE_STREAM_LINE_LIMIT_BYTES", default_value_t = 40 << 20)]
+    pub stream_line_limit_bytes: usize,
+
+    /// Account switches on failover-class upstream answers.
+    #[arg(long, env = "TOLLGATE_MAX_ACCOUNT_SWITCHES", default_value_t = 3)]
+    pub max_account_switches: u32,
+
+    /// Upstream connect timeout, milliseconds.
+    #[arg(
+        long,
+        env = "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// File overriding the bundled default instructions for non-Codex clients.
+    #[arg(long, env = "TOLLGATE_DEFAULT_INSTRUCTIONS_FILE")]
+    pub default_instructions_file: Option<std::path::PathBuf>,
+
+    /// Model sent to subscription accounts for names outside the Codex family.
+    #[arg(
+        long,
+        env = "TOLLGATE_DEFAULT_CODEX_MODEL",
+        default_value = "gpt-5.1-codex"
+    )]
+    pub default_codex_model: String,
+
+    /// `originator` sent to subscription accounts for clients other than Codex CLI.
+    #[arg(
+        long,
+        env = "TOLLGATE_DEFAULT_ORIGINATOR",
+        default_value = "codex_cli_rs"
+    )]
+    pub default_originator: String,
+
+    /// Peers whose X-Forwarded-For / X-Real-IP are honoured (IPs or CIDRs, comma-separated).
+    #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Authorization cache capacity (entries).
+    #[arg(long, env = "TOLLGATE_AUTH_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub auth_cache_capacity: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 100 << 20,
+            ping_interval_secs: 10,
+            stream_keepalive_ms: 10_000,
+            stream_idle_timeout_ms: 180_000,
+            stream_line_limit_bytes: 40 << 20,
+            max_account_switches: 3,
+            upstream_connect_timeout_ms: 10_000,
+            default_instructions_file: None,
+            default_codex_model: "gpt-5.1-codex".into(),
+            default_originator: "codex_cli_rs".into(),
+            trusted_proxies: Vec::new(),
+            auth_cache_capacity: 100_000,
+        }
+    }
 }
 
 impl Config {
@@ -55,6 +145,7 @@ impl Config {
             data_plane_id: None,
             drain_timeout_secs: 30,
             log_json: false,
+            flow: FlowConfig::default(),
         }
     }
 
@@ -64,6 +155,29 @@ impl Config {
             return Err(Error::Config(format!(
                 "TOLLGATE_CONTROL_PLANE_URL must start with http:// or https://, got {u:?}"
             )));
+        }
+        let f = &self.flow;
+        if !(5..=30).contains(&f.ping_interval_secs) {
+            return Err(Error::Config(
+                "TOLLGATE_PING_INTERVAL_SECS must be 5..=30".into(),
+            ));
+        }
+        if f.body_limit_bytes == 0 || f.stream_line_limit_bytes == 0 {
+            return Err(Error::Config(
+                "body and line limits must be positive".into(),
+            ));
+        }
+        if f.stream_keepalive_ms == 0 || f.stream_idle_timeout_ms < f.stream_keepalive_ms {
+            return Err(Error::Config(
+                "TOLLGATE_STREAM_IDLE_TIMEOUT_MS must be at least TOLLGATE_STREAM_KEEPALIVE_MS (> 0)".into(),
+            ));
+        }
+        for p in &f.trusted_proxies {
+            if crate::proxy::auth_info::parse_net(p).is_none() {
+                return Err(Error::Config(format!(
+                    "TOLLGATE_TRUSTED_PROXIES: {p:?} is not an IP or CIDR"
+                )));
+            }
         }
         if self.drain_timeout_secs == 0 || self.drain_timeout_secs > 3_600 {
             return Err(Error::Config(

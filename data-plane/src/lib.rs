@@ -23,8 +23,13 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 pub use error::{Error, Result};
 
-use crate::control::session::{InvalidationSink, SessionState};
+use crate::control::ControlClient;
+use crate::control::leases::LeaseRegistry;
+use crate::control::session::{SessionHooks, SessionState};
+use crate::control::usage::UsageSender;
 use crate::metrics::Metrics;
+use crate::proxy::cache::AuthCache;
+use crate::proxy::responses::{Flow, Settings, upstream::UpstreamPool};
 
 /// Bound listeners; tests bind port 0 and read the addresses back.
 pub struct Listeners {
@@ -63,19 +68,30 @@ pub async fn serve_on(
 ) -> Result<()> {
     config.validate()?;
     let metrics = Arc::new(Metrics::new());
-    let client = control::channel(&config.control_plane_url)?;
+    let control = ControlClient::new(
+        control::channel(&config.control_plane_url)?,
+        metrics.clone(),
+    );
+    let settings = Settings::from_config(&config.flow)?;
     let (state_tx, state_rx) = watch::channel(SessionState::default());
     let tasks = TaskTracker::new();
-    // Background work stops after the servers drained, so in-flight requests keep their
-    // session (and, later, their usage reporting) until the end.
+    // Background work stops after the proxy drained, so in-flight requests keep their
+    // session, releases and usage reporting until the end.
     let background = CancellationToken::new();
-    let sink: Arc<dyn InvalidationSink> = Arc::new(proxy::CacheSink::new(metrics.clone()));
+    let cache = AuthCache::new(control.clone(), config.flow.auth_cache_capacity);
+    let (leases, release_rx) = LeaseRegistry::new();
+    let (usage, usage_rx) = UsageSender::new();
+    let hooks: Arc<dyn SessionHooks> = Arc::new(proxy::Hooks {
+        cache: cache.clone(),
+        leases: leases.clone(),
+        metrics: metrics.clone(),
+    });
 
     tasks.spawn(control::session::run(
-        client,
+        control.raw(),
         config.data_plane_id(),
         state_tx,
-        sink,
+        hooks,
         background.clone(),
     ));
     tasks.spawn(track_attachment(
@@ -83,6 +99,32 @@ pub async fn serve_on(
         metrics.clone(),
         background.clone(),
     ));
+    tasks.spawn(control::leases::run_releaser(
+        control.clone(),
+        state_rx.clone(),
+        release_rx,
+        background.clone(),
+    ));
+    tasks.spawn(control::usage::run_reporter(
+        control.clone(),
+        usage_rx,
+        background.clone(),
+        config.drain_timeout(),
+    ));
+
+    let request_tasks = TaskTracker::new();
+    let flow = Arc::new(Flow {
+        cache,
+        control,
+        session: state_rx.clone(),
+        settings,
+        upstream: UpstreamPool::new(std::time::Duration::from_millis(
+            config.flow.upstream_connect_timeout_ms,
+        )),
+        leases,
+        usage,
+        tasks: request_tasks.clone(),
+    });
 
     let health = health::Health {
         session: state_rx.clone(),
@@ -100,7 +142,7 @@ pub async fn serve_on(
         config.drain_timeout(),
         "admin",
     );
-    let proxy = proxy::Proxy::new(metrics.clone());
+    let proxy = proxy::Proxy::new(flow, metrics.clone());
     let proxy_server = http_server::serve(
         listeners.proxy,
         move |req, peer| proxy.clone().handle(req, peer),
@@ -108,13 +150,20 @@ pub async fn serve_on(
         config.drain_timeout(),
         "proxy",
     );
-    let admin_task = tasks.spawn(admin_server);
+    tasks.spawn(admin_server);
     proxy_server.await;
-    // The proxy drained; now the admin port, the session and the rest.
+    // Requests whose client left may still be reading the upstream for usage.
+    request_tasks.close();
+    if tokio::time::timeout(config.drain_timeout(), request_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached with requests still running");
+    }
+    // Now the session, releases, usage flush and the admin port.
     background.cancel();
     tasks.close();
     tasks.wait().await;
-    drop(admin_task);
     tracing::info!("data plane stopped");
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Everything that talks to the control plane: the gRPC client (every call counted in
 //! metrics, so a test can assert the hot path makes one call) and the session.
 
+pub mod leases;
 pub mod session;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -41,10 +43,16 @@ impl ControlClient {
     }
 
     fn count(&self, method: &'static str) {
-        self.metrics.control_plane_calls.get_or_create(&CallLabels { method }).inc();
+        self.metrics
+            .control_plane_calls
+            .get_or_create(&CallLabels { method })
+            .inc();
     }
 
-    pub async fn authorize(&self, req: pb::AuthorizeRequest) -> Result<pb::AuthorizeResponse, tonic::Status> {
+    pub async fn authorize(
+        &self,
+        req: pb::AuthorizeRequest,
+    ) -> Result<pb::AuthorizeResponse, tonic::Status> {
         self.count("authorize");
         Ok(self.inner.clone().authorize(req).await?.into_inner())
     }
@@ -60,7 +68,10 @@ impl ControlClient {
         Ok(())
     }
 
-    pub async fn report_usage(&self, req: pb::ReportUsageRequest) -> Result<pb::ReportUsageResponse, tonic::Status> {
+    pub async fn report_usage(
+        &self,
+        req: pb::ReportUsageRequest,
+    ) -> Result<pb::ReportUsageResponse, tonic::Status> {
         self.count("report_usage");
         Ok(self.inner.clone().report_usage(req).await?.into_inner())
     }

@@ -27,11 +27,13 @@ impl SessionState {
     }
 }
 
-/// What the session delivers to the rest of the data plane.
-pub trait InvalidationSink: Send + Sync + 'static {
+/// What the session exchanges with the rest of the data plane.
+pub trait SessionHooks: Send + Sync + 'static {
     fn invalidate(&self, msg: &pb::Invalidate);
     /// Called on every (re)attach: the cache must be dropped when the epoch changed.
     fn attached(&self, epoch: u64);
+    /// Leases still held, declared on (re)attach so the control plane re-adopts them.
+    fn held_leases(&self) -> Vec<pb::HeldLease>;
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -41,7 +43,7 @@ pub async fn run(
     mut client: GatewayClient<Channel>,
     data_plane_id: String,
     state: watch::Sender<SessionState>,
-    sink: std::sync::Arc<dyn InvalidationSink>,
+    sink: std::sync::Arc<dyn SessionHooks>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -74,14 +76,13 @@ async fn attach_once(
     client: &mut GatewayClient<Channel>,
     data_plane_id: &str,
     state: &watch::Sender<SessionState>,
-    sink: &dyn InvalidationSink,
+    sink: &dyn SessionHooks,
     shutdown: &CancellationToken,
 ) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel::<pb::SessionUp>(16);
     let attach = pb::Attach {
         data_plane_id: data_plane_id.to_owned(),
-        // Lease re-adoption is declared here once admission leases exist.
-        held_leases: Vec::new(),
+        held_leases: sink.held_leases(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     tx.send(pb::SessionUp {

@@ -16,7 +16,11 @@ fn bad(msg: impl Into<String>) -> ClientError {
 
 /// "100MB" for whole MiB limits, bytes below 1 MiB.
 pub fn limit_text(limit: usize) -> String {
-    if limit >= 1 << 20 { format!("{}MB", limit >> 20) } else { format!("{limit} bytes") }
+    if limit >= 1 << 20 {
+        format!("{}MB", limit >> 20)
+    } else {
+        format!("{limit} bytes")
+    }
 }
 
 pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, ClientError>
@@ -60,11 +64,17 @@ pub fn parse(raw: &[u8]) -> Result<RequestBody, ClientError> {
         Some(_) => return Err(bad("invalid stream field type")),
     };
     check_tool_continuation(&json)?;
-    Ok(RequestBody { json, model, stream, raw_len: raw.len() })
+    Ok(RequestBody {
+        json,
+        model,
+        stream,
+        raw_len: raw.len(),
+    })
 }
 
 fn non_blank(v: Option<&Value>) -> bool {
-    v.and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty())
+    v.and_then(Value::as_str)
+        .is_some_and(|s| !s.trim().is_empty())
 }
 
 fn item_type(item: &Value) -> &str {
@@ -73,14 +83,19 @@ fn item_type(item: &Value) -> &str {
 
 /// The function_call_output rules of the spec, only when `input` holds such an item.
 fn check_tool_continuation(json: &Map<String, Value>) -> Result<(), ClientError> {
-    let Some(Value::Array(items)) = json.get("input") else { return Ok(()) };
-    let outputs: Vec<&Value> = items.iter().filter(|i| item_type(i) == "function_call_output").collect();
+    let Some(Value::Array(items)) = json.get("input") else {
+        return Ok(());
+    };
+    let outputs: Vec<&Value> = items
+        .iter()
+        .filter(|i| item_type(i) == "function_call_output")
+        .collect();
     if outputs.is_empty() || non_blank(json.get("previous_response_id")) {
         return Ok(());
     }
-    let has_call_context = items
-        .iter()
-        .any(|i| matches!(item_type(i), "function_call" | "tool_call") && non_blank(i.get("call_id")));
+    let has_call_context = items.iter().any(|i| {
+        matches!(item_type(i), "function_call" | "tool_call") && non_blank(i.get("call_id"))
+    });
     if has_call_context {
         return Ok(());
     }
@@ -111,7 +126,11 @@ fn check_tool_continuation(json: &Map<String, Value>) -> Result<(), ClientError>
 /// `codex-*/<ver>` (case-insensitive).
 pub fn is_codex_cli(headers: &HeaderMap) -> bool {
     // Lossy: a User-Agent may carry non-ASCII bytes after the product token.
-    let get = |n: &str| headers.get(n).map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
+    };
     if get("originator").is_some_and(|o| o.trim().starts_with("codex")) {
         return true;
     }
@@ -134,14 +153,24 @@ pub fn ensure_instructions(json: &mut Map<String, Value>, default: &str) {
 /// Stickiness: header `session_id`/`session-id`, then `conversation_id`/`conversation-id`,
 /// then body `prompt_cache_key`; SHA-256 lower-case hex; `None` = no stickiness.
 pub fn session_hash(headers: &HeaderMap, json: &Map<String, Value>) -> Option<String> {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
     let source = header("session_id")
         .or_else(|| header("session-id"))
         .or_else(|| header("conversation_id"))
         .or_else(|| header("conversation-id"))
         .map(str::to_owned)
         .or_else(|| {
-            json.get("prompt_cache_key").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+            json.get("prompt_cache_key")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
         })?;
     Some(hex::encode(Sha256::digest(source.as_bytes())))
 }
@@ -170,7 +199,10 @@ mod tests {
         assert_eq!(msg("{"), "Failed to parse request body");
         assert_eq!(msg(r#"{"model":"  "}"#), "model is required");
         assert_eq!(msg(r#"{"input":"x"}"#), "model is required");
-        assert_eq!(msg(r#"{"model":"m","stream":"yes"}"#), "invalid stream field type");
+        assert_eq!(
+            msg(r#"{"model":"m","stream":"yes"}"#),
+            "invalid stream field type"
+        );
         let ok = parse(br#"{"model":"gpt-5","stream":true}"#).unwrap();
         assert!(ok.stream);
         assert_eq!(ok.model, "gpt-5");
@@ -183,28 +215,58 @@ mod tests {
             for (k, x) in extra.as_object().unwrap() {
                 v[k] = x.clone();
             }
-            parse(v.to_string().as_bytes()).map(|_| ()).map_err(|e| e.message)
+            parse(v.to_string().as_bytes())
+                .map(|_| ())
+                .map_err(|e| e.message)
         };
         let out = json!({"type": "function_call_output", "call_id": "c1", "output": "x"});
         assert!(body(json!([out]), json!({"previous_response_id": "resp_1"})).is_ok());
-        assert!(body(json!([{"type": "function_call", "call_id": "c1"}, out]), json!({})).is_ok());
-        assert!(body(json!([{"type": "item_reference", "id": "c1"}, out]), json!({})).is_ok());
+        assert!(
+            body(
+                json!([{"type": "function_call", "call_id": "c1"}, out]),
+                json!({})
+            )
+            .is_ok()
+        );
+        assert!(
+            body(
+                json!([{"type": "item_reference", "id": "c1"}, out]),
+                json!({})
+            )
+            .is_ok()
+        );
         let e = body(json!([out]), json!({})).unwrap_err();
-        assert!(e.starts_with("function_call_output requires item_reference ids"), "{e}");
-        let e = body(json!([{"type": "function_call_output", "output": "x"}]), json!({})).unwrap_err();
-        assert!(e.starts_with("function_call_output requires call_id"), "{e}");
+        assert!(
+            e.starts_with("function_call_output requires item_reference ids"),
+            "{e}"
+        );
+        let e = body(
+            json!([{"type": "function_call_output", "output": "x"}]),
+            json!({}),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("function_call_output requires call_id"),
+            "{e}"
+        );
     }
 
     #[test]
     fn codex_detection() {
         let h = |k: &str, v: &str| {
             let mut m = HeaderMap::new();
-            m.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            m.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
             m
         };
         assert!(is_codex_cli(&h("originator", "codex_exec")));
         assert!(is_codex_cli(&h("originator", "Codex-TUI")));
-        assert!(is_codex_cli(&h("user-agent", "codex_exec/0.169.0 (Debian 12.0.0; x86_64) xterm (codex_exec; 0.169.0)")));
+        assert!(is_codex_cli(&h(
+            "user-agent",
+            "codex_exec/0.169.0 (Debian 12.0.0; x86_64) xterm (codex_exec; 0.169.0)"
+        )));
         assert!(is_codex_cli(&h("user-agent", "codex-tui/0.169.0 (…)")));
         assert!(!is_codex_cli(&h("user-agent", "OpenAI/Python 1.99.0")));
         assert!(!is_codex_cli(&h("user-agent", "codexfoo")));
@@ -213,7 +275,10 @@ mod tests {
     #[test]
     fn session_hash_sources() {
         let mut h = HeaderMap::new();
-        let body = json!({"prompt_cache_key": "pck"}).as_object().unwrap().clone();
+        let body = json!({"prompt_cache_key": "pck"})
+            .as_object()
+            .unwrap()
+            .clone();
         let from_body = session_hash(&h, &body).unwrap();
         h.insert("session-id", "thread-1".parse().unwrap());
         let from_header = session_hash(&h, &body).unwrap();

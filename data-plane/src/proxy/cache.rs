@@ -45,7 +45,12 @@ impl AuthCache {
             .expire_after(TtlFromEntry)
             .support_invalidation_closures()
             .build();
-        Self { cache, client, generation: Arc::new(AtomicU64::new(0)), epoch: Arc::new(AtomicU64::new(0)) }
+        Self {
+            cache,
+            client,
+            generation: Arc::new(AtomicU64::new(0)),
+            epoch: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The key's info, `Ok(None)` for an unknown key, `Err` when the control plane
@@ -57,9 +62,14 @@ impl AuthCache {
         let entry = self
             .cache
             .try_get_with(key_hash.to_owned(), async move {
-                let resp = client.authorize(pb::AuthorizeRequest { key_hash: hash }).await?;
+                let resp = client
+                    .authorize(pb::AuthorizeRequest { key_hash: hash })
+                    .await?;
                 let ttl = Duration::from_millis(u64::from(resp.ttl_ms.clamp(100, 300_000)));
-                Ok::<_, tonic::Status>(Entry { info: resp.key.map(|k| Arc::new(KeyInfo::from(k))), ttl })
+                Ok::<_, tonic::Status>(Entry {
+                    info: resp.key.map(|k| Arc::new(KeyInfo::from(k))),
+                    ttl,
+                })
             })
             .await
             .map_err(|e: Arc<tonic::Status>| (*e).clone())?;
@@ -75,14 +85,20 @@ impl AuthCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let ids = msg.ids.clone();
         let result = match Scope::try_from(msg.scope).unwrap_or(Scope::All) {
-            Scope::Key => self
-                .cache
-                .invalidate_entries_if(move |_, e| e.info.as_ref().is_some_and(|k| ids.contains(&k.key_id))),
+            Scope::Key => self.cache.invalidate_entries_if(move |_, e| {
+                e.info.as_ref().is_some_and(|k| ids.contains(&k.key_id))
+            }),
             Scope::User => self.cache.invalidate_entries_if(move |_, e| {
-                e.info.as_ref().and_then(|k| k.user.as_ref()).is_some_and(|u| ids.contains(&u.user_id))
+                e.info
+                    .as_ref()
+                    .and_then(|k| k.user.as_ref())
+                    .is_some_and(|u| ids.contains(&u.user_id))
             }),
             Scope::Group => self.cache.invalidate_entries_if(move |_, e| {
-                e.info.as_ref().and_then(|k| k.group.as_ref()).is_some_and(|g| ids.contains(&g.group_id))
+                e.info
+                    .as_ref()
+                    .and_then(|k| k.group.as_ref())
+                    .is_some_and(|g| ids.contains(&g.group_id))
             }),
             // Account changes reach admission directly (the control plane selects
             // accounts); cached key info only carries a group's model list, which may

@@ -16,18 +16,26 @@ pub fn check(key: &KeyInfo, client_ip: IpAddr, now_ms: i64) -> Result<(), Client
     let err = |code, msg: &str| Err(ClientError::new(code, msg));
     match key.status {
         Some(KeyStatus::Active | KeyStatus::QuotaExhausted | KeyStatus::Expired) => {}
-        Some(KeyStatus::Disabled) | None => return err(ErrorCode::ApiKeyDisabled, "API key is disabled"),
+        Some(KeyStatus::Disabled) | None => {
+            return err(ErrorCode::ApiKeyDisabled, "API key is disabled");
+        }
     }
-    if key.status == Some(KeyStatus::QuotaExhausted) || (key.quota_nanos > 0 && key.quota_used_nanos >= key.quota_nanos) {
+    if key.status == Some(KeyStatus::QuotaExhausted)
+        || (key.quota_nanos > 0 && key.quota_used_nanos >= key.quota_nanos)
+    {
         return err(ErrorCode::ApiKeyQuotaExhausted, "API key quota exhausted");
     }
     if key.status == Some(KeyStatus::Expired) || key.expires_at_ms.is_some_and(|t| t <= now_ms) {
         return err(ErrorCode::ApiKeyExpired, "API key has expired");
     }
     let ip = canonical(client_ip);
-    if key.ip_deny.iter().any(|n| n.contains(&ip)) || (!key.ip_allow.is_empty() && !key.ip_allow.iter().any(|n| n.contains(&ip)))
+    if key.ip_deny.iter().any(|n| n.contains(&ip))
+        || (!key.ip_allow.is_empty() && !key.ip_allow.iter().any(|n| n.contains(&ip)))
     {
-        return err(ErrorCode::AccessDenied, "Access denied: client IP is not allowed for this API key");
+        return err(
+            ErrorCode::AccessDenied,
+            "Access denied: client IP is not allowed for this API key",
+        );
     }
     let Some(user) = &key.user else {
         return err(ErrorCode::UserNotFound, "User not found");
@@ -40,10 +48,23 @@ pub fn check(key: &KeyInfo, client_ip: IpAddr, now_ms: i64) -> Result<(), Client
     }
     match &key.group {
         Some(g) if g.subscription => {
-            let Some(sub) = key.subscription.as_ref().filter(|s| s.active && s.expires_at_ms > now_ms) else {
-                return err(ErrorCode::SubscriptionNotFound, "No active subscription for this group");
+            let Some(sub) = key
+                .subscription
+                .as_ref()
+                .filter(|s| s.active && s.expires_at_ms > now_ms)
+            else {
+                return err(
+                    ErrorCode::SubscriptionNotFound,
+                    "No active subscription for this group",
+                );
             };
-            if let Some(msg) = over_limit(sub, g.daily_limit_nanos, g.weekly_limit_nanos, g.monthly_limit_nanos, now_ms) {
+            if let Some(msg) = over_limit(
+                sub,
+                g.daily_limit_nanos,
+                g.weekly_limit_nanos,
+                g.monthly_limit_nanos,
+                now_ms,
+            ) {
                 return err(ErrorCode::UsageLimitExceeded, msg);
             }
         }
@@ -58,7 +79,13 @@ pub fn check(key: &KeyInfo, client_ip: IpAddr, now_ms: i64) -> Result<(), Client
 
 /// The first subscription window whose usage reached its limit (a limit counts when > 0;
 /// a window that has passed counts as empty).
-pub fn over_limit(sub: &SubscriptionInfo, daily: i64, weekly: i64, monthly: i64, now_ms: i64) -> Option<&'static str> {
+pub fn over_limit(
+    sub: &SubscriptionInfo,
+    daily: i64,
+    weekly: i64,
+    monthly: i64,
+    now_ms: i64,
+) -> Option<&'static str> {
     let used = |usage: i64, start: Option<i64>, len: i64| match start {
         Some(s) if now_ms - s < len => usage,
         _ => 0,
@@ -66,10 +93,22 @@ pub fn over_limit(sub: &SubscriptionInfo, daily: i64, weekly: i64, monthly: i64,
     if daily > 0 && used(sub.daily_usage_nanos, sub.daily_window_start_ms, DAY_MS) >= daily {
         return Some("daily usage limit exceeded");
     }
-    if weekly > 0 && used(sub.weekly_usage_nanos, sub.weekly_window_start_ms, 7 * DAY_MS) >= weekly {
+    if weekly > 0
+        && used(
+            sub.weekly_usage_nanos,
+            sub.weekly_window_start_ms,
+            7 * DAY_MS,
+        ) >= weekly
+    {
         return Some("weekly usage limit exceeded");
     }
-    if monthly > 0 && used(sub.monthly_usage_nanos, sub.monthly_window_start_ms, 30 * DAY_MS) >= monthly {
+    if monthly > 0
+        && used(
+            sub.monthly_usage_nanos,
+            sub.monthly_window_start_ms,
+            30 * DAY_MS,
+        ) >= monthly
+    {
         return Some("monthly usage limit exceeded");
     }
     None
@@ -97,7 +136,12 @@ mod tests {
             expires_at_ms: None,
             ip_allow: vec![],
             ip_deny: vec![],
-            user: Some(UserInfo { user_id: 1, active: true, balance_nanos: 10, concurrency: 5 }),
+            user: Some(UserInfo {
+                user_id: 1,
+                active: true,
+                balance_nanos: 10,
+                concurrency: 5,
+            }),
             group: None,
             group_missing: false,
             subscription: None,
@@ -105,7 +149,9 @@ mod tests {
     }
 
     fn code(k: &KeyInfo, ip: &str) -> Option<ErrorCode> {
-        check(k, ip.parse().unwrap(), 1_000_000).err().map(|e| e.code)
+        check(k, ip.parse().unwrap(), 1_000_000)
+            .err()
+            .map(|e| e.code)
     }
 
     #[test]
@@ -130,7 +176,10 @@ mod tests {
     #[test]
     fn ip_rules_v4_v6_and_mapped() {
         let mut k = key();
-        k.ip_allow = vec![parse_net("10.0.0.0/8").unwrap(), parse_net("2001:db8::/32").unwrap()];
+        k.ip_allow = vec![
+            parse_net("10.0.0.0/8").unwrap(),
+            parse_net("2001:db8::/32").unwrap(),
+        ];
         assert_eq!(code(&k, "10.1.2.3"), None);
         assert_eq!(code(&k, "::ffff:10.1.2.3"), None);
         assert_eq!(code(&k, "2001:db8::1"), None);

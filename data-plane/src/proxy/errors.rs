@@ -16,6 +16,8 @@ pub struct ClientError {
     pub message: String,
     /// Overrides the code's status (pass-through of an upstream 4xx).
     pub status: Option<StatusCode>,
+    /// The `error` object to send instead of the table's (pass-through of an upstream 4xx).
+    pub error_object: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ClientError {
@@ -24,6 +26,7 @@ impl ClientError {
             code,
             message: message.into(),
             status: None,
+            error_object: None,
         }
     }
 
@@ -32,6 +35,9 @@ impl ClientError {
     }
 
     pub fn body_json(&self) -> serde_json::Value {
+        if let Some(obj) = &self.error_object {
+            return serde_json::json!({ "error": obj });
+        }
         let mut err = serde_json::Map::new();
         err.insert("type".into(), self.code.error_type().as_str().into());
         if let Some(c) = self.code.client_code() {

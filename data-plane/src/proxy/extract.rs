@@ -22,7 +22,13 @@ pub fn api_key(query: Option<&str>, headers: &HeaderMap) -> Result<String, Clien
             ));
         }
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
     if let Some(auth) = header("authorization")
         && let Some((scheme, rest)) = auth.split_once(char::is_whitespace)
         && scheme.eq_ignore_ascii_case("bearer")
@@ -35,11 +41,15 @@ pub fn api_key(query: Option<&str>, headers: &HeaderMap) -> Result<String, Clien
             return Ok(v.to_owned());
         }
     }
-    Err(ClientError::new(ErrorCode::ApiKeyRequired, "API key is required (Authorization: Bearer <key>)"))
+    Err(ClientError::new(
+        ErrorCode::ApiKeyRequired,
+        "API key is required (Authorization: Bearer <key>)",
+    ))
 }
 
 fn url_query_names(q: &str) -> impl Iterator<Item = &str> {
-    q.split('&').map(|pair| pair.split_once('=').map_or(pair, |(n, _)| n))
+    q.split('&')
+        .map(|pair| pair.split_once('=').map_or(pair, |(n, _)| n))
 }
 
 /// Lower-case hex SHA-256, the form the control plane looks keys up by.
@@ -82,37 +92,64 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
 
     #[test]
     fn extraction_order_and_forms() {
-        let h = headers(&[("authorization", "  BEARER   sk-abc  "), ("x-api-key", "other")]);
+        let h = headers(&[
+            ("authorization", "  BEARER   sk-abc  "),
+            ("x-api-key", "other"),
+        ]);
         assert_eq!(api_key(None, &h).unwrap(), "sk-abc");
         let h = headers(&[("x-api-key", "k1"), ("x-goog-api-key", "k2")]);
         assert_eq!(api_key(None, &h).unwrap(), "k1");
         let h = headers(&[("x-goog-api-key", "k2")]);
         assert_eq!(api_key(None, &h).unwrap(), "k2");
-        assert_eq!(api_key(None, &HeaderMap::new()).unwrap_err().code, ErrorCode::ApiKeyRequired);
+        assert_eq!(
+            api_key(None, &HeaderMap::new()).unwrap_err().code,
+            ErrorCode::ApiKeyRequired
+        );
         let h = headers(&[("authorization", "Basic abc")]);
-        assert_eq!(api_key(None, &h).unwrap_err().code, ErrorCode::ApiKeyRequired);
-        assert_eq!(api_key(Some("a=1&api_key=x"), &h).unwrap_err().code, ErrorCode::ApiKeyInQuery);
-        assert_eq!(api_key(Some("key"), &h).unwrap_err().code, ErrorCode::ApiKeyInQuery);
+        assert_eq!(
+            api_key(None, &h).unwrap_err().code,
+            ErrorCode::ApiKeyRequired
+        );
+        assert_eq!(
+            api_key(Some("a=1&api_key=x"), &h).unwrap_err().code,
+            ErrorCode::ApiKeyInQuery
+        );
+        assert_eq!(
+            api_key(Some("key"), &h).unwrap_err().code,
+            ErrorCode::ApiKeyInQuery
+        );
     }
 
     #[test]
     fn forwarded_headers_only_from_trusted_peers() {
         let h = headers(&[("x-forwarded-for", "1.1.1.1, 10.0.0.5")]);
         let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
-        assert_eq!(client_ip(peer, &h, &[]), "10.0.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &[]),
+            "10.0.0.9".parse::<IpAddr>().unwrap()
+        );
         let trusted = vec!["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(client_ip(peer, &h, &trusted), "1.1.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "1.1.1.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn hash_is_lower_hex_sha256() {
-        assert_eq!(key_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -1,5 +1,4 @@
-//! The client-facing proxy: routes, the auth cache, and (with the Responses flow) the
-//! request pipeline.
+//! The client-facing proxy: routes, the auth cache and the Responses flow.
 
 pub mod auth_info;
 pub mod body;
@@ -7,6 +6,8 @@ pub mod cache;
 pub mod checks;
 pub mod errors;
 pub mod extract;
+pub mod models;
+pub mod responses;
 pub mod sse;
 pub mod transform;
 
@@ -19,19 +20,23 @@ use hyper::body::Incoming;
 use tollgate_shared::ErrorCode;
 use tollgate_shared::proto::gateway::v1 as pb;
 
-use crate::control::session::InvalidationSink;
+use crate::control::leases::LeaseRegistry;
+use crate::control::session::SessionHooks;
 use crate::http_server::Body;
 use crate::metrics::{Metrics, RequestLabels};
+use cache::AuthCache;
 use errors::ClientError;
+use responses::Flow;
 
 #[derive(Clone)]
 pub struct Proxy {
+    flow: Arc<Flow>,
     metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    pub fn new(flow: Arc<Flow>, metrics: Arc<Metrics>) -> Self {
+        Self { flow, metrics }
     }
 
     pub async fn handle(
@@ -39,17 +44,13 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<Body>, Infallible> {
-        let _ = peer;
         let (route, resp) = match (req.method(), req.uri().path()) {
-            (&Method::POST, "/v1/responses" | "/responses" | "/openai/v1/responses")
-            | (&Method::GET, "/v1/models") => (
-                "responses",
-                ClientError::new(
-                    ErrorCode::Unavailable,
-                    "The Responses flow is not enabled in this build",
-                )
-                .into_response(),
-            ),
+            (&Method::POST, "/v1/responses" | "/responses" | "/openai/v1/responses") => {
+                ("responses", self.flow.clone().handle(req, peer).await)
+            }
+            (&Method::GET, "/v1/models" | "/models" | "/openai/v1/models") => {
+                ("models", models::handle(&self.flow, &req, peer).await)
+            }
             _ => (
                 "unknown",
                 ClientError::new(
@@ -70,23 +71,26 @@ impl Proxy {
     }
 }
 
-/// Receives invalidations from the control-plane session.
-pub struct CacheSink {
-    metrics: Arc<Metrics>,
+/// What the control-plane session exchanges with the proxy: invalidations for the auth
+/// cache, and the leases to declare on re-attach.
+pub struct Hooks {
+    pub cache: AuthCache,
+    pub leases: LeaseRegistry,
+    pub metrics: Arc<Metrics>,
 }
 
-impl CacheSink {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
-    }
-}
-
-impl InvalidationSink for CacheSink {
-    fn invalidate(&self, _msg: &pb::Invalidate) {
+impl SessionHooks for Hooks {
+    fn invalidate(&self, msg: &pb::Invalidate) {
         self.metrics.invalidations.inc();
+        self.cache.invalidate(msg);
     }
 
-    fn attached(&self, _epoch: u64) {
+    fn attached(&self, epoch: u64) {
         self.metrics.session_attaches.inc();
+        self.cache.attached(epoch);
+    }
+
+    fn held_leases(&self) -> Vec<pb::HeldLease> {
+        self.leases.held()
     }
 }

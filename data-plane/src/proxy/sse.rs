@@ -24,7 +24,12 @@ pub struct Splitter {
 
 impl Splitter {
     pub fn new(line_limit: usize) -> Self {
-        Self { buf: BytesMut::new(), line_start: 0, pos: 0, line_limit }
+        Self {
+            buf: BytesMut::new(),
+            line_start: 0,
+            pos: 0,
+            line_limit,
+        }
     }
 
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) -> Result<(), LineTooLong> {
@@ -63,7 +68,9 @@ impl Splitter {
         let rest = self.buf.split().freeze();
         self.line_start = 0;
         self.pos = 0;
-        rest.iter().any(|b| !b.is_ascii_whitespace()).then_some(rest)
+        rest.iter()
+            .any(|b| !b.is_ascii_whitespace())
+            .then_some(rest)
     }
 }
 
@@ -114,12 +121,21 @@ impl Usage {
 fn carries_response(ty: &str) -> bool {
     matches!(
         ty,
-        "response.created" | "response.in_progress" | "response.completed" | "response.done" | "response.incomplete" | "response.failed" | "response.queued"
+        "response.created"
+            | "response.in_progress"
+            | "response.completed"
+            | "response.done"
+            | "response.incomplete"
+            | "response.failed"
+            | "response.queued"
     )
 }
 
 fn is_final(ty: &str) -> bool {
-    matches!(ty, "response.completed" | "response.done" | "response.incomplete")
+    matches!(
+        ty,
+        "response.completed" | "response.done" | "response.incomplete"
+    )
 }
 
 /// What the gateway learns from a stream as it passes.
@@ -137,8 +153,16 @@ pub struct Observer {
 
 impl Observer {
     pub fn new(upstream_model: &str, requested_model: &str) -> Self {
-        let rewrite = (upstream_model != requested_model).then(|| (upstream_model.to_owned(), requested_model.to_owned()));
-        Self { rewrite, usage: None, first_token_at: None, final_response: None, output_chars: 0, saw_error_event: false }
+        let rewrite = (upstream_model != requested_model)
+            .then(|| (upstream_model.to_owned(), requested_model.to_owned()));
+        Self {
+            rewrite,
+            usage: None,
+            first_token_at: None,
+            final_response: None,
+            output_chars: 0,
+            saw_error_event: false,
+        }
     }
 
     /// Looks at one event; returns the bytes the client gets (the same bytes unless the
@@ -156,8 +180,12 @@ impl Observer {
             }
             return raw;
         }
-        let Ok(mut json) = serde_json::from_str::<Value>(&data) else { return raw };
-        let ty = ty_from_event.or_else(|| json.get("type").and_then(Value::as_str).map(str::to_owned)).unwrap_or_default();
+        let Ok(mut json) = serde_json::from_str::<Value>(&data) else {
+            return raw;
+        };
+        let ty = ty_from_event
+            .or_else(|| json.get("type").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
         if ty.ends_with(".delta") {
             self.first_token_at.get_or_insert_with(Instant::now);
             return raw;
@@ -229,18 +257,33 @@ mod tests {
     #[test]
     fn observes_usage_and_rewrites_model() {
         let mut o = Observer::new("gpt-5.1-codex", "my-alias");
-        let created = Bytes::from("event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-5.1-codex\"}}\n\n");
+        let created = Bytes::from(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-5.1-codex\"}}\n\n",
+        );
         let out = o.observe(created);
         let (_, data) = fields(&out);
-        assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["response"]["model"], "my-alias");
-        let delta = Bytes::from("event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n");
+        assert_eq!(
+            serde_json::from_str::<Value>(&data).unwrap()["response"]["model"],
+            "my-alias"
+        );
+        let delta = Bytes::from(
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n",
+        );
         assert_eq!(o.observe(delta.clone()), delta);
         assert!(o.first_token_at.is_some());
         let done = Bytes::from(
             "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-5.1-codex\",\"usage\":{\"input_tokens\":10,\"input_tokens_details\":{\"cached_tokens\":4},\"output_tokens\":7,\"output_tokens_details\":{\"reasoning_tokens\":2}}}}\n\n",
         );
         o.observe(done);
-        assert_eq!(o.usage, Some(Usage { input_tokens: 10, output_tokens: 7, cached_tokens: 4, reasoning_tokens: 2 }));
+        assert_eq!(
+            o.usage,
+            Some(Usage {
+                input_tokens: 10,
+                output_tokens: 7,
+                cached_tokens: 4,
+                reasoning_tokens: 2
+            })
+        );
         assert_eq!(o.final_response.as_ref().unwrap()["model"], "my-alias");
     }
 }

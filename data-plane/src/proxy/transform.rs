@@ -77,26 +77,46 @@ pub fn normalize_codex_model(model: &str, default: &str) -> String {
     if let Some(s) = EFFORT_SUFFIXES.iter().find(|s| m.ends_with(*s)) {
         m.truncate(m.len() - s.len());
     }
-    if CODEX_MODELS.contains(&m.as_str()) { m } else { default.to_owned() }
+    if CODEX_MODELS.contains(&m.as_str()) {
+        m
+    } else {
+        default.to_owned()
+    }
 }
 
 /// Applies the body rules; returns the model name sent upstream.
 pub fn body(json: &mut Map<String, Value>, requested_model: &str, t: &Target<'_>) -> String {
-    let mut model = t.model_mapping.get(requested_model).cloned().unwrap_or_else(|| requested_model.to_owned());
+    let mut model = t
+        .model_mapping
+        .get(requested_model)
+        .cloned()
+        .unwrap_or_else(|| requested_model.to_owned());
     if let Some(Value::Object(reasoning)) = json.get_mut("reasoning")
         && reasoning.get("effort").and_then(Value::as_str) == Some("minimal")
     {
         reasoning.insert("effort".into(), Value::String("none".into()));
     }
     if !t.codex_client {
-        for k in ["max_output_tokens", "max_completion_tokens", "prompt_cache_retention", "safety_identifier"] {
+        for k in [
+            "max_output_tokens",
+            "max_completion_tokens",
+            "prompt_cache_retention",
+            "safety_identifier",
+        ] {
             json.remove(k);
         }
     }
     if t.kind == Kind::OAuth {
         json.insert("store".into(), Value::Bool(false));
         json.insert("stream".into(), Value::Bool(true));
-        for k in ["max_output_tokens", "max_completion_tokens", "temperature", "top_p", "frequency_penalty", "presence_penalty"] {
+        for k in [
+            "max_output_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "frequency_penalty",
+            "presence_penalty",
+        ] {
             json.remove(k);
         }
         model = normalize_codex_model(&model, t.default_codex_model);
@@ -109,14 +129,20 @@ pub fn body(json: &mut Map<String, Value>, requested_model: &str, t: &Target<'_>
 
 /// Chat-Completions style function tools → Responses style; unusable ones dropped.
 fn flatten_tools(json: &mut Map<String, Value>) {
-    let Some(Value::Array(tools)) = json.get_mut("tools") else { return };
+    let Some(Value::Array(tools)) = json.get_mut("tools") else {
+        return;
+    };
     let flattened: Vec<Value> = tools
         .drain(..)
         .filter_map(|tool| {
             if tool.get("type").and_then(Value::as_str) != Some("function") {
                 return Some(tool);
             }
-            if tool.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+            if tool
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
+            {
                 return Some(tool);
             }
             let f = tool.get("function")?.as_object()?;
@@ -147,12 +173,17 @@ fn is_tool_continuation(json: &Map<String, Value>) -> bool {
 
 fn fix_input_items(json: &mut Map<String, Value>) {
     let continuation = is_tool_continuation(json);
-    let Some(Value::Array(items)) = json.get_mut("input") else { return };
+    let Some(Value::Array(items)) = json.get_mut("input") else {
+        return;
+    };
     for item in items.iter_mut() {
-        let Some(obj) = item.as_object_mut() else { continue };
+        let Some(obj) = item.as_object_mut() else {
+            continue;
+        };
         let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
         let is_call = ty.ends_with("_call") || ty.ends_with("_call_output");
-        if is_call && obj.get("call_id").is_none_or(Value::is_null)
+        if is_call
+            && obj.get("call_id").is_none_or(Value::is_null)
             && let Some(id) = obj.get("id").cloned()
         {
             obj.insert("call_id".into(), id);
@@ -183,20 +214,27 @@ pub fn headers(
             out.insert(HeaderName::from_static(name), v.clone());
         }
     }
-    out.entry(http::header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+    out.entry(http::header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
     if !user_agent_override.is_empty()
         && let Ok(v) = HeaderValue::from_str(user_agent_override)
     {
         out.insert(http::header::USER_AGENT, v);
     }
     if kind == Kind::OAuth {
-        out.insert("openai-beta", HeaderValue::from_static("responses=experimental"));
+        out.insert(
+            "openai-beta",
+            HeaderValue::from_static("responses=experimental"),
+        );
         if !codex_client || !out.contains_key("originator") {
             if let Ok(v) = HeaderValue::from_str(default_originator) {
                 out.insert("originator", v);
             }
         }
-        out.insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        out.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
         if let Some(Ok(v)) = prompt_cache_key.map(HeaderValue::from_str) {
             out.insert(HeaderName::from_static("conversation_id"), v.clone());
             out.insert(HeaderName::from_static("session_id"), v);
@@ -211,7 +249,12 @@ mod tests {
     use serde_json::json;
 
     fn target(kind: Kind, mapping: &HashMap<String, String>, codex: bool) -> Target<'_> {
-        Target { kind, model_mapping: mapping, codex_client: codex, default_codex_model: "gpt-5.1-codex" }
+        Target {
+            kind,
+            model_mapping: mapping,
+            codex_client: codex,
+            default_codex_model: "gpt-5.1-codex",
+        }
     }
 
     #[test]
@@ -224,10 +267,20 @@ mod tests {
         assert_eq!(b["model"], "gpt-5.1");
         assert_eq!(b["reasoning"]["effort"], "none");
         assert!(!b.contains_key("max_output_tokens") && !b.contains_key("safety_identifier"));
-        assert_eq!(b["temperature"], 0.2, "API-key accounts keep sampling parameters");
+        assert_eq!(
+            b["temperature"], 0.2,
+            "API-key accounts keep sampling parameters"
+        );
         // Codex clients keep their limits.
-        let mut b = json!({"model": "gpt-5", "max_output_tokens": 5}).as_object().unwrap().clone();
-        body(&mut b, "gpt-5", &target(Kind::ApiKey, &HashMap::new(), true));
+        let mut b = json!({"model": "gpt-5", "max_output_tokens": 5})
+            .as_object()
+            .unwrap()
+            .clone();
+        body(
+            &mut b,
+            "gpt-5",
+            &target(Kind::ApiKey, &HashMap::new(), true),
+        );
         assert_eq!(b["max_output_tokens"], 5);
     }
 
@@ -242,14 +295,21 @@ mod tests {
             ],
             "input": [{"type": "function_call", "id": "fc_1", "name": "f", "arguments": "{}"}]
         }).as_object().unwrap().clone();
-        let m = body(&mut b, "gpt-5.1-codex-high", &target(Kind::OAuth, &HashMap::new(), false));
+        let m = body(
+            &mut b,
+            "gpt-5.1-codex-high",
+            &target(Kind::OAuth, &HashMap::new(), false),
+        );
         assert_eq!(m, "gpt-5.1-codex");
         assert_eq!(b["stream"], true);
         assert_eq!(b["store"], false);
         assert!(!b.contains_key("temperature") && !b.contains_key("top_p"));
         let tools = b["tools"].as_array().unwrap();
         assert_eq!(tools.len(), 2);
-        assert_eq!(tools[0], json!({"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}}));
+        assert_eq!(
+            tools[0],
+            json!({"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}})
+        );
         // A tool continuation keeps ids, and calls get call_id from id.
         assert_eq!(b["input"][0]["call_id"], "fc_1");
         assert_eq!(b["input"][0]["id"], "fc_1");
@@ -260,13 +320,24 @@ mod tests {
         let mut b = json!({"model": "weird-model", "input": [
             {"type": "message", "id": "msg_1", "role": "user", "content": "hi"},
             {"type": "item_reference", "id": "x"}
-        ]}).as_object().unwrap().clone();
+        ]})
+        .as_object()
+        .unwrap()
+        .clone();
         // No tools / previous_response_id: but item_reference makes it a continuation.
-        body(&mut b, "weird-model", &target(Kind::OAuth, &HashMap::new(), false));
+        body(
+            &mut b,
+            "weird-model",
+            &target(Kind::OAuth, &HashMap::new(), false),
+        );
         assert_eq!(b["model"], "gpt-5.1-codex", "unknown → configured default");
         let mut b = json!({"model": "gpt-5.2", "input": [{"type": "message", "id": "msg_1", "role": "user", "content": "hi"}]})
             .as_object().unwrap().clone();
-        body(&mut b, "gpt-5.2", &target(Kind::OAuth, &HashMap::new(), false));
+        body(
+            &mut b,
+            "gpt-5.2",
+            &target(Kind::OAuth, &HashMap::new(), false),
+        );
         assert!(b["input"][0].get("id").is_none());
     }
 
@@ -289,7 +360,14 @@ mod tests {
         assert!(h.get("authorization").is_none() && h.get("cookie").is_none());
         assert_eq!(h["session-id"], "t1");
         assert_eq!(h["content-type"], "application/json");
-        let h = headers(&client, Kind::OAuth, "my-agent", true, "codex_cli_rs", Some("pck"));
+        let h = headers(
+            &client,
+            Kind::OAuth,
+            "my-agent",
+            true,
+            "codex_cli_rs",
+            Some("pck"),
+        );
         assert_eq!(h["originator"], "codex_exec");
         assert_eq!(h["user-agent"], "my-agent");
         assert_eq!(h["accept"], "text/event-stream");

@@ -1,0 +1,85 @@
+//! Admission: one call to the control plane, which may wait for slots. While a
+//! streaming request waits, SSE comment pings keep the client connection alive (the
+//! first ping commits status 200). A client that leaves while waiting cancels the call,
+//! which gives its place in the queue back.
+
+use tollgate_shared::ErrorCode;
+use tollgate_shared::proto::gateway::v1 as pb;
+
+use super::downstream::{Downstream, PING};
+use super::{Ctx, Flow};
+use crate::control::leases::LeaseGuard;
+use crate::proxy::errors::ClientError;
+
+impl Flow {
+    pub(super) async fn admit(
+        &self,
+        ctx: &Ctx,
+        excluded: &[i64],
+        previous: Option<&LeaseGuard>,
+        ds: &mut Downstream,
+    ) -> Result<pb::Lease, ClientError> {
+        let Some(session_id) = self.session.borrow().session_id.clone() else {
+            return Err(ClientError::new(
+                ErrorCode::Unavailable,
+                "Gateway is not connected to its control plane, please retry later",
+            ));
+        };
+        let req = pb::AdmitRequest {
+            session_id,
+            request_id: ctx.request_id.clone(),
+            key_id: ctx.key.key_id,
+            model: ctx.model.clone(),
+            session_hash: ctx.session_hash.clone(),
+            excluded_account_ids: excluded.to_vec(),
+            user_lease_id: previous.map(|g| g.id.clone()).unwrap_or_default(),
+            stream: ctx.stream,
+        };
+        let call = self.control.admit(req);
+        tokio::pin!(call);
+        let period = self.settings.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = ping.tick(), if ctx.stream => {
+                    ds.commit_sse(None);
+                    if !ds.send(PING).await {
+                        return Err(gone());
+                    }
+                }
+                () = ds.closed(), if !ds.is_gone() => return Err(gone()),
+            }
+        };
+        match result {
+            Ok(pb::AdmitResponse {
+                result: Some(pb::admit_response::Result::Lease(lease)),
+            }) => Ok(lease),
+            Ok(pb::AdmitResponse {
+                result: Some(pb::admit_response::Result::Rejection(r)),
+            }) => {
+                let code = ErrorCode::from_name(&r.code).unwrap_or(ErrorCode::Internal);
+                Err(ClientError::new(code, r.message))
+            }
+            Ok(pb::AdmitResponse { result: None }) => Err(ClientError::new(
+                ErrorCode::Internal,
+                "Admission returned no result",
+            )),
+            Err(status) => {
+                tracing::warn!(error = %status, "admit call failed");
+                Err(ClientError::new(
+                    ErrorCode::BillingUnavailable,
+                    "Billing service temporarily unavailable. Please retry later.",
+                ))
+            }
+        }
+    }
+}
+
+/// The client left while waiting: nobody reads the answer, but it is the spec's.
+fn gone() -> ClientError {
+    ClientError::new(
+        ErrorCode::UserConcurrencyExceeded,
+        "Concurrency limit exceeded for user, please retry later",
+    )
+}

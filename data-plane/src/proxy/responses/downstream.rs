@@ -1,0 +1,111 @@
+//! The client side of one request. Before the response is committed an error is a JSON
+//! response with its status; once committed (first SSE ping or first upstream byte) it
+//! is an SSE `error` event and the status stays 200. Knows when the client has gone.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::http_server::Body;
+use crate::proxy::errors::ClientError;
+
+type Frame = Result<http_body::Frame<Bytes>, std::io::Error>;
+
+pub const PING: &[u8] = b":\n\n";
+
+pub struct Downstream {
+    head: Option<oneshot::Sender<Response<Body>>>,
+    tx: Option<mpsc::Sender<Frame>>,
+    gone: bool,
+}
+
+impl Downstream {
+    pub fn new(head: oneshot::Sender<Response<Body>>) -> Self {
+        Self {
+            head: Some(head),
+            tx: None,
+            gone: false,
+        }
+    }
+
+    pub fn committed(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone || self.head.as_ref().is_some_and(oneshot::Sender::is_closed)
+    }
+
+    /// Sends a complete response (only possible before commit).
+    pub fn respond(&mut self, resp: Response<Body>) {
+        if let Some(h) = self.head.take()
+            && h.send(resp).is_err()
+        {
+            self.gone = true;
+        }
+    }
+
+    /// The error in the form the client can still receive.
+    pub async fn fail(&mut self, err: ClientError) {
+        if self.committed() {
+            self.send(err.sse_event()).await;
+        } else {
+            self.respond(err.into_response());
+        }
+    }
+
+    /// Commits status 200 with the SSE headers; later bytes are streamed.
+    pub fn commit_sse(&mut self, request_id: Option<HeaderValue>) {
+        if self.committed() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel::<Frame>(32);
+        let body = StreamBody::new(ReceiverStream::new(rx)).boxed();
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::OK;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        if let Some(id) = request_id {
+            h.insert("x-request-id", id);
+        }
+        self.tx = Some(tx);
+        self.respond(resp);
+    }
+
+    /// Writes (and thereby flushes) one chunk; false once the client has gone.
+    pub async fn send(&mut self, bytes: impl Into<Bytes>) -> bool {
+        if self.gone {
+            return false;
+        }
+        let Some(tx) = &self.tx else { return false };
+        if tx
+            .send(Ok(http_body::Frame::data(bytes.into())))
+            .await
+            .is_err()
+        {
+            self.gone = true;
+            return false;
+        }
+        true
+    }
+
+    /// Resolves when the client goes away (never, if it already has and we know).
+    pub async fn closed(&mut self) {
+        if let Some(tx) = &self.tx {
+            tx.closed().await;
+        } else if let Some(h) = &mut self.head {
+            h.closed().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+        self.gone = true;
+    }
+}

@@ -1,0 +1,278 @@
+//! The Responses flow (responses-flow.md): authenticate, read and validate the body,
+//! then — in a tracked task that outlives a departed client, so usage is still billed —
+//! admission, forwarding with failover, and delivery.
+//!
+//! Phases (see data-plane/README.md for the chart):
+//! auth (cache → checks) → body → admit (pings while waiting) → forward → failover? →
+//! deliver (stream / JSON) → release lease → report usage.
+
+mod admit;
+mod deliver;
+pub mod downstream;
+pub mod failover;
+pub mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Response};
+use hyper::body::Incoming;
+use serde_json::{Map, Value};
+use tokio::sync::{oneshot, watch};
+use tokio_util::task::TaskTracker;
+use tollgate_shared::ErrorCode;
+use tollgate_shared::proto::gateway::v1 as pb;
+
+use super::auth_info::KeyInfo;
+use super::cache::AuthCache;
+use super::errors::ClientError;
+use super::{body, checks, extract, transform};
+use crate::config::FlowConfig;
+use crate::control::ControlClient;
+use crate::control::leases::{LeaseGuard, LeaseRegistry};
+use crate::control::session::SessionState;
+use crate::control::usage::UsageSender;
+use crate::http_server::Body;
+use downstream::Downstream;
+use failover::LastFailure;
+use upstream::UpstreamPool;
+
+/// Bundled default instructions for clients other than Codex CLI.
+const DEFAULT_INSTRUCTIONS: &str = include_str!("default_instructions.txt");
+
+pub struct Settings {
+    pub body_limit: usize,
+    pub ping_interval: Duration,
+    pub keepalive: Duration,
+    pub idle_timeout: Duration,
+    pub line_limit: usize,
+    pub max_switches: u32,
+    pub instructions: String,
+    pub default_codex_model: String,
+    pub default_originator: String,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Settings {
+    pub fn from_config(c: &FlowConfig) -> Result<Self, crate::Error> {
+        let instructions = match &c.default_instructions_file {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| crate::Error::Config(format!("cannot read {}: {e}", p.display())))?,
+            None => DEFAULT_INSTRUCTIONS.to_owned(),
+        };
+        Ok(Self {
+            body_limit: c.body_limit_bytes,
+            ping_interval: Duration::from_secs(c.ping_interval_secs),
+            keepalive: Duration::from_millis(c.stream_keepalive_ms),
+            idle_timeout: Duration::from_millis(c.stream_idle_timeout_ms),
+            line_limit: c.stream_line_limit_bytes,
+            max_switches: c.max_account_switches,
+            instructions,
+            default_codex_model: c.default_codex_model.clone(),
+            default_originator: c.default_originator.clone(),
+            trusted_proxies: c
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| super::auth_info::parse_net(p))
+                .collect(),
+        })
+    }
+}
+
+/// Everything a request needs, shared by all requests.
+pub struct Flow {
+    pub cache: AuthCache,
+    pub control: ControlClient,
+    pub session: watch::Receiver<SessionState>,
+    pub settings: Settings,
+    pub upstream: UpstreamPool,
+    pub leases: LeaseRegistry,
+    pub usage: UsageSender,
+    /// Request tasks; waited for on shutdown before usage is flushed.
+    pub tasks: TaskTracker,
+}
+
+/// One validated request.
+pub struct Ctx {
+    pub request_id: String,
+    pub key: Arc<KeyInfo>,
+    pub model: String,
+    pub stream: bool,
+    pub codex: bool,
+    pub headers: HeaderMap,
+    pub client_ip: IpAddr,
+    pub started: Instant,
+    pub started_ms: i64,
+    pub session_hash: String,
+    pub body: Map<String, Value>,
+    pub raw_len: usize,
+    pub user_agent: String,
+    pub reasoning_effort: String,
+}
+
+impl Flow {
+    /// Authenticates a request: the key's info, or the client error to answer.
+    pub async fn authenticate(
+        &self,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<(Arc<KeyInfo>, IpAddr), ClientError> {
+        let key = extract::api_key(query, headers)?;
+        let info = match self.cache.lookup(&extract::key_hash(&key)).await {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                return Err(ClientError::new(
+                    ErrorCode::InvalidApiKey,
+                    "Invalid API key",
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "authorize call failed");
+                return Err(ClientError::new(
+                    ErrorCode::Unavailable,
+                    "Authorization service temporarily unavailable, please retry later",
+                ));
+            }
+        };
+        let ip = extract::client_ip(peer, headers, &self.settings.trusted_proxies);
+        checks::check(&info, ip, tollgate_shared::now_ms())?;
+        Ok((info, ip))
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let (key, client_ip) = match self
+            .authenticate(parts.uri.query(), &parts.headers, peer)
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => return e.into_response(),
+        };
+        let raw = match body::read_limited(body, self.settings.body_limit).await {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
+        let parsed = match body::parse(&raw) {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+        drop(raw);
+        let codex = body::is_codex_cli(&parts.headers);
+        let mut json = parsed.json;
+        if !codex {
+            body::ensure_instructions(&mut json, &self.settings.instructions);
+        }
+        let ctx = Ctx {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            session_hash: body::session_hash(&parts.headers, &json).unwrap_or_default(),
+            reasoning_effort: body::reasoning_effort(&json),
+            user_agent: parts
+                .headers
+                .get(http::header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+            key,
+            model: parsed.model,
+            stream: parsed.stream,
+            codex,
+            headers: parts.headers,
+            client_ip,
+            started,
+            started_ms: tollgate_shared::now_ms(),
+            body: json,
+            raw_len: parsed.raw_len,
+        };
+        let (head_tx, head_rx) = oneshot::channel();
+        let flow = self.clone();
+        self.tasks
+            .spawn(async move { flow.run(ctx, Downstream::new(head_tx)).await });
+        head_rx.await.unwrap_or_else(|_| {
+            ClientError::new(ErrorCode::Internal, "The request failed unexpectedly").into_response()
+        })
+    }
+
+    /// Admission, forwarding with failover, delivery. Runs to the end even when the
+    /// client leaves, so the upstream's usage is still reported.
+    async fn run(self: Arc<Self>, ctx: Ctx, mut ds: Downstream) {
+        let mut excluded: Vec<i64> = Vec::new();
+        let mut last_failure: Option<LastFailure> = None;
+        // The lease of the previous attempt holds this request's user slot until the
+        // next admission (which shares it) has answered.
+        let mut previous: Option<LeaseGuard> = None;
+        for _attempt in 0..=self.settings.max_switches {
+            let lease = match self
+                .admit(&ctx, &excluded, previous.as_ref(), &mut ds)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    // After a failed attempt, running out of accounts means the
+                    // switches ran out: answer with the mapping table.
+                    let err = match (last_failure, e.code) {
+                        (Some(last), ErrorCode::NoAvailableAccounts) => failover::exhausted(last),
+                        _ => e,
+                    };
+                    ds.fail(err).await;
+                    return;
+                }
+            };
+            let Some(account) = lease.account.clone() else {
+                ds.fail(ClientError::new(
+                    ErrorCode::Internal,
+                    "Admission returned no account",
+                ))
+                .await;
+                return;
+            };
+            let guard = self
+                .leases
+                .hold(&lease.lease_id, lease.user_id, account.account_id);
+            drop(previous.take());
+            match self.attempt(&ctx, &lease, &account, guard, &mut ds).await {
+                deliver::Attempt::Done => return,
+                deliver::Attempt::Failed { status, guard } => {
+                    excluded.push(account.account_id);
+                    last_failure = Some(status);
+                    previous = Some(guard);
+                }
+            }
+        }
+        drop(previous);
+        ds.fail(failover::exhausted(last_failure.flatten())).await;
+    }
+
+    fn report_outcome(&self, req: pb::ReportOutcomeRequest) {
+        let control = self.control.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = control.report_outcome(req).await {
+                tracing::warn!(error = %e, "outcome report failed");
+            }
+        });
+    }
+
+    fn upstream_target<'a>(
+        &'a self,
+        ctx: &Ctx,
+        account: &'a pb::AccountLease,
+    ) -> (transform::Kind, transform::Target<'a>) {
+        let kind = if account.kind == "oauth" {
+            transform::Kind::OAuth
+        } else {
+            transform::Kind::ApiKey
+        };
+        let target = transform::Target {
+            kind,
+            model_mapping: &account.model_mapping,
+            codex_client: ctx.codex,
+            default_codex_model: &self.settings.default_codex_model,
+        };
+        (kind, target)
+    }
+}

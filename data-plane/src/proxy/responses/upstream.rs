@@ -1,0 +1,98 @@
+//! Sending the request upstream. Connections are pooled per account and proxy so one
+//! login's traffic never shares a connection with another's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::HeaderMap;
+use tollgate_shared::proto::gateway::v1 as pb;
+
+#[derive(Clone)]
+pub struct UpstreamPool {
+    clients: Arc<Mutex<HashMap<(i64, String), reqwest::Client>>>,
+    connect_timeout: Duration,
+}
+
+impl UpstreamPool {
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self {
+            clients: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    fn client(&self, account_id: i64, proxy_url: &str) -> Result<reqwest::Client, String> {
+        let key = (account_id, proxy_url.to_owned());
+        let mut map = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            // Never follow redirects with a bearer credential attached.
+            .redirect(reqwest::redirect::Policy::none());
+        b = if proxy_url.is_empty() {
+            b.no_proxy()
+        } else {
+            // The message never includes the URL: it may carry credentials.
+            b.proxy(
+                reqwest::Proxy::all(proxy_url)
+                    .map_err(|_| "invalid account proxy URL".to_owned())?,
+            )
+        };
+        let c = b
+            .build()
+            .map_err(|e| format!("cannot build upstream client: {e}"))?;
+        map.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// `Err` = no response at all (connect refused, TLS, reset before the head).
+    pub async fn send(
+        &self,
+        account: &pb::AccountLease,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, String> {
+        let client = self.client(account.account_id, &account.proxy_url)?;
+        let mut req = client
+            .post(&account.upstream_url)
+            .headers(headers)
+            .bearer_auth(&account.bearer)
+            .body(body);
+        if !account.chatgpt_account_id.is_empty() {
+            req = req.header("chatgpt-account-id", &account.chatgpt_account_id);
+        }
+        // reqwest errors can embed the URL but never headers; the URL holds no secret.
+        req.send()
+            .await
+            .map_err(|e| format!("upstream connection failed: {e}"))
+    }
+}
+
+/// Health-relevant response headers for the outcome report (lower-case names).
+pub fn outcome_headers(h: &HeaderMap) -> HashMap<String, String> {
+    h.iter()
+        .filter(|(n, _)| n.as_str().starts_with("x-codex-") || n.as_str() == "retry-after")
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// `error.message` from an OpenAI-shaped error body, else the (truncated) text.
+pub fn error_message(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if let Some(m) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(|m| m.as_str())
+    {
+        return m.chars().take(1000).collect();
+    }
+    String::from_utf8_lossy(body).chars().take(1000).collect()
+}

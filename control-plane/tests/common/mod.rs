@@ -65,12 +65,12 @@ impl TestDb {
 
     /// Drops the Postgres database (SQLite files go with the temp dir).
     pub async fn cleanup(self) {
-        if let Some(name) = &self.pg_name {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
+        if let Some(name) = &self.pg_name
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
         }
         drop(self.dir);
     }

@@ -226,10 +226,10 @@ pub fn headers(
             "openai-beta",
             HeaderValue::from_static("responses=experimental"),
         );
-        if !codex_client || !out.contains_key("originator") {
-            if let Ok(v) = HeaderValue::from_str(default_originator) {
-                out.insert("originator", v);
-            }
+        if (!codex_client || !out.contains_key("originator"))
+            && let Ok(v) = HeaderValue::from_str(default_originator)
+        {
+            out.insert("originator", v);
         }
         out.insert(
             http::header::ACCEPT,

@@ -561,18 +561,40 @@ async fn update(c: &mut Client, req: pb::UpdateKeyRequest, expect: &mut pb::ApiK
 
 // ------------------------------------------------------------------ 5. validation
 
+/// For each case, `base` with the listed fields changed goes to `client.method`, which
+/// must refuse it with INVALID_ARGUMENT naming the field and leave every table as it was.
+macro_rules! refuse_each {
+    ($h:expr, $before:expr, $client:ident . $method:ident, $base:expr;
+     $($field:literal => { $($f:ident: $v:expr),+ $(,)? }),+ $(,)?) => {{
+        $({
+            let mut req = $base;
+            $(req.$f = $v;)+
+            refused($h, $before, $field, $client.$method(req).await).await;
+        })+
+    }};
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn list(v: &[&str]) -> Option<pb::StringList> {
+    Some(pb::StringList { values: strs(v) })
+}
+
+fn page(limit: u32, token: &str) -> Option<pb::PageRequest> {
+    Some(pb::PageRequest {
+        limit,
+        page_token: token.to_owned(),
+    })
+}
+
 async fn bad_key_requests_are_refused_and_write_nothing(backend: Backend) {
     let h = Harness::start(backend).await;
     let mut c = h.client();
     let user = new_user(&mut c, "v@example.com").await;
     let gone_user = new_user(&mut c, "gone@example.com").await;
-    c.delete_user(pb::DeleteUserRequest { id: gone_user.id })
-        .await
-        .unwrap();
     let gone = new_group(&mut c, "gone", "standard").await;
-    c.delete_group(pb::DeleteGroupRequest { id: gone.id })
-        .await
-        .unwrap();
     let (key, _) = new_key(
         &mut c,
         pb::CreateKeyRequest {
@@ -581,250 +603,65 @@ async fn bad_key_requests_are_refused_and_write_nothing(backend: Backend) {
         },
     )
     .await;
+    c.delete_user(pb::DeleteUserRequest { id: gone_user.id })
+        .await
+        .unwrap();
+    c.delete_group(pb::DeleteGroupRequest { id: gone.id })
+        .await
+        .unwrap();
     let before = h.snapshot().await;
+    let past = now_ms() - 1_000;
 
-    let ok = || pb::CreateKeyRequest {
+    let ok = pb::CreateKeyRequest {
         user_id: user.id,
         name: "k".into(),
         ..Default::default()
     };
-    let creates: Vec<(&str, pb::CreateKeyRequest)> = vec![
-        (
-            "quota_nanos",
-            pb::CreateKeyRequest {
-                quota_nanos: -1,
-                ..ok()
-            },
-        ),
-        (
-            "ip_allow",
-            pb::CreateKeyRequest {
-                ip_allow: vec!["10.0.0.300".into()],
-                ..ok()
-            },
-        ),
-        (
-            "ip_allow",
-            pb::CreateKeyRequest {
-                ip_allow: vec!["10.0.0.0/8".into(), "office".into()],
-                ..ok()
-            },
-        ),
-        (
-            "ip_allow",
-            pb::CreateKeyRequest {
-                ip_allow: vec!["10.0.0.0/33".into()],
-                ..ok()
-            },
-        ),
-        (
-            "ip_deny",
-            pb::CreateKeyRequest {
-                ip_deny: vec!["2001:db8::/129".into()],
-                ..ok()
-            },
-        ),
-        (
-            "ip_deny",
-            pb::CreateKeyRequest {
-                ip_deny: vec!["1.2.3.4/".into()],
-                ..ok()
-            },
-        ),
-        (
-            "ip_deny",
-            pb::CreateKeyRequest {
-                ip_deny: vec!["".into()],
-                ..ok()
-            },
-        ),
-        (
-            "group_id",
-            pb::CreateKeyRequest {
-                group_id: Some(MISSING),
-                ..ok()
-            },
-        ),
-        (
-            "group_id",
-            pb::CreateKeyRequest {
-                group_id: Some(gone.id),
-                ..ok()
-            },
-        ),
-        (
-            "group_id",
-            pb::CreateKeyRequest {
-                group_id: Some(-1),
-                ..ok()
-            },
-        ),
-        (
-            "user_id",
-            pb::CreateKeyRequest {
-                user_id: MISSING,
-                ..ok()
-            },
-        ),
-        (
-            "user_id",
-            pb::CreateKeyRequest {
-                user_id: gone_user.id,
-                ..ok()
-            },
-        ),
-        ("user_id", pb::CreateKeyRequest { user_id: 0, ..ok() }),
-        (
-            "expires_at_ms",
-            pb::CreateKeyRequest {
-                expiry: Some(Expiry::ExpiresAtMs(now_ms() - 1_000)),
-                ..ok()
-            },
-        ),
-        (
-            "expires_in_days",
-            pb::CreateKeyRequest {
-                expiry: Some(Expiry::ExpiresInDays(0)),
-                ..ok()
-            },
-        ),
-        (
-            "custom_key",
-            pb::CreateKeyRequest {
-                custom_key: "too-short".into(),
-                ..ok()
-            },
-        ),
-        (
-            "custom_key",
-            pb::CreateKeyRequest {
-                custom_key: "has spaces 0123456789".into(),
-                ..ok()
-            },
-        ),
-        (
-            "custom_key",
-            pb::CreateKeyRequest {
-                custom_key: "bang!0123456789abcdef".into(),
-                ..ok()
-            },
-        ),
-        (
-            "name",
-            pb::CreateKeyRequest {
-                name: "x".repeat(201),
-                ..ok()
-            },
-        ),
-    ];
-    for (field, req) in creates {
-        refused(&h, &before, field, c.create_key(req).await).await;
-    }
+    refuse_each!(&h, &before, c.create_key, ok.clone();
+        "quota_nanos" => { quota_nanos: -1 },
+        "ip_allow" => { ip_allow: strs(&["10.0.0.300"]) },
+        "ip_allow" => { ip_allow: strs(&["10.0.0.0/8", "office"]) },
+        "ip_allow" => { ip_allow: strs(&["10.0.0.0/33"]) },
+        "ip_deny" => { ip_deny: strs(&["2001:db8::/129"]) },
+        "ip_deny" => { ip_deny: strs(&["1.2.3.4/"]) },
+        "ip_deny" => { ip_deny: strs(&[""]) },
+        "group_id" => { group_id: Some(MISSING) },
+        "group_id" => { group_id: Some(gone.id) },
+        "group_id" => { group_id: Some(-1) },
+        "user_id" => { user_id: MISSING },
+        "user_id" => { user_id: gone_user.id },
+        "user_id" => { user_id: 0 },
+        "expires_at_ms" => { expiry: Some(Expiry::ExpiresAtMs(past)) },
+        "expires_in_days" => { expiry: Some(Expiry::ExpiresInDays(0)) },
+        "custom_key" => { custom_key: "too-short".into() },
+        "custom_key" => { custom_key: "has spaces 0123456789".into() },
+        "custom_key" => { custom_key: "bang!0123456789abcdef".into() },
+        "name" => { name: "x".repeat(201) },
+    );
 
-    let upd = || pb::UpdateKeyRequest {
+    // A valid change next to each bad one: it must not be applied either.
+    let upd = pb::UpdateKeyRequest {
         id: key.id,
-        // A valid change next to the bad one: it must not be applied either.
         name: Some("renamed".into()),
         ..Default::default()
     };
-    let strings = |v: &[&str]| {
-        Some(pb::StringList {
-            values: v.iter().map(|s| (*s).to_owned()).collect(),
-        })
-    };
-    let updates: Vec<(&str, pb::UpdateKeyRequest)> = vec![
-        (
-            "quota_nanos",
-            pb::UpdateKeyRequest {
-                quota_nanos: Some(-5),
-                ..upd()
-            },
-        ),
-        (
-            "ip_allow",
-            pb::UpdateKeyRequest {
-                ip_allow: strings(&["1.1.1.1", "bad"]),
-                ..upd()
-            },
-        ),
-        (
-            "ip_deny",
-            pb::UpdateKeyRequest {
-                ip_deny: strings(&["::1/200"]),
-                ..upd()
-            },
-        ),
-        (
-            "group_id",
-            pb::UpdateKeyRequest {
-                group_id: Some(MISSING),
-                ..upd()
-            },
-        ),
-        (
-            "group_id",
-            pb::UpdateKeyRequest {
-                group_id: Some(gone.id),
-                ..upd()
-            },
-        ),
-        (
-            "group_id",
-            pb::UpdateKeyRequest {
-                group_id: Some(-2),
-                ..upd()
-            },
-        ),
-        (
-            "expires_at_ms",
-            pb::UpdateKeyRequest {
-                expires_at_ms: Some(now_ms() - 1),
-                ..upd()
-            },
-        ),
-    ];
-    for (field, req) in updates {
-        refused(&h, &before, field, c.update_key(req).await).await;
-    }
+    refuse_each!(&h, &before, c.update_key, upd.clone();
+        "quota_nanos" => { quota_nanos: Some(-5) },
+        "ip_allow" => { ip_allow: list(&["1.1.1.1", "bad"]) },
+        "ip_deny" => { ip_deny: list(&["::1/200"]) },
+        "group_id" => { group_id: Some(MISSING) },
+        "group_id" => { group_id: Some(gone.id) },
+        "group_id" => { group_id: Some(-2) },
+        "expires_at_ms" => { expires_at_ms: Some(past) },
+    );
 
-    let page = |limit, token: &str| {
-        Some(pb::PageRequest {
-            limit,
-            page_token: token.to_owned(),
-        })
-    };
-    for (field, req) in [
-        (
-            "page.limit",
-            pb::ListKeysRequest {
-                page: page(1001, ""),
-                ..Default::default()
-            },
-        ),
-        (
-            "page.page_token",
-            pb::ListKeysRequest {
-                page: page(0, "not a token!"),
-                ..Default::default()
-            },
-        ),
-        (
-            "page.page_token",
-            pb::ListKeysRequest {
-                page: page(0, "MTIz"),
-                ..Default::default()
-            },
-        ),
-        (
-            "user_id",
-            pb::ListKeysRequest {
-                user_id: -1,
-                ..Default::default()
-            },
-        ),
-    ] {
-        refused(&h, &before, field, c.list_keys(req).await).await;
-    }
+    refuse_each!(&h, &before, c.list_keys, pb::ListKeysRequest::default();
+        "page.limit" => { page: page(1001, "") },
+        "page.page_token" => { page: page(0, "not a token!") },
+        "page.page_token" => { page: page(0, "MTIz") },
+        "user_id" => { user_id: -1 },
+        "group_id" => { group_id: -1 },
+    );
 
     h.stop().await;
 }
@@ -835,151 +672,55 @@ async fn bad_user_and_balance_requests_are_refused_and_write_nothing(backend: Ba
     let user = new_user(&mut c, "b@example.com").await;
     let before = h.snapshot().await;
 
-    let ok = || pb::CreateUserRequest {
+    let ok = pb::CreateUserRequest {
         email: "new@example.com".into(),
         ..Default::default()
     };
-    for (field, req) in [
-        (
-            "email",
-            pb::CreateUserRequest {
-                email: "".into(),
-                ..ok()
-            },
-        ),
-        (
-            "email",
-            pb::CreateUserRequest {
-                email: "   ".into(),
-                ..ok()
-            },
-        ),
-        (
-            "email",
-            pb::CreateUserRequest {
-                email: "nobody".into(),
-                ..ok()
-            },
-        ),
-        (
-            "role",
-            pb::CreateUserRequest {
-                role: "root".into(),
-                ..ok()
-            },
-        ),
-        (
-            "concurrency",
-            pb::CreateUserRequest {
-                concurrency: Some(-1),
-                ..ok()
-            },
-        ),
-        (
-            "initial_balance_nanos",
-            pb::CreateUserRequest {
-                initial_balance_nanos: -1,
-                ..ok()
-            },
-        ),
-    ] {
-        refused(&h, &before, field, c.create_user(req).await).await;
-    }
+    refuse_each!(&h, &before, c.create_user, ok.clone();
+        "email" => { email: "".into() },
+        "email" => { email: "   ".into() },
+        "email" => { email: "nobody".into() },
+        "role" => { role: "root".into() },
+        "concurrency" => { concurrency: Some(-1) },
+        "initial_balance_nanos" => { initial_balance_nanos: -1 },
+    );
 
-    let upd = || pb::UpdateUserRequest {
+    let upd = pb::UpdateUserRequest {
         id: user.id,
-        notes: Some("valid change".into()),
+        notes: Some("ok".into()),
         ..Default::default()
     };
-    for (field, req) in [
-        (
-            "email",
-            pb::UpdateUserRequest {
-                email: Some("".into()),
-                ..upd()
-            },
-        ),
-        (
-            "role",
-            pb::UpdateUserRequest {
-                role: Some("god".into()),
-                ..upd()
-            },
-        ),
-        (
-            "status",
-            pb::UpdateUserRequest {
-                status: Some("paused".into()),
-                ..upd()
-            },
-        ),
-        (
-            "concurrency",
-            pb::UpdateUserRequest {
-                concurrency: Some(-3),
-                ..upd()
-            },
-        ),
-    ] {
-        refused(&h, &before, field, c.update_user(req).await).await;
-    }
-    let r = c
-        .list_users(pb::ListUsersRequest {
-            status: "weird".into(),
-            ..Default::default()
-        })
-        .await;
-    refused(&h, &before, "status", r).await;
+    refuse_each!(&h, &before, c.update_user, upd.clone();
+        "email" => { email: Some("".into()) },
+        "role" => { role: Some("god".into()) },
+        "status" => { status: Some("paused".into()) },
+        "concurrency" => { concurrency: Some(-3) },
+    );
+    refuse_each!(&h, &before, c.list_users, pb::ListUsersRequest::default();
+        "status" => { status: "weird".into() },
+        "page.page_token" => { page: page(0, "@@@") },
+    );
 
-    let adj = || pb::AdjustBalanceRequest {
+    let adj = pb::AdjustBalanceRequest {
         user_id: user.id,
         op: pb::BalanceOp::Add as i32,
         amount_nanos: 1_000,
         reason: "top-up".into(),
     };
-    for (field, req) in [
-        (
-            "amount_nanos",
-            pb::AdjustBalanceRequest {
-                amount_nanos: -1,
-                ..adj()
-            },
-        ),
-        (
-            "op",
-            pb::AdjustBalanceRequest {
-                op: pb::BalanceOp::Unspecified as i32,
-                ..adj()
-            },
-        ),
-        ("op", pb::AdjustBalanceRequest { op: 42, ..adj() }),
-        (
-            "reason",
-            pb::AdjustBalanceRequest {
-                reason: "".into(),
-                ..adj()
-            },
-        ),
-        (
-            "reason",
-            pb::AdjustBalanceRequest {
-                reason: "  ".into(),
-                ..adj()
-            },
-        ),
-    ] {
-        refused(&h, &before, field, c.adjust_balance(req).await).await;
-    }
-    let r = c
-        .list_balance_ledger(pb::ListBalanceLedgerRequest {
-            user_id: user.id,
-            page: Some(pb::PageRequest {
-                limit: 5000,
-                page_token: String::new(),
-            }),
-        })
-        .await;
-    refused(&h, &before, "page.limit", r).await;
+    refuse_each!(&h, &before, c.adjust_balance, adj.clone();
+        "amount_nanos" => { amount_nanos: -1 },
+        "op" => { op: pb::BalanceOp::Unspecified as i32 },
+        "op" => { op: 42 },
+        "reason" => { reason: "".into() },
+        "reason" => { reason: "  ".into() },
+    );
+    let ledger = pb::ListBalanceLedgerRequest {
+        user_id: user.id,
+        page: None,
+    };
+    refuse_each!(&h, &before, c.list_balance_ledger, ledger.clone();
+        "page.limit" => { page: page(5000, "") },
+    );
 
     h.stop().await;
 }
@@ -990,136 +731,39 @@ async fn bad_group_requests_are_refused_and_write_nothing(backend: Backend) {
     let group = new_group(&mut c, "std", "standard").await;
     let before = h.snapshot().await;
 
-    let ok = || pb::CreateGroupRequest {
+    let ok = pb::CreateGroupRequest {
         name: "new".into(),
         ..Default::default()
     };
-    for (field, req) in [
-        (
-            "name",
-            pb::CreateGroupRequest {
-                name: "".into(),
-                ..ok()
-            },
-        ),
-        (
-            "name",
-            pb::CreateGroupRequest {
-                name: "  ".into(),
-                ..ok()
-            },
-        ),
-        (
-            "rate_multiplier",
-            pb::CreateGroupRequest {
-                rate_multiplier: "-1".into(),
-                ..ok()
-            },
-        ),
-        (
-            "rate_multiplier",
-            pb::CreateGroupRequest {
-                rate_multiplier: "one".into(),
-                ..ok()
-            },
-        ),
-        (
-            "rate_multiplier",
-            pb::CreateGroupRequest {
-                rate_multiplier: "0.0000001".into(),
-                ..ok()
-            },
-        ),
-        (
-            "kind",
-            pb::CreateGroupRequest {
-                kind: "premium".into(),
-                ..ok()
-            },
-        ),
-        (
-            "platform",
-            pb::CreateGroupRequest {
-                platform: "anthropic".into(),
-                ..ok()
-            },
-        ),
-        (
-            "daily_limit_nanos",
-            pb::CreateGroupRequest {
-                daily_limit_nanos: -1,
-                ..ok()
-            },
-        ),
-        (
-            "weekly_limit_nanos",
-            pb::CreateGroupRequest {
-                weekly_limit_nanos: -1,
-                ..ok()
-            },
-        ),
-        (
-            "monthly_limit_nanos",
-            pb::CreateGroupRequest {
-                monthly_limit_nanos: -1,
-                ..ok()
-            },
-        ),
-    ] {
-        refused(&h, &before, field, c.create_group(req).await).await;
-    }
+    refuse_each!(&h, &before, c.create_group, ok.clone();
+        "name" => { name: "".into() },
+        "name" => { name: "  ".into() },
+        "rate_multiplier" => { rate_multiplier: "-1".into() },
+        "rate_multiplier" => { rate_multiplier: "one".into() },
+        "rate_multiplier" => { rate_multiplier: "0.0000001".into() },
+        "kind" => { kind: "premium".into() },
+        "platform" => { platform: "anthropic".into() },
+        "daily_limit_nanos" => { daily_limit_nanos: -1 },
+        "weekly_limit_nanos" => { weekly_limit_nanos: -1 },
+        "monthly_limit_nanos" => { monthly_limit_nanos: -1 },
+    );
 
-    let upd = || pb::UpdateGroupRequest {
+    let upd = pb::UpdateGroupRequest {
         id: group.id,
-        description: Some("valid change".into()),
+        description: Some("ok".into()),
         ..Default::default()
     };
-    for (field, req) in [
-        (
-            "name",
-            pb::UpdateGroupRequest {
-                name: Some(" ".into()),
-                ..upd()
-            },
-        ),
-        (
-            "rate_multiplier",
-            pb::UpdateGroupRequest {
-                rate_multiplier: Some("-0.5".into()),
-                ..upd()
-            },
-        ),
-        (
-            "rate_multiplier",
-            pb::UpdateGroupRequest {
-                rate_multiplier: Some("".into()),
-                ..upd()
-            },
-        ),
-        (
-            "kind",
-            pb::UpdateGroupRequest {
-                kind: Some("x".into()),
-                ..upd()
-            },
-        ),
-        (
-            "status",
-            pb::UpdateGroupRequest {
-                status: Some("paused".into()),
-                ..upd()
-            },
-        ),
-        (
-            "monthly_limit_nanos",
-            pb::UpdateGroupRequest {
-                monthly_limit_nanos: Some(-1),
-                ..upd()
-            },
-        ),
-    ] {
-        refused(&h, &before, field, c.update_group(req).await).await;
-    }
+    refuse_each!(&h, &before, c.update_group, upd.clone();
+        "name" => { name: Some(" ".into()) },
+        "rate_multiplier" => { rate_multiplier: Some("-0.5".into()) },
+        "rate_multiplier" => { rate_multiplier: Some("".into()) },
+        "kind" => { kind: Some("x".into()) },
+        "status" => { status: Some("paused".into()) },
+        "monthly_limit_nanos" => { monthly_limit_nanos: Some(-1) },
+    );
+    refuse_each!(&h, &before, c.list_groups, pb::ListGroupsRequest::default();
+        "page.limit" => { page: page(1_000_000, "") },
+    );
 
     h.stop().await;
 }
@@ -1139,131 +783,49 @@ async fn bad_account_requests_are_refused_and_write_nothing(backend: Backend) {
         .into_inner();
     let before = h.snapshot().await;
 
-    let ok = || api_key_account("new", "sk-upstream-0002");
+    use create_account_request::Credential as New;
+    let api_key = |k: &str| {
+        Some(New::ApiKey(pb::ApiKeyCredential {
+            api_key: k.to_owned(),
+        }))
+    };
     let oauth = |access: &str| {
-        Some(create_account_request::Credential::Oauth(
-            pb::OAuthCredential {
-                access_token: access.to_owned(),
-                refresh_token: "rt".into(),
-                ..Default::default()
-            },
-        ))
+        Some(New::Oauth(pb::OAuthCredential {
+            access_token: access.to_owned(),
+            refresh_token: "rt".into(),
+            ..Default::default()
+        }))
     };
     let ag = |group_id| pb::AccountGroup {
         group_id,
         priority: 1,
     };
-    let mut creates: Vec<(&str, pb::CreateAccountRequest)> = vec![
-        (
-            "credential",
-            pb::CreateAccountRequest {
-                credential: None,
-                ..ok()
-            },
-        ),
-        ("api_key", api_key_account("new", "")),
-        ("api_key", api_key_account("new", "   ")),
-        (
-            "oauth.access_token",
-            pb::CreateAccountRequest {
-                credential: oauth(""),
-                ..ok()
-            },
-        ),
-        ("name", api_key_account("", "sk-upstream-0003")),
-        (
-            "platform",
-            pb::CreateAccountRequest {
-                platform: "azure".into(),
-                ..ok()
-            },
-        ),
-        (
-            "base_url",
-            pb::CreateAccountRequest {
-                base_url: "https://api.example.com".into(),
-                credential: oauth("at"),
-                ..ok()
-            },
-        ),
-        (
-            "proxy_url",
-            pb::CreateAccountRequest {
-                proxy_url: "ftp://proxy:21".into(),
-                ..ok()
-            },
-        ),
-        (
-            "proxy_url",
-            pb::CreateAccountRequest {
-                proxy_url: "socks4://proxy:1080".into(),
-                ..ok()
-            },
-        ),
-        (
-            "proxy_url",
-            pb::CreateAccountRequest {
-                proxy_url: "proxy:3128".into(),
-                ..ok()
-            },
-        ),
-        (
-            "cost_multiplier",
-            pb::CreateAccountRequest {
-                cost_multiplier: "-1".into(),
-                ..ok()
-            },
-        ),
-        (
-            "cost_multiplier",
-            pb::CreateAccountRequest {
-                cost_multiplier: "1,5".into(),
-                ..ok()
-            },
-        ),
-        (
-            "concurrency",
-            pb::CreateAccountRequest {
-                concurrency: Some(-1),
-                ..ok()
-            },
-        ),
-        (
-            "groups",
-            pb::CreateAccountRequest {
-                groups: vec![ag(MISSING)],
-                ..ok()
-            },
-        ),
-        (
-            "groups",
-            pb::CreateAccountRequest {
-                groups: vec![ag(gone.id)],
-                ..ok()
-            },
-        ),
-        (
-            "groups",
-            pb::CreateAccountRequest {
-                groups: vec![ag(group.id), ag(group.id)],
-                ..ok()
-            },
-        ),
-        (
-            "model_mapping",
-            pb::CreateAccountRequest {
-                model_mapping: [("gpt-5".to_owned(), String::new())].into(),
-                ..ok()
-            },
-        ),
-        (
-            "user_agent",
-            pb::CreateAccountRequest {
-                user_agent: "bad\r\nheader".into(),
-                ..ok()
-            },
-        ),
-    ];
+    let empty_target = [("gpt-5".to_owned(), String::new())].into();
+
+    let ok = api_key_account("new", "sk-upstream-0002");
+    refuse_each!(&h, &before, c.create_account, ok.clone();
+        "credential" => { credential: None },
+        "api_key" => { credential: api_key("") },
+        "api_key" => { credential: api_key("   ") },
+        "api_key" => { credential: api_key("sk with spaces") },
+        "oauth.access_token" => { credential: oauth("") },
+        "name" => { name: "".into() },
+        "platform" => { platform: "azure".into() },
+        "base_url" => { credential: oauth("at"), base_url: "https://api.example.com".into() },
+        "proxy_url" => { proxy_url: "ftp://proxy:21".into() },
+        "proxy_url" => { proxy_url: "socks4://proxy:1080".into() },
+        "proxy_url" => { proxy_url: "proxy:3128".into() },
+        "proxy_url" => { proxy_url: "http://".into() },
+        "cost_multiplier" => { cost_multiplier: "-1".into() },
+        "cost_multiplier" => { cost_multiplier: "1,5".into() },
+        "concurrency" => { concurrency: Some(-1) },
+        "groups" => { groups: vec![ag(MISSING)] },
+        "groups" => { groups: vec![ag(gone.id)] },
+        "groups" => { groups: vec![ag(group.id), ag(group.id)] },
+        "groups" => { groups: vec![ag(0)] },
+        "model_mapping" => { model_mapping: empty_target },
+        "user_agent" => { user_agent: "bad\r\nheader".into() },
+    );
     for bad_url in [
         "not a url",
         "api.openai.com",
@@ -1279,121 +841,49 @@ async fn bad_account_requests_are_refused_and_write_nothing(backend: Backend) {
         "https://[::1]/v1",
         "https://[fe80::1]",
         "https://[fd12::1]",
+        "https://[::ffff:10.0.0.1]",
         "https://user:pass@api.openai.com",
     ] {
-        creates.push((
-            "base_url",
-            pb::CreateAccountRequest {
-                base_url: bad_url.into(),
-                ..ok()
-            },
-        ));
-    }
-    for (field, req) in creates {
-        refused(&h, &before, field, c.create_account(req).await).await;
+        refuse_each!(&h, &before, c.create_account, ok.clone();
+            "base_url" => { base_url: bad_url.into() },
+        );
     }
 
-    let upd = || pb::UpdateAccountRequest {
+    use update_account_request::Credential as Replace;
+    let upd = pb::UpdateAccountRequest {
         id: acct.id,
-        notes: Some("valid change".into()),
+        notes: Some("ok".into()),
         ..Default::default()
     };
-    for (field, req) in [
-        (
-            "name",
-            pb::UpdateAccountRequest {
-                name: Some("".into()),
-                ..upd()
-            },
-        ),
-        (
-            "base_url",
-            pb::UpdateAccountRequest {
-                base_url: Some("http://api.example.com".into()),
-                ..upd()
-            },
-        ),
-        (
-            "base_url",
-            pb::UpdateAccountRequest {
-                base_url: Some("https://127.0.0.1:8080".into()),
-                ..upd()
-            },
-        ),
-        (
-            "proxy_url",
-            pb::UpdateAccountRequest {
-                proxy_url: Some("gopher://p".into()),
-                ..upd()
-            },
-        ),
-        (
-            "status",
-            pb::UpdateAccountRequest {
-                status: Some("error".into()),
-                ..upd()
-            },
-        ),
-        (
-            "status",
-            pb::UpdateAccountRequest {
-                status: Some("bogus".into()),
-                ..upd()
-            },
-        ),
-        (
-            "cost_multiplier",
-            pb::UpdateAccountRequest {
-                cost_multiplier: Some("1.2.3".into()),
-                ..upd()
-            },
-        ),
-        (
-            "concurrency",
-            pb::UpdateAccountRequest {
-                concurrency: Some(-1),
-                ..upd()
-            },
-        ),
-        (
-            "api_key",
-            pb::UpdateAccountRequest {
-                credential: Some(update_account_request::Credential::ApiKey(
-                    pb::ApiKeyCredential { api_key: "".into() },
-                )),
-                ..upd()
-            },
-        ),
-        (
-            "credential",
-            pb::UpdateAccountRequest {
-                credential: Some(update_account_request::Credential::Oauth(
-                    pb::OAuthCredential {
-                        access_token: "at".into(),
-                        ..Default::default()
-                    },
-                )),
-                ..upd()
-            },
-        ),
-    ] {
-        refused(&h, &before, field, c.update_account(req).await).await;
-    }
+    let new_oauth = pb::OAuthCredential {
+        access_token: "at".into(),
+        ..Default::default()
+    };
+    refuse_each!(&h, &before, c.update_account, upd.clone();
+        "name" => { name: Some("".into()) },
+        "base_url" => { base_url: Some("http://api.example.com".into()) },
+        "base_url" => { base_url: Some("https://127.0.0.1:8080".into()) },
+        "proxy_url" => { proxy_url: Some("gopher://p".into()) },
+        "status" => { status: Some("error".into()) },
+        "status" => { status: Some("bogus".into()) },
+        "cost_multiplier" => { cost_multiplier: Some("1.2.3".into()) },
+        "concurrency" => { concurrency: Some(-1) },
+        "api_key" => { credential: Some(Replace::ApiKey(pb::ApiKeyCredential::default())) },
+        "credential" => { credential: Some(Replace::Oauth(new_oauth.clone())) },
+    );
 
-    let r = c
-        .set_account_groups(pb::SetAccountGroupsRequest {
-            account_id: acct.id,
-            groups: vec![ag(group.id), ag(MISSING)],
-        })
-        .await;
-    refused(&h, &before, "groups", r).await;
-    let r = c
-        .list_accounts(pb::ListAccountsRequest {
-            status: "zzz".into(),
-            ..Default::default()
-        })
-        .await;
-    refused(&h, &before, "status", r).await;
+    let set = pb::SetAccountGroupsRequest {
+        account_id: acct.id,
+        groups: vec![],
+    };
+    refuse_each!(&h, &before, c.set_account_groups, set.clone();
+        "groups" => { groups: vec![ag(group.id), ag(MISSING)] },
+        "groups" => { groups: vec![ag(gone.id)] },
+    );
+    refuse_each!(&h, &before, c.list_accounts, pb::ListAccountsRequest::default();
+        "status" => { status: "zzz".into() },
+        "group_id" => { group_id: -4 },
+    );
 
     h.stop().await;
 }
@@ -1403,164 +893,80 @@ async fn bad_subscription_price_and_usage_requests_are_refused_and_write_nothing
     let mut c = h.client();
     let user = new_user(&mut c, "s@example.com").await;
     let std = new_group(&mut c, "std", "standard").await;
-    let sub_group = new_group(&mut c, "pro", "subscription").await;
+    let pro = new_group(&mut c, "pro", "subscription").await;
     let gone = new_group(&mut c, "gone", "subscription").await;
     c.delete_group(pb::DeleteGroupRequest { id: gone.id })
         .await
         .unwrap();
-    let sub = c
-        .assign_subscription(pb::AssignSubscriptionRequest {
-            user_id: user.id,
-            group_id: sub_group.id,
-            expiry: Some(SubExpiry::DurationDays(30)),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let before = h.snapshot().await;
-
-    let ok = || pb::AssignSubscriptionRequest {
+    let assign = pb::AssignSubscriptionRequest {
         user_id: user.id,
-        group_id: sub_group.id,
+        group_id: pro.id,
+        expiry: Some(SubExpiry::DurationDays(30)),
+        ..Default::default()
+    };
+    let sub = c.assign_subscription(assign).await.unwrap().into_inner();
+    let before = h.snapshot().await;
+    let past = now_ms() - 1;
+
+    let ok = pb::AssignSubscriptionRequest {
+        user_id: user.id,
+        group_id: pro.id,
         expiry: Some(SubExpiry::DurationDays(7)),
         ..Default::default()
     };
-    for (field, req) in [
-        (
-            "group_id",
-            pb::AssignSubscriptionRequest {
-                group_id: std.id,
-                ..ok()
-            },
-        ),
-        (
-            "group_id",
-            pb::AssignSubscriptionRequest {
-                group_id: MISSING,
-                ..ok()
-            },
-        ),
-        (
-            "group_id",
-            pb::AssignSubscriptionRequest {
-                group_id: gone.id,
-                ..ok()
-            },
-        ),
-        (
-            "user_id",
-            pb::AssignSubscriptionRequest {
-                user_id: MISSING,
-                ..ok()
-            },
-        ),
-        (
-            "expires_at_ms",
-            pb::AssignSubscriptionRequest {
-                expiry: Some(SubExpiry::ExpiresAtMs(now_ms() - 1)),
-                ..ok()
-            },
-        ),
-        (
-            "duration_days",
-            pb::AssignSubscriptionRequest {
-                expiry: Some(SubExpiry::DurationDays(0)),
-                ..ok()
-            },
-        ),
-        (
-            "expiry",
-            pb::AssignSubscriptionRequest {
-                expiry: None,
-                ..ok()
-            },
-        ),
-    ] {
-        refused(&h, &before, field, c.assign_subscription(req).await).await;
-    }
-    let r = c
-        .extend_subscription(pb::ExtendSubscriptionRequest {
-            id: sub.id,
-            days: 0,
-        })
-        .await;
-    refused(&h, &before, "days", r).await;
+    refuse_each!(&h, &before, c.assign_subscription, ok.clone();
+        "group_id" => { group_id: std.id },
+        "group_id" => { group_id: MISSING },
+        "group_id" => { group_id: gone.id },
+        "group_id" => { group_id: 0 },
+        "user_id" => { user_id: MISSING },
+        "expires_at_ms" => { expiry: Some(SubExpiry::ExpiresAtMs(past)) },
+        "duration_days" => { expiry: Some(SubExpiry::DurationDays(0)) },
+        "expiry" => { expiry: None },
+    );
+    refuse_each!(&h, &before, c.extend_subscription, pb::ExtendSubscriptionRequest::default();
+        "days" => { id: sub.id, days: 0 },
+    );
 
-    let price = || pb::Price {
+    let price = pb::Price {
         model: "my-model".into(),
         input_per_mtok_nanos: 1,
         output_per_mtok_nanos: 2,
         cached_input_per_mtok_nanos: 3,
         updated_at_ms: 0,
     };
-    for (field, p) in [
-        (
-            "price.model",
-            pb::Price {
-                model: "".into(),
-                ..price()
-            },
-        ),
-        (
-            "price.input_per_mtok_nanos",
-            pb::Price {
-                input_per_mtok_nanos: -1,
-                ..price()
-            },
-        ),
-        (
-            "price.output_per_mtok_nanos",
-            pb::Price {
-                output_per_mtok_nanos: -1,
-                ..price()
-            },
-        ),
-        (
-            "price.cached_input_per_mtok_nanos",
-            pb::Price {
-                cached_input_per_mtok_nanos: -1,
-                ..price()
-            },
-        ),
-    ] {
-        let r = c.set_price(pb::SetPriceRequest { price: Some(p) }).await;
-        refused(&h, &before, field, r).await;
-    }
-    refused(
-        &h,
-        &before,
-        "price",
-        c.set_price(pb::SetPriceRequest { price: None }).await,
-    )
-    .await;
-    refused(
-        &h,
-        &before,
-        "model",
-        c.delete_price(pb::DeletePriceRequest { model: " ".into() })
-            .await,
-    )
-    .await;
+    let with = |edit: fn(&mut pb::Price)| {
+        let mut p = price.clone();
+        edit(&mut p);
+        Some(p)
+    };
+    refuse_each!(&h, &before, c.set_price, pb::SetPriceRequest::default();
+        "price" => { price: None },
+        "price.model" => { price: with(|p| p.model = String::new()) },
+        "price.model" => { price: with(|p| p.model = "two words".into()) },
+        "price.input_per_mtok_nanos" => { price: with(|p| p.input_per_mtok_nanos = -1) },
+        "price.output_per_mtok_nanos" => { price: with(|p| p.output_per_mtok_nanos = -1) },
+        "price.cached_input_per_mtok_nanos" => {
+            price: with(|p| p.cached_input_per_mtok_nanos = -1)
+        },
+    );
+    refuse_each!(&h, &before, c.delete_price, pb::DeletePriceRequest::default();
+        "model" => { model: " ".into() },
+    );
 
-    let filter = pb::UsageFilter {
+    let backwards = Some(pb::UsageFilter {
         from_ms: Some(2_000),
         to_ms: Some(1_000),
         ..Default::default()
-    };
-    let r = c
-        .query_usage(pb::QueryUsageRequest {
-            filter: Some(filter.clone()),
-            page: None,
-        })
-        .await;
-    refused(&h, &before, "filter.to_ms", r).await;
-    let r = c
-        .usage_series(pb::UsageSeriesRequest {
-            filter: Some(filter),
-        })
-        .await;
-    refused(&h, &before, "filter.to_ms", r).await;
+    });
+    refuse_each!(&h, &before, c.query_usage, pb::QueryUsageRequest::default();
+        "filter.to_ms" => { filter: backwards.clone() },
+        "page.limit" => { page: page(1001, "") },
+        "filter.key_id" => { filter: Some(pb::UsageFilter { key_id: -1, ..Default::default() }) },
+    );
+    refuse_each!(&h, &before, c.usage_series, pb::UsageSeriesRequest::default();
+        "filter.to_ms" => { filter: backwards.clone() },
+    );
 
     h.stop().await;
 }

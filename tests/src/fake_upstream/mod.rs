@@ -156,6 +156,12 @@ fn streamed_body(state: &State, steps: Vec<Step>, guard: Option<InFlight>) -> Bo
                     () = shutdown.cancelled() => { let _ = tx.try_send(drop_it()); return }
                 },
                 Step::Fail => {
+                    // Let hyper take and flush what was sent (it flushes when the body
+                    // goes pending); an error frame would abort with the bytes unwritten.
+                    while tx.capacity() < tx.max_capacity() && !tx.is_closed() {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     let _ = tx.send(drop_it()).await;
                     return;
                 }

@@ -71,6 +71,26 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL_MS", default_value_t = 2_000)]
     pub heartbeat_interval_ms: u64,
 
+    /// Refuse usage of a model with no price and no fallback (default: record it at
+    /// zero cost and log a warning).
+    #[arg(long, env = "TOLLGATE_STRICT_PRICING")]
+    pub strict_pricing: bool,
+
+    /// Price of models missing from the price table: "input,output,cached" USD per
+    /// million tokens, exact decimals (e.g. "1.25,10,0.125").
+    #[arg(long, env = "TOLLGATE_FALLBACK_PRICE")]
+    pub fallback_price: Option<crate::billing::FallbackPrice>,
+
+    /// Charge usage whose token counts the data plane estimated; false stores it at
+    /// zero cost, flagged as estimated.
+    #[arg(
+        long,
+        env = "TOLLGATE_CHARGE_ESTIMATES",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub charge_estimates: bool,
+
     /// Structured JSON logs.
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
@@ -94,6 +114,9 @@ impl Config {
             key_prefix: "sk-".into(),
             lease_grace_ms: 10_000,
             heartbeat_interval_ms: 2_000,
+            strict_pricing: false,
+            fallback_price: None,
+            charge_estimates: true,
             log_json: false,
         }
     }

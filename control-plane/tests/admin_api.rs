@@ -567,8 +567,13 @@ macro_rules! refuse_each {
     ($h:expr, $before:expr, $client:ident . $method:ident, $base:expr;
      $($field:literal => { $($f:ident: $v:expr),+ $(,)? }),+ $(,)?) => {{
         $({
-            let mut req = $base;
-            $(req.$f = $v;)+
+            // Clearer here than a struct literal per case.
+            #[allow(clippy::field_reassign_with_default)]
+            let req = {
+                let mut req = $base;
+                $(req.$f = $v;)+
+                req
+            };
             refused($h, $before, $field, $client.$method(req).await).await;
         })+
     }};

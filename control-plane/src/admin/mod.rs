@@ -17,6 +17,8 @@ mod page;
 mod prices;
 mod refs;
 mod subscriptions;
+#[cfg(test)]
+mod tests;
 mod upstream_url;
 mod usage;
 mod users;

@@ -21,6 +21,8 @@ use crate::storage::Store;
 pub struct SessionSettings {
     pub heartbeat_interval: Duration,
     pub lease_grace: Duration,
+    /// Pricing and charging of usage reports.
+    pub billing: crate::billing::BillingSettings,
 }
 
 impl SessionSettings {
@@ -28,6 +30,7 @@ impl SessionSettings {
         Self {
             heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
             lease_grace: Duration::from_millis(c.lease_grace_ms),
+            billing: crate::billing::BillingSettings::from_config(c),
         }
     }
 }
@@ -141,8 +144,15 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::ReportUsageRequest>,
     ) -> Result<Response<pb::ReportUsageResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ReportUsage"))
+        let resp = crate::billing::report_usage(
+            &self.store,
+            &self.invalidations,
+            &self.settings.billing,
+            request.into_inner().records,
+            tollgate_shared::now_ms(),
+        )
+        .await?;
+        Ok(Response::new(resp))
     }
 
     async fn report_outcome(

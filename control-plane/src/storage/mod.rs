@@ -11,6 +11,7 @@
 
 mod accounts;
 mod args;
+mod charge;
 mod groups;
 mod keys;
 mod prices;
@@ -28,6 +29,8 @@ use tollgate_shared::Multiplier;
 
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
+
+pub use charge::ChargeOutcome;
 
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");

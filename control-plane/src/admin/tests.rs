@@ -1,0 +1,230 @@
+//! In-process checks of what the wire tests cannot see: every successful change publishes
+//! the invalidation data planes need, and a refused one publishes nothing.
+
+use tokio::sync::broadcast::Receiver;
+
+use super::*;
+use crate::crypto::SecretBox;
+use crate::events::Invalidation;
+
+async fn service() -> (AdminService, Receiver<Invalidation>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("admin.db").display());
+    let secrets = SecretBox::from_base64(&SecretBox::generate_key_b64()).unwrap();
+    let store = Store::connect(&url, secrets).await.unwrap();
+    let invalidations = Invalidations::new();
+    let rx = invalidations.subscribe();
+    let ctx = AdminContext::new(store, invalidations, &Config::for_data_dir(dir.path()));
+    (AdminService::new(ctx), rx, dir)
+}
+
+fn drain(rx: &mut Receiver<Invalidation>) -> Vec<Invalidation> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+macro_rules! call {
+    ($svc:expr, $method:ident, $req:expr) => {
+        $svc.$method(Request::new($req)).await.unwrap().into_inner()
+    };
+}
+
+#[tokio::test]
+async fn every_change_publishes_its_invalidation() {
+    let (svc, mut rx, _dir) = service().await;
+    let user = call!(
+        svc,
+        create_user,
+        pb::CreateUserRequest {
+            email: "a@example.com".into(),
+            ..Default::default()
+        }
+    );
+    let group = call!(
+        svc,
+        create_group,
+        pb::CreateGroupRequest {
+            name: "pro".into(),
+            kind: "subscription".into(),
+            ..Default::default()
+        }
+    );
+    drain(&mut rx);
+
+    let u = Invalidation::user(user.id);
+    call!(
+        svc,
+        update_user,
+        pb::UpdateUserRequest {
+            id: user.id,
+            name: Some("A".into()),
+            ..Default::default()
+        }
+    );
+    assert_eq!(drain(&mut rx), [u.clone()]);
+    call!(
+        svc,
+        adjust_balance,
+        pb::AdjustBalanceRequest {
+            user_id: user.id,
+            op: pb::BalanceOp::Add as i32,
+            amount_nanos: 5,
+            reason: "gift".into(),
+        }
+    );
+    assert_eq!(drain(&mut rx), [u.clone()]);
+    call!(
+        svc,
+        update_group,
+        pb::UpdateGroupRequest {
+            id: group.id,
+            rate_multiplier: Some("0.5".into()),
+            ..Default::default()
+        }
+    );
+    assert_eq!(drain(&mut rx), [Invalidation::group(group.id)]);
+
+    let key = call!(
+        svc,
+        create_key,
+        pb::CreateKeyRequest {
+            user_id: user.id,
+            ..Default::default()
+        }
+    )
+    .key
+    .unwrap();
+    let k = Invalidation::key(key.id);
+    assert_eq!(drain(&mut rx), [k.clone()]);
+    let id = pb::KeyIdRequest { id: key.id };
+    call!(
+        svc,
+        update_key,
+        pb::UpdateKeyRequest {
+            id: key.id,
+            quota_nanos: Some(10),
+            ..Default::default()
+        }
+    );
+    call!(svc, disable_key, id);
+    call!(svc, enable_key, id);
+    call!(svc, reset_key_quota, id);
+    call!(svc, clear_key_expiration, id);
+    call!(svc, delete_key, id);
+    assert_eq!(drain(&mut rx), vec![k; 6]);
+
+    let acct = call!(
+        svc,
+        create_account,
+        pb::CreateAccountRequest {
+            name: "up".into(),
+            credential: Some(pb::create_account_request::Credential::ApiKey(
+                pb::ApiKeyCredential {
+                    api_key: "sk-up-0001".into(),
+                },
+            )),
+            ..Default::default()
+        }
+    );
+    let a = Invalidation::account(acct.id);
+    let aid = pb::AccountIdRequest { id: acct.id };
+    call!(
+        svc,
+        update_account,
+        pb::UpdateAccountRequest {
+            id: acct.id,
+            priority: Some(1),
+            ..Default::default()
+        }
+    );
+    call!(
+        svc,
+        set_account_groups,
+        pb::SetAccountGroupsRequest {
+            account_id: acct.id,
+            groups: vec![pb::AccountGroup {
+                group_id: group.id,
+                priority: 1,
+            }],
+        }
+    );
+    call!(svc, clear_account_error, aid);
+    call!(svc, clear_account_rate_limit, aid);
+    call!(
+        svc,
+        delete_account,
+        pb::DeleteAccountRequest { id: acct.id }
+    );
+    assert_eq!(drain(&mut rx), vec![a; 6]);
+
+    let sub = call!(
+        svc,
+        assign_subscription,
+        pb::AssignSubscriptionRequest {
+            user_id: user.id,
+            group_id: group.id,
+            expiry: Some(pb::assign_subscription_request::Expiry::DurationDays(3)),
+            ..Default::default()
+        }
+    );
+    call!(
+        svc,
+        extend_subscription,
+        pb::ExtendSubscriptionRequest {
+            id: sub.id,
+            days: 1
+        }
+    );
+    call!(
+        svc,
+        revoke_subscription,
+        pb::RevokeSubscriptionRequest { id: sub.id }
+    );
+    assert_eq!(drain(&mut rx), vec![u.clone(); 3]);
+
+    call!(svc, delete_group, pb::DeleteGroupRequest { id: group.id });
+    call!(svc, delete_user, pb::DeleteUserRequest { id: user.id });
+    assert_eq!(drain(&mut rx), [Invalidation::group(group.id), u]);
+}
+
+#[tokio::test]
+async fn refused_and_read_only_calls_publish_nothing() {
+    let (svc, mut rx, _dir) = service().await;
+    let user = call!(
+        svc,
+        create_user,
+        pb::CreateUserRequest {
+            email: "b@example.com".into(),
+            ..Default::default()
+        }
+    );
+    let key = call!(
+        svc,
+        create_key,
+        pb::CreateKeyRequest {
+            user_id: user.id,
+            ..Default::default()
+        }
+    )
+    .key
+    .unwrap();
+    drain(&mut rx);
+
+    let bad = svc
+        .update_key(Request::new(pb::UpdateKeyRequest {
+            id: key.id,
+            quota_nanos: Some(-1),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let missing = svc
+        .reset_key_quota(Request::new(pb::KeyIdRequest { id: 12345 }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    call!(svc, get_key, pb::GetKeyRequest { id: key.id });
+    call!(svc, list_keys, pb::ListKeysRequest::default());
+    call!(svc, list_users, pb::ListUsersRequest::default());
+    assert_eq!(drain(&mut rx), []);
+}

@@ -1,0 +1,248 @@
+//! Charging one usage record: the usage row, the balance or subscription windows, and
+//! the key's quota, in ONE transaction, idempotent by request id (architecture.md
+//! "Usage is exactly-once").
+//!
+//! Order inside the transaction:
+//! 1. insert the usage row, `ON CONFLICT (request_id) DO NOTHING`; nothing inserted is a
+//!    replay: roll back, change nothing, report `inserted: false`;
+//! 2. balance mode: `balance_nanos = balance_nanos - actual_cost`; subscription mode: the
+//!    three windows grow by `total_cost` (one UPDATE, CASE per window);
+//! 3. the key: lock the row with a write (`last_used_at_ms`) that also returns the
+//!    status before the charge, then, when `quota > 0`, `quota_used += actual_cost` and
+//!    `status = 'quota_exhausted'` (from `active` only) in the same statement.
+//!
+//! Every step starts with a write, so the first statement takes the SQLite write lock
+//! and each row is locked (Postgres) before anything of it is read: concurrent charges
+//! serialise per row and the increments are exact. Additions are guarded against i64
+//! overflow in the WHERE clause (SQLite would silently switch to floating point); a
+//! guard that fails rolls everything back.
+
+use sqlx::Row;
+use tollgate_shared::domain::{BillingMode, KeyStatus};
+
+use super::{Store, flag, not_found};
+use crate::error::{Error, Result};
+use crate::model::UsageRecord;
+
+/// Keep in step with `usage.rs` (`USAGE_COLS`); the conformance suite reads charged rows
+/// back through `query_usage`, so a drift fails there.
+const INSERT_USAGE: &str = "INSERT INTO usage_logs (request_id, key_id, user_id, group_id, \
+     subscription_id, account_id, model, upstream_model, input_tokens, output_tokens, \
+     cached_tokens, reasoning_tokens, input_cost_nanos, output_cost_nanos, \
+     cached_cost_nanos, total_cost_nanos, actual_cost_nanos, rate_multiplier_ppm, \
+     account_cost_multiplier_ppm, billing_mode, stream, duration_ms, first_token_ms, \
+     user_agent, client_ip, reasoning_effort, estimated, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) \
+     ON CONFLICT (request_id) DO NOTHING";
+
+const DAY_MS: i64 = 86_400_000;
+const WEEK_MS: i64 = 7 * DAY_MS;
+const MONTH_MS: i64 = 30 * DAY_MS;
+
+/// What one charge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChargeOutcome {
+    /// `false`: the request id was already recorded; nothing changed.
+    pub inserted: bool,
+    /// The key went `active` → `quota_exhausted` with this charge.
+    pub key_exhausted: bool,
+    /// Balance mode: the user's balance after the charge.
+    pub balance_after_nanos: Option<i64>,
+    /// Keys with a quota: `quota_used` after the charge.
+    pub key_quota_used_nanos: Option<i64>,
+}
+
+/// The SET clause of one window: reset to this cost when the window has never started
+/// or has passed (`now - start >= length`), otherwise grow.
+fn window_sets(usage: &str, start: &str, length: i64) -> String {
+    let passed = format!("({start} IS NULL OR $2 - {start} >= {length})");
+    format!(
+        "{usage} = CASE WHEN {passed} THEN $1 ELSE {usage} + $1 END, \
+         {start} = CASE WHEN {passed} THEN $2 ELSE {start} END"
+    )
+}
+
+impl Store {
+    /// Records and charges one request (see the module doc). `now_ms` is the charging
+    /// time (subscription windows, last use); `r.created_at_ms` is stored as given.
+    ///
+    /// Errors roll everything back: NotFound when the key is not the user's (or does not
+    /// exist), the user does not exist, or a subscription-mode record names no
+    /// subscription of the user; InvalidArgument("actual_cost_nanos") when an amount
+    /// would overflow.
+    pub async fn charge_usage(&self, r: &UsageRecord, now_ms: i64) -> Result<ChargeOutcome> {
+        if r.total_cost_nanos < 0 || r.actual_cost_nanos < 0 {
+            return Err(Error::invalid("actual_cost_nanos", "must not be negative"));
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(INSERT_USAGE)
+            .bind(r.request_id.clone())
+            .bind(r.key_id)
+            .bind(r.user_id)
+            .bind(r.group_id)
+            .bind(r.subscription_id)
+            .bind(r.account_id)
+            .bind(r.model.clone())
+            .bind(r.upstream_model.clone())
+            .bind(r.input_tokens)
+            .bind(r.output_tokens)
+            .bind(r.cached_tokens)
+            .bind(r.reasoning_tokens)
+            .bind(r.input_cost_nanos)
+            .bind(r.output_cost_nanos)
+            .bind(r.cached_cost_nanos)
+            .bind(r.total_cost_nanos)
+            .bind(r.actual_cost_nanos)
+            .bind(r.rate_multiplier.ppm())
+            .bind(r.account_cost_multiplier.ppm())
+            .bind(r.billing_mode.as_str())
+            .bind(flag(r.stream))
+            .bind(r.duration_ms)
+            .bind(r.first_token_ms)
+            .bind(r.user_agent.clone())
+            .bind(r.client_ip.clone())
+            .bind(r.reasoning_effort.clone())
+            .bind(flag(r.estimated))
+            .bind(r.created_at_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !inserted {
+            tx.rollback().await?;
+            return Ok(ChargeOutcome::default());
+        }
+
+        let mut outcome = ChargeOutcome {
+            inserted: true,
+            ..ChargeOutcome::default()
+        };
+        match r.billing_mode {
+            BillingMode::Balance => {
+                // Soft-deleted users are charged too: the request ran.
+                let row = sqlx::query(
+                    "UPDATE users SET balance_nanos = balance_nanos - $1 \
+                     WHERE id = $2 AND balance_nanos >= $3 RETURNING balance_nanos",
+                )
+                .bind(r.actual_cost_nanos)
+                .bind(r.user_id)
+                .bind(i64::MIN + r.actual_cost_nanos)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    Some(row) => outcome.balance_after_nanos = Some(row.try_get("balance_nanos")?),
+                    None => {
+                        let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
+                            .bind(r.user_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .is_some();
+                        tx.rollback().await?;
+                        return Err(if exists {
+                            Error::invalid("actual_cost_nanos", "balance would overflow")
+                        } else {
+                            not_found("user", r.user_id)
+                        });
+                    }
+                }
+            }
+            BillingMode::Subscription => {
+                let Some(sub_id) = r.subscription_id else {
+                    tx.rollback().await?;
+                    return Err(Error::invalid(
+                        "subscription_id",
+                        "required in subscription mode",
+                    ));
+                };
+                let sql = format!(
+                    "UPDATE subscriptions SET {}, {}, {}, updated_at_ms = $2 \
+                     WHERE id = $3 AND user_id = $4 AND daily_usage_nanos <= $5 \
+                     AND weekly_usage_nanos <= $5 AND monthly_usage_nanos <= $5 \
+                     RETURNING id",
+                    window_sets("daily_usage_nanos", "daily_window_start_ms", DAY_MS),
+                    window_sets("weekly_usage_nanos", "weekly_window_start_ms", WEEK_MS),
+                    window_sets("monthly_usage_nanos", "monthly_window_start_ms", MONTH_MS),
+                );
+                let row = sqlx::query(&sql)
+                    .bind(r.total_cost_nanos)
+                    .bind(now_ms)
+                    .bind(sub_id)
+                    .bind(r.user_id)
+                    .bind(i64::MAX - r.total_cost_nanos)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if row.is_none() {
+                    let exists =
+                        sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1 AND user_id = $2")
+                            .bind(sub_id)
+                            .bind(r.user_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .is_some();
+                    tx.rollback().await?;
+                    return Err(if exists {
+                        Error::invalid("total_cost_nanos", "subscription usage would overflow")
+                    } else {
+                        Error::NotFound(format!("subscription {sub_id} of user {}", r.user_id))
+                    });
+                }
+            }
+        }
+
+        // Lock the key row with a write and learn its status before the charge. Deleted
+        // keys are charged too (the request ran before the delete).
+        let before = sqlx::query(
+            "UPDATE api_keys SET last_used_at_ms = CASE \
+             WHEN last_used_at_ms IS NULL OR last_used_at_ms < $1 THEN $1 \
+             ELSE last_used_at_ms END \
+             WHERE id = $2 AND user_id = $3 RETURNING status, quota_nanos",
+        )
+        .bind(now_ms)
+        .bind(r.key_id)
+        .bind(r.user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(before) = before else {
+            tx.rollback().await?;
+            return Err(Error::NotFound(format!(
+                "api key {} of user {}",
+                r.key_id, r.user_id
+            )));
+        };
+        let status_before: String = before.try_get("status")?;
+        let quota: i64 = before.try_get("quota_nanos")?;
+        if quota > 0 {
+            let row = sqlx::query(&format!(
+                "UPDATE api_keys SET quota_used_nanos = quota_used_nanos + $1, \
+                 status = CASE WHEN status = 'active' AND quota_used_nanos + $1 >= quota_nanos \
+                          THEN '{exhausted}' ELSE status END, \
+                 updated_at_ms = CASE WHEN status = 'active' \
+                                 AND quota_used_nanos + $1 >= quota_nanos \
+                                 THEN $2 ELSE updated_at_ms END \
+                 WHERE id = $3 AND quota_nanos > 0 AND quota_used_nanos <= $4 \
+                 RETURNING status, quota_used_nanos",
+                exhausted = KeyStatus::QuotaExhausted.as_str()
+            ))
+            .bind(r.actual_cost_nanos)
+            .bind(now_ms)
+            .bind(r.key_id)
+            .bind(i64::MAX - r.actual_cost_nanos)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                tx.rollback().await?;
+                return Err(Error::invalid(
+                    "actual_cost_nanos",
+                    "key quota_used would overflow",
+                ));
+            };
+            let status_after: String = row.try_get("status")?;
+            outcome.key_quota_used_nanos = Some(row.try_get("quota_used_nanos")?);
+            outcome.key_exhausted = status_before == KeyStatus::Active.as_str()
+                && status_after == KeyStatus::QuotaExhausted.as_str();
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}

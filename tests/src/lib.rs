@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod fake_upstream;
+pub mod fixture;
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; panics with `what`.
 pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)

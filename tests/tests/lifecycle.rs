@@ -47,7 +47,7 @@ async fn data_plane_is_not_ready_without_control_plane_and_reattaches() {
     })
     .await;
 
-    let (dir, db, addr) = cp.stop().await;
+    let (dir, config) = cp.stop().await;
     eventually(
         "not ready once the control plane is gone",
         Duration::from_secs(10),
@@ -57,7 +57,7 @@ async fn data_plane_is_not_ready_without_control_plane_and_reattaches() {
     // Liveness does not depend on the control plane.
     assert_eq!(dp.admin_status("/healthz").await, 200);
 
-    let cp = ControlPlane::start_with(dir, db, Some(addr)).await;
+    let cp = ControlPlane::start_with(dir, config).await;
     eventually(
         "ready again after the control plane returns",
         Duration::from_secs(15),

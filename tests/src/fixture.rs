@@ -1,0 +1,301 @@
+//! A whole gateway for system tests: the fake upstream, a control plane, N data planes,
+//! and helpers that set up users, groups, accounts and keys through the real Admin API.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tollgate_shared::proto::admin::v1 as admin;
+use tollgate_shared::proto::admin::v1::admin_client::AdminClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::cluster::{ADMIN_TOKEN, ControlPlane, DataPlane, control_plane_config};
+use crate::fake_upstream::FakeUpstream;
+
+#[derive(Clone)]
+pub struct Bearer;
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+        );
+        Ok(req)
+    }
+}
+
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+pub async fn admin_client(cp_url: &str) -> Admin {
+    let channel = tonic::transport::Endpoint::from_shared(cp_url.to_owned())
+        .unwrap()
+        .connect_lazy();
+    AdminClient::with_interceptor(channel, Bearer)
+}
+
+pub struct Gateway {
+    pub up: FakeUpstream,
+    pub cp: ControlPlane,
+    pub dps: Vec<DataPlane>,
+    pub admin: Admin,
+    pub http: reqwest::Client,
+}
+
+/// Knobs for `Gateway::start_with`.
+pub struct Options {
+    pub data_planes: usize,
+    pub control_plane: Box<dyn FnOnce(&mut tollgate_control_plane::Config) + Send>,
+    pub data_plane: fn(&mut tollgate_data_plane::Config),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            data_planes: 1,
+            control_plane: Box::new(|_| {}),
+            data_plane: |_| {},
+        }
+    }
+}
+
+impl Gateway {
+    pub async fn start(data_planes: usize) -> Self {
+        Self::start_with(Options {
+            data_planes,
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: Options) -> Self {
+        let up = FakeUpstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = control_plane_config(dir.path());
+        config.codex_url = up.codex_url();
+        (opts.control_plane)(&mut config);
+        let cp = ControlPlane::start_with(dir, config).await;
+        let mut dps = Vec::new();
+        for _ in 0..opts.data_planes {
+            let mut c = tollgate_data_plane::Config::for_control_plane(cp.url());
+            (opts.data_plane)(&mut c);
+            dps.push(DataPlane::start_with(c).await);
+        }
+        for dp in &dps {
+            crate::eventually("data plane attached", Duration::from_secs(10), || async {
+                dp.admin_status("/readyz").await == 200
+            })
+            .await;
+        }
+        let admin = admin_client(&cp.url()).await;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        Self {
+            up,
+            cp,
+            dps,
+            admin,
+            http,
+        }
+    }
+
+    pub fn dp(&self, i: usize) -> &DataPlane {
+        &self.dps[i]
+    }
+
+    pub async fn user(&self, concurrency: i32, balance_usd: i64) -> i64 {
+        let email = format!("u{}@example.com", uuid::Uuid::new_v4().simple());
+        self.admin
+            .clone()
+            .create_user(admin::CreateUserRequest {
+                email,
+                name: "Test User".into(),
+                concurrency: Some(concurrency),
+                initial_balance_nanos: balance_usd * 1_000_000_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    }
+
+    pub async fn group(&self, rate_multiplier: &str) -> i64 {
+        self.admin
+            .clone()
+            .create_group(admin::CreateGroupRequest {
+                name: format!("g-{}", uuid::Uuid::new_v4().simple()),
+                rate_multiplier: rate_multiplier.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    }
+
+    /// An API-key account pointing at the fake upstream. `secret` is its upstream key
+    /// (the fake can script per bearer).
+    pub async fn api_key_account(
+        &self,
+        secret: &str,
+        group: i64,
+        priority: i32,
+        concurrency: i32,
+    ) -> i64 {
+        self.account(admin::CreateAccountRequest {
+            name: format!("acct-{secret}"),
+            credential: Some(admin::create_account_request::Credential::ApiKey(
+                admin::ApiKeyCredential {
+                    api_key: secret.into(),
+                },
+            )),
+            base_url: self.up.base_url(),
+            concurrency: Some(concurrency),
+            priority,
+            groups: vec![admin::AccountGroup {
+                group_id: group,
+                priority,
+            }],
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A subscription (OAuth) account; its upstream is the fake's codex endpoint.
+    pub async fn oauth_account(&self, access_token: &str, group: i64, priority: i32) -> i64 {
+        self.account(admin::CreateAccountRequest {
+            name: format!("oauth-{access_token}"),
+            credential: Some(admin::create_account_request::Credential::Oauth(
+                admin::OAuthCredential {
+                    access_token: access_token.into(),
+                    refresh_token: format!("refresh-{access_token}"),
+                    expires_at_ms: Some(tollgate_shared::now_ms() + 24 * 3_600_000),
+                    chatgpt_account_id: format!("chatgpt-{access_token}"),
+                    id_token: String::new(),
+                },
+            )),
+            concurrency: Some(3),
+            priority,
+            groups: vec![admin::AccountGroup {
+                group_id: group,
+                priority,
+            }],
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn account(&self, req: admin::CreateAccountRequest) -> i64 {
+        self.admin
+            .clone()
+            .create_account(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    }
+
+    pub async fn set_mapping(&self, account: i64, mapping: &[(&str, &str)]) {
+        let entries: HashMap<String, String> = mapping
+            .iter()
+            .map(|(a, b)| ((*a).into(), (*b).into()))
+            .collect();
+        self.admin
+            .clone()
+            .update_account(admin::UpdateAccountRequest {
+                id: account,
+                model_mapping: Some(admin::StringMap { entries }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Creates a key and returns (id, secret).
+    pub async fn key(&self, user: i64, group: Option<i64>) -> (i64, String) {
+        self.key_with(admin::CreateKeyRequest {
+            user_id: user,
+            group_id: group,
+            name: "k".into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn key_with(&self, req: admin::CreateKeyRequest) -> (i64, String) {
+        let r = self
+            .admin
+            .clone()
+            .create_key(req)
+            .await
+            .unwrap()
+            .into_inner();
+        (r.key.unwrap().id, r.secret)
+    }
+
+    /// user (concurrency 5, $10) + group + one API-key account + key: the usual setup.
+    pub async fn basic(&self) -> Basic {
+        let user = self.user(5, 10).await;
+        let group = self.group("1").await;
+        let account = self.api_key_account("upstream-a", group, 10, 5).await;
+        let (key_id, key) = self.key(user, Some(group)).await;
+        Basic {
+            user,
+            group,
+            account,
+            key_id,
+            key,
+        }
+    }
+
+    pub fn responses_url(&self, dp: usize) -> String {
+        format!("{}/v1/responses", self.dps[dp].proxy_url())
+    }
+
+    /// POST /v1/responses on data plane `dp` with `key` and a JSON body.
+    pub async fn post(&self, dp: usize, key: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.responses_url(dp))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub struct Basic {
+    pub user: i64,
+    pub group: i64,
+    pub account: i64,
+    pub key_id: i64,
+    pub key: String,
+}
+
+/// Parses an SSE body into (event name, data JSON) pairs; comments (pings) are counted.
+pub fn parse_sse(text: &str) -> (Vec<(String, serde_json::Value)>, usize) {
+    let mut events = Vec::new();
+    let mut pings = 0;
+    for block in text.split("\n\n") {
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if line.starts_with(':') {
+                pings += 1;
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            let json = serde_json::from_str(&data)
+                .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {data}"));
+            events.push((name, json));
+        }
+    }
+    (events, pings)
+}

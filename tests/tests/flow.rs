@@ -1,0 +1,294 @@
+//! The Responses flow end to end: streaming pass-through, non-streaming, model mapping,
+//! subscription accounts, upstream headers and body rules, stream errors as SSE events,
+//! 4xx pass-through, and the one-call hot path.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_tests::fake_upstream::Script;
+use tollgate_tests::fixture::{Gateway, Options, parse_sse};
+
+#[tokio::test]
+async fn streaming_passes_events_through_with_sse_headers() {
+    let gw = Gateway::start(1).await;
+    let b = gw.basic().await;
+    gw.up.push(
+        Script::success()
+            .text(["Hel", "lo"])
+            .header("x-request-id", "req_up_1"),
+    );
+    let r = gw
+        .post(
+            0,
+            &b.key,
+            json!({"model": "gpt-5.1", "input": "hi", "stream": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    assert_eq!(h["x-request-id"], "req_up_1");
+    let text = r.text().await.unwrap();
+    let (events, _) = parse_sse(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"response.created"));
+    assert_eq!(names.last(), Some(&"response.completed"));
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(deltas, "Hello");
+
+    // What the upstream received: the account's key, not the client's; default
+    // instructions inserted for a non-Codex client; only allowed headers.
+    let got = gw.up.last().unwrap();
+    assert_eq!(got.bearer.as_deref(), Some("upstream-a"));
+    assert!(got.header("x-api-key").is_none() && got.header("cookie").is_none());
+    assert!(
+        got.body_json["instructions"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert_eq!(got.path, "/v1/responses");
+}
+
+#[tokio::test]
+async fn events_are_flushed_one_by_one() {
+    let gw = Gateway::start(1).await;
+    let b = gw.basic().await;
+    gw.up.push(
+        Script::success()
+            .text(["a", "b", "c"])
+            .event_delay(Duration::from_millis(300)),
+    );
+    let mut r = gw
+        .post(
+            0,
+            &b.key,
+            json!({"model": "gpt-5.1", "input": "hi", "stream": true}),
+        )
+        .await;
+    // The first event arrives long before the whole stream (≥ 2.4 s) could have.
+    let started = std::time::Instant::now();
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("response.created"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "first event was buffered: {:?}",
+        started.elapsed()
+    );
+    while r.chunk().await.unwrap().is_some() {}
+}
+
+#[tokio::test]
+async fn non_streaming_passes_json_and_usage_is_recorded() {
+    let gw = Gateway::start(1).await;
+    let b = gw.basic().await;
+    let r = gw
+        .post(0, &b.key, json!({"model": "gpt-5.1", "input": "hi"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert!(v["usage"]["input_tokens"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn model_name_is_mapped_back() {
+    let gw = Gateway::start(1).await;
+    let b = gw.basic().await;
+    gw.set_mapping(b.account, &[("my-alias", "gpt-5.1")]).await;
+    let r = gw
+        .post(
+            0,
+            &b.key,
+            json!({"model": "my-alias", "input": "hi", "stream": true}),
+        )
+        .await;
+    let text = r.text().await.unwrap();
+    assert_eq!(
+        gw.up.last().unwrap().body_json["model"],
+        "gpt-5.1",
+        "upstream gets the mapped name"
+    );
+    let (events, _) = parse_sse(&text);
+    for (name, data) in &events {
+        if let Some(m) = data.pointer("/response/model") {
+            assert_eq!(m, "my-alias", "{name}");
+        }
+    }
+    assert!(
+        !text.contains("\"gpt-5.1\""),
+        "the mapped name never reaches the client: {text}"
+    );
+
+    let v: Value = gw
+        .post(0, &b.key, json!({"model": "my-alias", "input": "hi"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["model"], "my-alias");
+}
+
+#[tokio::test]
+async fn subscription_account_non_streaming_is_built_from_the_stream() {
+    let gw = Gateway::start(1).await;
+    let user = gw.user(5, 10).await;
+    let group = gw.group("1").await;
+    gw.oauth_account("oauth-tok", group, 10).await;
+    let (_, key) = gw.key(user, Some(group)).await;
+    let r = gw
+        .post(0, &key, json!({"model": "gpt-5.1-codex-high", "input": "hi", "temperature": 0.5, "store": true}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert!(v["output"].as_array().is_some_and(|o| !o.is_empty()));
+
+    let got = gw.up.last().unwrap();
+    assert!(
+        got.path.ends_with("/backend-api/codex/responses"),
+        "{}",
+        got.path
+    );
+    assert_eq!(got.body_json["stream"], true, "forced stream");
+    assert_eq!(got.body_json["store"], false);
+    assert!(got.body_json.get("temperature").is_none());
+    assert_eq!(
+        got.body_json["model"], "gpt-5.1-codex",
+        "normalised to the Codex family"
+    );
+    assert_eq!(got.bearer.as_deref(), Some("oauth-tok"));
+    assert_eq!(got.header("chatgpt-account-id"), Some("chatgpt-oauth-tok"));
+    assert_eq!(got.header("openai-beta"), Some("responses=experimental"));
+    assert_eq!(got.header("accept"), Some("text/event-stream"));
+}
+
+#[tokio::test]
+async fn upstream_4xx_passes_through_with_its_message() {
+    let gw = Gateway::start(1).await;
+    let b = gw.basic().await;
+    gw.up.push(Script::bad_request(
+        "Invalid value for 'input': expected a string",
+    ));
+    let r = gw
+        .post(0, &b.key, json!({"model": "gpt-5.1", "input": "hi"}))
+        .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["error"]["message"],
+        "Invalid value for 'input': expected a string"
+    );
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        gw.up.count(),
+        1,
+        "a 4xx outside the failover set is not retried"
+    );
+
+    gw.up.push(Script::error(404));
+    assert_eq!(
+        gw.post(0, &b.key, json!({"model": "gpt-5.1", "input": "hi"}))
+            .await
+            .status(),
+        404
+    );
+    gw.up.push(Script::error(422));
+    assert_eq!(
+        gw.post(0, &b.key, json!({"model": "gpt-5.1", "input": "hi"}))
+            .await
+            .status(),
+        422
+    );
+}
+
+async fn stream_error(gw: &Gateway, key: &str, script: Script) -> (Vec<(String, Value)>, String) {
+    gw.up.push(script);
+    let r = gw
+        .post(
+            0,
+            key,
+            json!({"model": "gpt-5.1", "input": "hi", "stream": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "once streaming, errors are events");
+    let text = r.text().await.unwrap();
+    (parse_sse(&text).0, text)
+}
+
+#[tokio::test]
+async fn stream_errors_are_sse_events_with_valid_json() {
+    let gw = Gateway::start_with(Options {
+        data_plane: |c| {
+            c.flow.stream_keepalive_ms = 200;
+            c.flow.stream_idle_timeout_ms = 1_000;
+            c.flow.stream_line_limit_bytes = 64 << 10;
+        },
+        ..Default::default()
+    })
+    .await;
+    let b = gw.basic().await;
+
+    let (events, _) = stream_error(&gw, &b.key, Script::cut_stream(3)).await;
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(data["error"]["type"], "upstream_error");
+
+    let (events, text) = stream_error(
+        &gw,
+        &b.key,
+        Script::silent_stream(2, Duration::from_secs(5)),
+    )
+    .await;
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(data["error"]["code"], "stream_timeout");
+    assert!(
+        text.contains(":\n\n"),
+        "keep-alive comments while the upstream is silent"
+    );
+
+    let (events, _) = stream_error(&gw, &b.key, Script::long_line(256 << 10)).await;
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(data["error"]["code"], "response_too_large");
+}
+
+#[tokio::test]
+async fn uncontended_request_makes_one_control_plane_call() {
+    let gw = Gateway::start(1).await;
+    let b = gw.basic().await;
+    // Warm the authorization cache.
+    assert_eq!(
+        gw.post(0, &b.key, json!({"model": "gpt-5.1", "input": "hi"}))
+            .await
+            .status(),
+        200
+    );
+    let calls = "tollgate_control_plane_calls_total{method=\"admit\"}";
+    let authorize = "tollgate_control_plane_calls_total{method=\"authorize\"}";
+    let admits = gw.dp(0).metric(calls).await;
+    let auths = gw.dp(0).metric(authorize).await;
+
+    assert_eq!(
+        gw.post(0, &b.key, json!({"model": "gpt-5.1", "input": "hi"}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(gw.dp(0).metric(calls).await - admits, 1.0, "one Admit");
+    assert_eq!(
+        gw.dp(0).metric(authorize).await - auths,
+        0.0,
+        "no Authorize on a warm cache"
+    );
+}

@@ -94,6 +94,62 @@ pub struct Config {
     /// Structured JSON logs.
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+
+    /// Responses endpoint of subscription (OAuth) accounts (tests point it at a fake).
+    #[arg(
+        long,
+        env = "TOLLGATE_CODEX_URL",
+        default_value = crate::admission::upstream_url::DEFAULT_CODEX_URL
+    )]
+    pub codex_url: String,
+
+    /// How long a request waits for one of its user's concurrency slots.
+    #[arg(long, env = "TOLLGATE_USER_WAIT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub user_wait_timeout_ms: u64,
+
+    /// Requests of one user waiting or running: max(concurrency, 1) + this.
+    #[arg(long, env = "TOLLGATE_USER_EXTRA_PENDING", default_value_t = 20)]
+    pub user_extra_pending: u32,
+
+    /// How long a request waits for an account slot when every account is busy.
+    #[arg(
+        long,
+        env = "TOLLGATE_ACCOUNT_WAIT_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub account_wait_timeout_ms: u64,
+
+    /// Waiters per account beyond which requests are turned away.
+    #[arg(long, env = "TOLLGATE_ACCOUNT_MAX_WAITERS", default_value_t = 100)]
+    pub account_max_waiters: u32,
+
+    /// How long a sticky session waits for its bound account.
+    #[arg(
+        long,
+        env = "TOLLGATE_STICKY_WAIT_TIMEOUT_MS",
+        default_value_t = 120_000
+    )]
+    pub sticky_wait_timeout_ms: u64,
+
+    /// Waiters on a bound account beyond which a sticky session picks another account.
+    #[arg(long, env = "TOLLGATE_STICKY_MAX_WAITERS", default_value_t = 3)]
+    pub sticky_max_waiters: u32,
+
+    /// Lifetime of a sticky-session binding, refreshed on use.
+    #[arg(long, env = "TOLLGATE_STICKY_TTL_MS", default_value_t = 3_600_000)]
+    pub sticky_ttl_ms: u64,
+
+    /// Cool-down of a rate-limited (429) account when the upstream gives no reset time.
+    #[arg(
+        long,
+        env = "TOLLGATE_RATE_LIMIT_COOLDOWN_MS",
+        default_value_t = 300_000
+    )]
+    pub rate_limit_cooldown_ms: u64,
+
+    /// Cool-down of an overloaded (529) account.
+    #[arg(long, env = "TOLLGATE_OVERLOAD_COOLDOWN_MS", default_value_t = 600_000)]
+    pub overload_cooldown_ms: u64,
 }
 
 impl Config {
@@ -118,6 +174,16 @@ impl Config {
             fallback_price: None,
             charge_estimates: true,
             log_json: false,
+            codex_url: crate::admission::upstream_url::DEFAULT_CODEX_URL.to_owned(),
+            user_wait_timeout_ms: 30_000,
+            user_extra_pending: 20,
+            account_wait_timeout_ms: 30_000,
+            account_max_waiters: 100,
+            sticky_wait_timeout_ms: 120_000,
+            sticky_max_waiters: 3,
+            sticky_ttl_ms: 3_600_000,
+            rate_limit_cooldown_ms: 300_000,
+            overload_cooldown_ms: 600_000,
         }
     }
 
@@ -144,6 +210,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.check_admission()?;
         let admin_token = self.secret(
             self.admin_token.as_deref(),
             self.admin_token_file.as_deref(),
@@ -181,6 +248,45 @@ impl Config {
             secrets,
             database_url,
         })
+    }
+
+    fn check_admission(&self) -> Result<()> {
+        match url::Url::parse(self.codex_url.trim()) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
+            _ => {
+                return Err(Error::Config(
+                    "TOLLGATE_CODEX_URL must be an http(s) URL with a host".into(),
+                ));
+            }
+        }
+        let waits = [
+            ("TOLLGATE_USER_WAIT_TIMEOUT_MS", self.user_wait_timeout_ms),
+            (
+                "TOLLGATE_ACCOUNT_WAIT_TIMEOUT_MS",
+                self.account_wait_timeout_ms,
+            ),
+            (
+                "TOLLGATE_STICKY_WAIT_TIMEOUT_MS",
+                self.sticky_wait_timeout_ms,
+            ),
+        ];
+        for (name, v) in waits {
+            if v > 600_000 {
+                return Err(Error::Config(format!("{name} must be at most 600000")));
+            }
+        }
+        if self.sticky_ttl_ms < 1_000 {
+            return Err(Error::Config(
+                "TOLLGATE_STICKY_TTL_MS must be at least 1000".into(),
+            ));
+        }
+        if self.rate_limit_cooldown_ms < 1_000 || self.overload_cooldown_ms < 1_000 {
+            return Err(Error::Config(
+                "TOLLGATE_RATE_LIMIT_COOLDOWN_MS and TOLLGATE_OVERLOAD_COOLDOWN_MS must be at least 1000"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// A secret from its value, its file, or (outside production) a generated file in

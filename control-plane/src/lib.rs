@@ -5,6 +5,7 @@
 //! flags, installs logging and waits for a signal.
 
 pub mod admin;
+pub mod admission;
 pub mod billing;
 pub mod cli;
 pub mod config;

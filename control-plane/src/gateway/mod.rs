@@ -12,17 +12,20 @@ use tollgate_shared::proto::gateway::v1 as pb;
 use tollgate_shared::proto::gateway::v1::gateway_server::Gateway;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::{self, Admission, AdmissionSettings, HeldLease};
 use crate::config::Config;
 use crate::events::Invalidations;
 use session::Sessions;
 use crate::storage::Store;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub heartbeat_interval: Duration,
     pub lease_grace: Duration,
     /// Pricing and charging of usage reports.
     pub billing: crate::billing::BillingSettings,
+    /// Slots, queues, selection and account health (the service owns the engine).
+    pub admission: AdmissionSettings,
 }
 
 impl SessionSettings {
@@ -31,6 +34,7 @@ impl SessionSettings {
             heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
             lease_grace: Duration::from_millis(c.lease_grace_ms),
             billing: crate::billing::BillingSettings::from_config(c),
+            admission: AdmissionSettings::from_config(c),
         }
     }
 }
@@ -43,6 +47,7 @@ pub struct GatewayService {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     sessions: Sessions,
+    admission: Admission,
     /// Random per process start: a data plane that sees a new epoch drops its whole
     /// cache, since invalidations published while it was away were lost.
     epoch: u64,
@@ -55,19 +60,34 @@ impl GatewayService {
         settings: SessionSettings,
         shutdown: CancellationToken,
     ) -> Self {
+        let sessions = Sessions::default();
+        let admission = Admission::new(
+            store.clone(),
+            invalidations.clone(),
+            sessions.clone(),
+            settings.admission.clone(),
+        );
+        let tasks = TaskTracker::new();
+        // Lease reaper, sticky-binding pruning, last-used persistence.
+        tasks.spawn(admission.clone().run_background(shutdown.clone()));
         Self {
             store,
             invalidations,
             settings,
             shutdown,
-            tasks: TaskTracker::new(),
-            sessions: Sessions::default(),
+            tasks,
+            sessions,
+            admission,
             epoch: rand::random::<u64>(),
         }
     }
 
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// Stops session tasks and waits for them.
@@ -100,20 +120,41 @@ impl Gateway for GatewayService {
         if attach.data_plane_id.trim().is_empty() {
             return Err(Status::invalid_argument("Attach.data_plane_id must not be empty"));
         }
+        // Declared leases are re-adopted before the session starts; the session id is
+        // chosen inside `session::run`, so they are held by a provisional owner and
+        // handed to the session as its Attached reply goes out (unbound, they are freed
+        // after the grace period like any orphan).
+        let held: Vec<HeldLease> = attach.held_leases.iter().map(HeldLease::from).collect();
+        let adoption = self.admission.adopt(&held);
         let invalidations = session::subscribe(&self.invalidations);
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         self.tasks.spawn(session::run(
             self.sessions.clone(),
-            self.settings,
+            self.settings.clone(),
             self.epoch,
             attach,
             incoming,
             invalidations,
             tx,
             self.shutdown.clone(),
-            Vec::new(),
+            adoption.adopted_lease_ids.clone(),
         ));
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let engine = self.admission.clone();
+        let provisional = adoption.provisional_owner;
+        let has_adopted = !adoption.adopted_lease_ids.is_empty();
+        let stream = futures::StreamExt::inspect(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            move |msg| {
+                if has_adopted
+                    && let Ok(pb::SessionDown {
+                        msg: Some(pb::session_down::Msg::Attached(a)),
+                    }) = msg
+                {
+                    engine.bind_adopted(&provisional, &a.session_id);
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn authorize(
@@ -128,16 +169,19 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::AdmitRequest>,
     ) -> Result<Response<pb::AdmitResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("Admit"))
+        let req = admission::AdmitRequest::from(request.into_inner());
+        let result = self.admission.admit(req).await;
+        Ok(Response::new(admission::wire::admit_response(result)?))
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("Release"))
+        let req = request.into_inner();
+        self.admission
+            .release(&req.session_id, req.lease_ids.iter().map(String::as_str));
+        Ok(Response::new(pb::ReleaseResponse {}))
     }
 
     async fn report_usage(
@@ -159,7 +203,8 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::ReportOutcomeRequest>,
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("ReportOutcome"))
+        let outcome = admission::wire::outcome(request.into_inner())?;
+        self.admission.report_outcome(outcome).await?;
+        Ok(Response::new(pb::ReportOutcomeResponse {}))
     }
 }

@@ -1678,7 +1678,7 @@ async fn subscriptions_lifecycle(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.subscriptions, [ext.clone()]);
+    assert_eq!(listed.subscriptions, vec![ext.clone()]);
     let revoked = c
         .revoke_subscription(pb::RevokeSubscriptionRequest { id: sub.id })
         .await

@@ -60,7 +60,7 @@ async fn every_change_publishes_its_invalidation() {
             ..Default::default()
         }
     );
-    assert_eq!(drain(&mut rx), [u.clone()]);
+    assert_eq!(drain(&mut rx), vec![u.clone()]);
     call!(
         svc,
         adjust_balance,
@@ -71,7 +71,7 @@ async fn every_change_publishes_its_invalidation() {
             reason: "gift".into(),
         }
     );
-    assert_eq!(drain(&mut rx), [u.clone()]);
+    assert_eq!(drain(&mut rx), vec![u.clone()]);
     call!(
         svc,
         update_group,
@@ -94,7 +94,7 @@ async fn every_change_publishes_its_invalidation() {
     .key
     .unwrap();
     let k = Invalidation::key(key.id);
-    assert_eq!(drain(&mut rx), [k.clone()]);
+    assert_eq!(drain(&mut rx), vec![k.clone()]);
     let id = pb::KeyIdRequest { id: key.id };
     call!(
         svc,

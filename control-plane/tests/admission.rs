@@ -1,0 +1,721 @@
+//! Admission end to end: a real control plane on `127.0.0.1:0`, real `Session` streams
+//! opened with the generated `GatewayClient`, then Admit / Release / ReportOutcome. Data
+//! is seeded through `Store` on the same database with the control plane's key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tollgate_control_plane::Config;
+use tollgate_control_plane::crypto::SecretBox;
+use tollgate_control_plane::model::{
+    AccountGroup, Credential, NewAccount, NewApiKey, NewGroup, NewUser,
+};
+use tollgate_control_plane::storage::Store;
+use tollgate_shared::Multiplier;
+use tollgate_shared::domain::{GroupKind, Platform, UserRole};
+use tollgate_shared::proto::gateway::v1 as pb;
+use tollgate_shared::proto::gateway::v1::gateway_client::GatewayClient;
+use tonic::transport::Channel;
+
+use common::{Backend, TestDb};
+
+const FAKE_CODEX: &str = "http://127.0.0.1:9/backend-api/codex/responses";
+const GRACE_MS: u64 = 1_000;
+
+macro_rules! on_both {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(crate::common::Backend::Postgres).await
+            }
+        }
+    )+};
+}
+
+on_both!(
+    user_concurrency_queues_the_third_request,
+    a_dropped_session_frees_its_leases_after_the_grace,
+    reattach_with_held_leases_counts_them_once,
+    a_rate_limited_account_is_skipped,
+    no_accounts_is_rejected_with_a_reason,
+);
+
+// ------------------------------------------------------------------ harness
+
+struct ControlPlane {
+    store: Store,
+    channel: Channel,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<tollgate_control_plane::Result<()>>,
+    db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    async fn start(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let key_b64 = SecretBox::generate_key_b64();
+        let mut config = Config::for_data_dir(dir.path());
+        config.database_url = Some(db.url.clone());
+        config.admin_token = Some("test-admin-token-0123456789abcdef".into());
+        config.encryption_key = Some(key_b64.clone());
+        config.lease_grace_ms = GRACE_MS;
+        config.heartbeat_interval_ms = 200;
+        config.codex_url = FAKE_CODEX.into();
+        configure(&mut config);
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        #[allow(clippy::disallowed_methods)]
+        let server = tokio::spawn(tollgate_control_plane::serve_on(
+            config,
+            listener,
+            shutdown.clone(),
+        ));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        wait_ready(&channel, &server).await;
+        // The server migrated before it served; this store finds the schema done.
+        let store = Store::connect(&db.url, SecretBox::from_base64(&key_b64).unwrap())
+            .await
+            .unwrap();
+        Self {
+            store,
+            channel,
+            shutdown,
+            server,
+            db,
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> GatewayClient<Channel> {
+        GatewayClient::new(self.channel.clone())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.store.close().await;
+        self.db.cleanup().await;
+    }
+
+    async fn user(&self, concurrency: i32) -> i64 {
+        self.store
+            .create_user(NewUser {
+                email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+                name: "user".into(),
+                role: UserRole::User,
+                concurrency,
+                notes: String::new(),
+                initial_balance_nanos: 10_000_000_000,
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn group(&self) -> i64 {
+        self.store
+            .create_group(NewGroup {
+                name: format!("g-{}", uuid::Uuid::new_v4().simple()),
+                platform: Platform::OpenAi,
+                rate_multiplier: Multiplier::ONE,
+                kind: GroupKind::Standard,
+                daily_limit_nanos: 0,
+                weekly_limit_nanos: 0,
+                monthly_limit_nanos: 0,
+                exclusive: false,
+                description: String::new(),
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn key(&self, user_id: i64, group_id: Option<i64>) -> i64 {
+        let secret = format!("sk-{}", uuid::Uuid::new_v4().simple());
+        self.store
+            .create_key(NewApiKey {
+                user_id,
+                name: "key".into(),
+                group_id,
+                key_hash: hex::encode(Sha256::digest(secret.as_bytes())),
+                key_hint: "sk-…".into(),
+                ip_allow: Vec::new(),
+                ip_deny: Vec::new(),
+                quota_nanos: 0,
+                expires_at_ms: None,
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn account(&self, name: &str, group: Option<(i64, i32)>, credential: Credential) -> i64 {
+        self.store
+            .create_account(NewAccount {
+                name: name.into(),
+                platform: Platform::OpenAi,
+                base_url: String::new(),
+                credential,
+                concurrency: 10,
+                priority: 50,
+                model_mapping: BTreeMap::new(),
+                proxy_url: String::new(),
+                user_agent: String::new(),
+                expires_at_ms: None,
+                chatgpt_account_id: String::new(),
+                cost_multiplier: Multiplier::ONE,
+                notes: String::new(),
+                groups: group
+                    .map(|(group_id, priority)| vec![AccountGroup { group_id, priority }])
+                    .unwrap_or_default(),
+            })
+            .await
+            .unwrap()
+            .id
+    }
+}
+
+/// Authorize answers (for an unknown key) once the server has migrated and serves.
+async fn wait_ready(
+    channel: &Channel,
+    server: &tokio::task::JoinHandle<tollgate_control_plane::Result<()>>,
+) {
+    let mut c = GatewayClient::new(channel.clone());
+    for _ in 0..400 {
+        let req = pb::AuthorizeRequest {
+            key_hash: "0".repeat(64),
+        };
+        if c.authorize(req).await.is_ok() {
+            return;
+        }
+        assert!(!server.is_finished(), "control plane exited early");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("control plane did not become ready");
+}
+
+fn api_key(k: &str) -> Credential {
+    Credential::ApiKey { api_key: k.into() }
+}
+
+/// One data plane's session: heartbeats and the downward stream are driven by a task;
+/// invalidations arrive on `invalidations`. Dropping it ends the stream (a killed pod).
+struct DataPlane {
+    session_id: String,
+    adopted: Vec<String>,
+    invalidations: mpsc::UnboundedReceiver<pb::Invalidate>,
+    _driver: JoinSet<()>,
+}
+
+async fn attach(cp: &ControlPlane, held: Vec<pb::HeldLease>) -> DataPlane {
+    let (tx, rx) = mpsc::channel::<pb::SessionUp>(16);
+    tx.send(pb::SessionUp {
+        msg: Some(pb::session_up::Msg::Attach(pb::Attach {
+            data_plane_id: format!("dp-{}", uuid::Uuid::new_v4().simple()),
+            held_leases: held,
+            version: "test".into(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = cp
+        .client()
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let attached = match inbound.next().await {
+        Some(Ok(pb::SessionDown {
+            msg: Some(pb::session_down::Msg::Attached(a)),
+        })) => a,
+        other => panic!("expected Attached, got {other:?}"),
+    };
+    let (inv_tx, inv_rx) = mpsc::unbounded_channel();
+    let mut driver = JoinSet::new();
+    driver.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut seq = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    seq += 1;
+                    let hb = pb::SessionUp {
+                        msg: Some(pb::session_up::Msg::Heartbeat(pb::Heartbeat { seq, in_flight: 0 })),
+                    };
+                    if tx.send(hb).await.is_err() {
+                        break;
+                    }
+                }
+                msg = inbound.next() => match msg {
+                    Some(Ok(pb::SessionDown { msg: Some(pb::session_down::Msg::Invalidate(i)) })) => {
+                        let _ = inv_tx.send(i);
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+    });
+    DataPlane {
+        session_id: attached.session_id,
+        adopted: attached.adopted_lease_ids,
+        invalidations: inv_rx,
+        _driver: driver,
+    }
+}
+
+fn admit_req(dp: &DataPlane, key_id: i64, model: &str) -> pb::AdmitRequest {
+    pb::AdmitRequest {
+        session_id: dp.session_id.clone(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        key_id,
+        model: model.into(),
+        stream: true,
+        ..Default::default()
+    }
+}
+
+async fn admit(cp: &ControlPlane, req: pb::AdmitRequest) -> pb::admit_response::Result {
+    cp.client()
+        .admit(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .expect("Admit answered neither a lease nor a rejection")
+}
+
+fn lease(r: pb::admit_response::Result) -> pb::Lease {
+    match r {
+        pb::admit_response::Result::Lease(l) => l,
+        pb::admit_response::Result::Rejection(r) => panic!("rejected: {r:?}"),
+    }
+}
+
+fn rejection(r: pb::admit_response::Result) -> pb::Rejection {
+    match r {
+        pb::admit_response::Result::Rejection(r) => r,
+        pb::admit_response::Result::Lease(l) => panic!("unexpected lease {}", l.lease_id),
+    }
+}
+
+async fn release(cp: &ControlPlane, dp: &DataPlane, ids: &[&str]) {
+    cp.client()
+        .release(pb::ReleaseRequest {
+            session_id: dp.session_id.clone(),
+            lease_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        })
+        .await
+        .unwrap();
+}
+
+// ------------------------------------------------------------------ tests
+
+async fn user_concurrency_queues_the_third_request(backend: Backend) {
+    let cp = ControlPlane::start(backend, |_| {}).await;
+    let user = cp.user(2).await;
+    let key = cp.key(user, None).await;
+    let api = cp.account("api", None, api_key("sk-upstream")).await;
+    let dp = attach(&cp, Vec::new()).await;
+
+    let first = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    let second = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    let account = first.account.clone().unwrap();
+    assert_eq!(account.account_id, api);
+    assert_eq!(account.kind, "api_key");
+    assert_eq!(account.bearer, "sk-upstream");
+    assert_eq!(account.upstream_url, "https://api.openai.com/v1/responses");
+    assert_eq!(first.user_id, user);
+    assert_eq!(first.billing_mode, "balance");
+    assert_ne!(first.lease_id, second.lease_id);
+
+    // The third waits in the control plane...
+    let mut third = JoinSet::new();
+    let req = admit_req(&dp, key, "gpt-5");
+    let mut client = cp.client();
+    third.spawn(async move { client.admit(req).await.unwrap().into_inner() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        third.try_join_next().is_none(),
+        "the third request must wait"
+    );
+
+    // ...and gets the slot as soon as one is released.
+    let t = Instant::now();
+    release(&cp, &dp, &[&first.lease_id]).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), third.join_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let third = lease(got.result.unwrap());
+
+    // Releasing twice, or an unknown id, is harmless.
+    release(&cp, &dp, &[&first.lease_id, "no-such-lease"]).await;
+    release(&cp, &dp, &[&second.lease_id, &third.lease_id]).await;
+    for _ in 0..2 {
+        lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    }
+    cp.stop().await;
+}
+
+async fn a_dropped_session_frees_its_leases_after_the_grace(backend: Backend) {
+    let cp = ControlPlane::start(backend, |c| c.user_wait_timeout_ms = 5_000).await;
+    let user = cp.user(1).await;
+    let key = cp.key(user, None).await;
+    cp.account("api", None, api_key("sk-a")).await;
+
+    let dp1 = attach(&cp, Vec::new()).await;
+    let held = lease(admit(&cp, admit_req(&dp1, key, "gpt-5")).await);
+    let dp2 = attach(&cp, Vec::new()).await;
+    // dp1 dies with its lease.
+    drop(dp1);
+    let t = Instant::now();
+    let next = lease(admit(&cp, admit_req(&dp2, key, "gpt-5")).await);
+    let waited = t.elapsed();
+    assert_ne!(next.lease_id, held.lease_id);
+    assert!(
+        waited >= Duration::from_millis(GRACE_MS * 8 / 10),
+        "the lease was freed before the grace ran out ({waited:?})"
+    );
+    assert!(
+        waited < Duration::from_millis(GRACE_MS + 1_500),
+        "the lease outlived its session by too much ({waited:?})"
+    );
+    cp.stop().await;
+}
+
+async fn reattach_with_held_leases_counts_them_once(backend: Backend) {
+    let cp = ControlPlane::start(backend, |c| c.user_wait_timeout_ms = 300).await;
+    let user = cp.user(1).await;
+    let key = cp.key(user, None).await;
+    let api = cp.account("api", None, api_key("sk-a")).await;
+
+    let dp = attach(&cp, Vec::new()).await;
+    let l1 = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    // The data plane reconnects (new session) declaring its lease, plus one this
+    // control plane never granted (as after a restart).
+    drop(dp);
+    let restored = uuid::Uuid::new_v4().to_string();
+    let held = vec![
+        pb::HeldLease {
+            lease_id: l1.lease_id.clone(),
+            user_id: user,
+            account_id: api,
+        },
+        pb::HeldLease {
+            lease_id: restored.clone(),
+            user_id: user,
+            account_id: api,
+        },
+    ];
+    let dp = attach(&cp, held).await;
+    let mut adopted = dp.adopted.clone();
+    adopted.sort();
+    let mut expected = vec![l1.lease_id.clone(), restored.clone()];
+    expected.sort();
+    assert_eq!(adopted, expected);
+
+    // Past the old session's grace the leases are still held (they moved).
+    tokio::time::sleep(Duration::from_millis(GRACE_MS + 500)).await;
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(r.code, "user_concurrency_exceeded");
+    assert_eq!(
+        r.message,
+        "Concurrency limit exceeded for user, please retry later"
+    );
+
+    // Each counted once: releasing one leaves one slot taken (limit 1, still full);
+    // releasing the other frees the user at once.
+    release(&cp, &dp, &[&l1.lease_id]).await;
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(r.code, "user_concurrency_exceeded");
+    release(&cp, &dp, &[&restored]).await;
+    let l3 = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    release(&cp, &dp, &[&l3.lease_id]).await;
+
+    // A re-attach that does not declare a lease lets it go with the old session.
+    let l4 = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    drop(dp);
+    let dp = attach(&cp, Vec::new()).await;
+    assert!(dp.adopted.is_empty());
+    tokio::time::sleep(Duration::from_millis(GRACE_MS + 500)).await;
+    let l5 = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_ne!(l4.lease_id, l5.lease_id);
+    cp.stop().await;
+}
+
+async fn a_rate_limited_account_is_skipped(backend: Backend) {
+    let cp = ControlPlane::start(backend, |_| {}).await;
+    let group = cp.group().await;
+    let user = cp.user(5).await;
+    let key = cp.key(user, Some(group)).await;
+    let preferred = cp
+        .account("first", Some((group, 1)), api_key("sk-first"))
+        .await;
+    let oauth = Credential::OAuth {
+        access_token: "at-second".into(),
+        refresh_token: "rt".into(),
+        id_token: String::new(),
+    };
+    let second = cp.account("second", Some((group, 2)), oauth).await;
+    // An account outside the group is never chosen.
+    cp.account("other", None, api_key("sk-other")).await;
+    let mut dp = attach(&cp, Vec::new()).await;
+
+    let l = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(l.account.unwrap().account_id, preferred);
+    assert_eq!(l.group_id, Some(group));
+
+    let mut client = cp.client();
+    client
+        .report_outcome(pb::ReportOutcomeRequest {
+            account_id: preferred,
+            request_id: "r1".into(),
+            status: 429,
+            kind: pb::report_outcome_request::Kind::HttpStatus as i32,
+            message: "rate limited".into(),
+            headers: [("retry-after".to_owned(), "120".to_owned())].into(),
+            body: String::new(),
+        })
+        .await
+        .unwrap();
+    // Every data plane hears about it...
+    let inv = tokio::time::timeout(Duration::from_secs(5), dp.invalidations.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inv.scope, pb::invalidate::Scope::Account as i32);
+    assert_eq!(inv.ids, vec![preferred]);
+    // ...the account row says so...
+    let stored = cp.store.get_account(preferred).await.unwrap();
+    let until = stored.rate_limited_until_ms.unwrap();
+    let now = tollgate_shared::now_ms();
+    assert!(until > now + 100_000 && until <= now + 120_000);
+    // ...and the very next Admit skips it.
+    let l = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    let account = l.account.unwrap();
+    assert_eq!(account.account_id, second);
+    assert_eq!(account.kind, "oauth");
+    assert_eq!(account.bearer, "at-second");
+    assert_eq!(account.upstream_url, FAKE_CODEX);
+
+    // A shorter cool-down never shortens it.
+    client
+        .report_outcome(pb::ReportOutcomeRequest {
+            account_id: preferred,
+            status: 429,
+            kind: pb::report_outcome_request::Kind::HttpStatus as i32,
+            headers: [("retry-after".to_owned(), "5".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stored = cp.store.get_account(preferred).await.unwrap();
+    assert_eq!(stored.rate_limited_until_ms, Some(until));
+
+    // Both rate-limited: no account left, with the reason.
+    client
+        .report_outcome(pb::ReportOutcomeRequest {
+            account_id: second,
+            status: 429,
+            kind: pb::report_outcome_request::Kind::HttpStatus as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(r.code, "no_available_accounts");
+    assert_eq!(
+        r.message,
+        "No available accounts: all accounts are rate-limited"
+    );
+
+    // 401 puts an account in error.
+    client
+        .report_outcome(pb::ReportOutcomeRequest {
+            account_id: second,
+            status: 401,
+            kind: pb::report_outcome_request::Kind::HttpStatus as i32,
+            message: "token revoked".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stored = cp.store.get_account(second).await.unwrap();
+    assert_eq!(stored.status.as_str(), "error");
+    assert_eq!(
+        stored.error_message,
+        "Authentication failed (401): token revoked"
+    );
+    cp.stop().await;
+}
+
+async fn no_accounts_is_rejected_with_a_reason(backend: Backend) {
+    let cp = ControlPlane::start(backend, |_| {}).await;
+    let user = cp.user(2).await;
+    let key = cp.key(user, None).await;
+    let dp = attach(&cp, Vec::new()).await;
+
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(r.code, "no_available_accounts");
+    assert!(
+        r.message.starts_with("No available accounts"),
+        "{}",
+        r.message
+    );
+
+    // An account that maps other models only.
+    let mut mapping = BTreeMap::new();
+    mapping.insert("gpt-4o".to_owned(), "gpt-4o".to_owned());
+    let id = cp.account("mapped", None, api_key("sk-m")).await;
+    cp.store
+        .update_account(
+            id,
+            tollgate_control_plane::model::AccountPatch {
+                model_mapping: Some(mapping),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-x")).await);
+    assert_eq!(
+        r.message,
+        "No available accounts: no account supports model gpt-x"
+    );
+    let l = lease(admit(&cp, admit_req(&dp, key, "gpt-4o")).await);
+    assert_eq!(l.account.unwrap().model_mapping["gpt-4o"], "gpt-4o");
+
+    // The user slot taken by a rejected Admit was given back: two more fit (limit 2,
+    // one lease held).
+    lease(admit(&cp, admit_req(&dp, key, "gpt-4o")).await);
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_session_is_unavailable() {
+    let cp = ControlPlane::start(Backend::Sqlite, |_| {}).await;
+    let err = cp
+        .client()
+        .admit(pb::AdmitRequest {
+            session_id: "nope".into(),
+            key_id: 1,
+            model: "gpt-5".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.message(), "unknown or detached session");
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_leaks_nothing() {
+    let cp = ControlPlane::start(Backend::Sqlite, |c| c.user_wait_timeout_ms = 10_000).await;
+    let user = cp.user(1).await;
+    let key = cp.key(user, None).await;
+    cp.account("api", None, api_key("sk-a")).await;
+    let dp = attach(&cp, Vec::new()).await;
+    let held = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+
+    // A caller gives up while queued (client-side deadline: the call is cancelled).
+    let mut req = tonic::Request::new(admit_req(&dp, key, "gpt-5"));
+    req.set_timeout(Duration::from_millis(200));
+    let err = cp.client().admit(req).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The slot goes to the next caller at once, not to the vanished waiter.
+    release(&cp, &dp, &[&held.lease_id]).await;
+    let t = Instant::now();
+    lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert!(t.elapsed() < Duration::from_millis(500));
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_readmission_reuses_the_user_slot() {
+    let cp = ControlPlane::start(Backend::Sqlite, |c| c.user_wait_timeout_ms = 300).await;
+    let user = cp.user(1).await;
+    let key = cp.key(user, None).await;
+    let a = cp.account("a", None, api_key("sk-a")).await;
+    let b = cp.account("b", None, api_key("sk-b")).await;
+    let dp = attach(&cp, Vec::new()).await;
+
+    let first = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    let failed = first.account.unwrap().account_id;
+    // The same request fails over: it keeps its user slot (limit 1) and excludes the
+    // account that failed.
+    let mut req = admit_req(&dp, key, "gpt-5");
+    req.user_lease_id = first.lease_id.clone();
+    req.excluded_account_ids = vec![failed];
+    let second = lease(admit(&cp, req).await);
+    let other = second.account.unwrap().account_id;
+    assert_ne!(other, failed);
+    assert!([a, b].contains(&other));
+
+    // The failed attempt's lease goes; the user slot stays with the second one.
+    release(&cp, &dp, &[&first.lease_id]).await;
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(r.code, "user_concurrency_exceeded");
+    release(&cp, &dp, &[&second.lease_id]).await;
+    lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_sessions_stay_on_their_account() {
+    let cp = ControlPlane::start(Backend::Sqlite, |_| {}).await;
+    let user = cp.user(10).await;
+    let key = cp.key(user, None).await;
+    cp.account("a", None, api_key("sk-a")).await;
+    cp.account("b", None, api_key("sk-b")).await;
+    let dp = attach(&cp, Vec::new()).await;
+
+    let mut req = admit_req(&dp, key, "gpt-5");
+    req.session_hash = "c0ffee".into();
+    let first = lease(admit(&cp, req.clone()).await);
+    let bound = first.account.unwrap().account_id;
+    // Load-aware alone would now prefer the other (idle, never used) account.
+    for _ in 0..3 {
+        let mut r = req.clone();
+        r.request_id = uuid::Uuid::new_v4().to_string();
+        let l = lease(admit(&cp, r).await);
+        assert_eq!(l.account.unwrap().account_id, bound);
+    }
+    // Without a session hash, load-aware picks the idle one.
+    let l = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_ne!(l.account.unwrap().account_id, bound);
+    cp.stop().await;
+}

@@ -73,8 +73,9 @@ pub async fn create(ctx: &AdminContext, req: pb::CreateAccountRequest) -> Result
         notes,
         groups,
     };
+    // No invalidation: nothing can be cached about an account that did not exist, and
+    // every message makes data planes distrust authorizations loading at that moment.
     let account = ctx.store.create_account(new).await?;
-    ctx.invalidations.publish(Invalidation::account(account.id));
     tracing::info!(account_id = account.id, kind = %account.kind, "admin: account created");
     Ok(convert::account(account))
 }

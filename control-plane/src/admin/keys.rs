@@ -60,8 +60,8 @@ pub async fn create(
         }
         other => other,
     })?;
-    // A data plane may hold a negative cache entry for this secret.
-    ctx.invalidations.publish(Invalidation::key(key.id));
+    // No invalidation: no cache can hold an entry for an id that did not exist (and an
+    // id-scoped message could not reach a negative entry, which is keyed by hash anyway).
     tracing::info!(
         key_id = key.id,
         user_id = key.user_id,

@@ -50,3 +50,44 @@ impl BillingSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn settings_from_flags() {
+        let c = Config::try_parse_from(["cp"]).unwrap();
+        assert_eq!(BillingSettings::from_config(&c), BillingSettings::default());
+        let d = Config::for_data_dir("/tmp/unused");
+        assert_eq!(BillingSettings::from_config(&d), BillingSettings::default());
+
+        let c = Config::try_parse_from([
+            "cp",
+            "--strict-pricing",
+            "--fallback-price",
+            "1.25,10,0.125",
+            "--charge-estimates",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(
+            BillingSettings::from_config(&c),
+            BillingSettings {
+                strict_pricing: true,
+                fallback: Some(Rates {
+                    input_per_mtok_nanos: 1_250_000_000,
+                    output_per_mtok_nanos: 10_000_000_000,
+                    cached_input_per_mtok_nanos: 125_000_000,
+                }),
+                charge_estimates: false,
+            }
+        );
+        let e = Config::try_parse_from(["cp", "--fallback-price", "1.25,10"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input,output,cached"), "{e}");
+    }
+}

@@ -23,7 +23,7 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build --locked --bin tollgate-control-plane --bin tollgate-data-plane --bin tollgate-admin
 fi
-BIN=target/$PROFILE
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 mkdir -p "$DATA_DIR"
 
 pids=()

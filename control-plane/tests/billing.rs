@@ -287,12 +287,14 @@ async fn reported_twice_charged_once(backend: Backend) {
     assert_eq!(resp.acked_request_ids, vec!["req-twice".to_owned()]);
     assert!(resp.rejected.is_empty(), "{:?}", resp.rejected);
     assert_eq!(w.balance(user).await, TEN_USD - CHARGE);
-    // Data planes drop what they cached for the key and the user (balance changed).
+    // An ordinary charge changes no authorization decision, so caches are kept (the
+    // hot path stays one call); a charge that takes the balance to zero or below makes
+    // data planes drop the user at once.
+    let low = w.user_and_key("low", CHARGE - 1, 0).await;
+    let resp = report(&mut c, vec![record("req-low", low.0, low.1)]).await;
+    assert_eq!(resp.acked_request_ids, vec!["req-low".to_owned()]);
     session
-        .expect_invalidation(pb::invalidate::Scope::Key, key)
-        .await;
-    session
-        .expect_invalidation(pb::invalidate::Scope::User, user)
+        .expect_invalidation(pb::invalidate::Scope::User, low.0)
         .await;
 
     // The usage row keeps every count, component and multiplier.

@@ -115,8 +115,17 @@ pub async fn report_usage(
         match store.charge_usage(&usage, now_ms).await {
             Ok(outcome) => {
                 if outcome.inserted {
-                    pending.key(usage.key_id);
-                    pending.user(usage.user_id);
+                    // Only charges that change an authorization decision drop cached
+                    // entries: invalidating on every charge would make the next request
+                    // of every key pay an extra Authorize call. Smaller drifts (quota
+                    // used, balance still positive, subscription windows) are re-checked
+                    // by admission, which reads storage.
+                    if outcome.key_exhausted {
+                        pending.key(usage.key_id);
+                    }
+                    if outcome.balance_after_nanos.is_some_and(|b| b <= 0) {
+                        pending.user(usage.user_id);
+                    }
                     if outcome.key_exhausted {
                         tracing::info!(
                             key_id = usage.key_id,

@@ -65,6 +65,8 @@ pub struct AdmissionSettings {
     /// Leases of a session gone this long are freed.
     pub lease_grace: Duration,
     pub health: HealthSettings,
+    /// Strict pricing refuses unpriced models here, before any upstream call.
+    pub billing: crate::billing::BillingSettings,
 }
 
 impl Default for AdmissionSettings {
@@ -80,6 +82,7 @@ impl Default for AdmissionSettings {
             sticky_ttl: Duration::from_secs(3600),
             lease_grace: Duration::from_secs(10),
             health: HealthSettings::default(),
+            billing: crate::billing::BillingSettings::default(),
         }
     }
 }
@@ -100,6 +103,7 @@ impl AdmissionSettings {
                 rate_limit_default: Duration::from_millis(c.rate_limit_cooldown_ms),
                 overload_cooldown: Duration::from_millis(c.overload_cooldown_ms),
             },
+            billing: crate::billing::BillingSettings::from_config(c),
         }
     }
 }
@@ -282,6 +286,26 @@ impl Admission {
         &self.inner.settings
     }
 
+    /// Strict pricing: a model with no price (exact, undated, family, fallback) is
+    /// refused before it can cost anything upstream; never silently free.
+    async fn check_priced(&self, model: &str) -> Result<(), AdmitError> {
+        let prices = self
+            .inner
+            .store
+            .list_prices()
+            .await
+            .map_err(|e| Rejection::billing_unavailable(&e))?;
+        let table = crate::billing::price_lookup::PriceTable::new(&prices);
+        if table.lookup(model, self.inner.settings.billing.fallback).is_none() {
+            return Err(Rejection::new(
+                ErrorCode::ModelNotPriced,
+                format!("Model '{model}' has no configured price"),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     /// Billing re-check, user slot, account selection and account slot, in one call.
     /// May wait (FIFO) for the user's slot and for an account's slot. Dropping the
     /// returned future (the gRPC call was cancelled) ends every wait and leaks nothing.
@@ -304,6 +328,9 @@ impl Admission {
             Err(e) => return Err(Rejection::storage_unavailable(&e).into()),
         };
         check_key(&key, now)?;
+        if inner.settings.billing.strict_pricing {
+            self.check_priced(&req.model).await?;
+        }
         let user = self.load_user(key.user_id).await?;
         let group = match key.group_id {
             None => None,

@@ -19,8 +19,14 @@ async fn records(gw: &Gateway, key_id: i64) -> admin::QueryUsageResponse {
     gw.admin
         .clone()
         .query_usage(admin::QueryUsageRequest {
-            filter: Some(admin::UsageFilter { key_id, ..Default::default() }),
-            page: Some(admin::PageRequest { limit: 1000, page_token: String::new() }),
+            filter: Some(admin::UsageFilter {
+                key_id,
+                ..Default::default()
+            }),
+            page: Some(admin::PageRequest {
+                limit: 1000,
+                page_token: String::new(),
+            }),
         })
         .await
         .unwrap()
@@ -28,7 +34,12 @@ async fn records(gw: &Gateway, key_id: i64) -> admin::QueryUsageResponse {
 }
 
 async fn key(gw: &Gateway, id: i64) -> admin::ApiKey {
-    gw.admin.clone().get_key(admin::GetKeyRequest { id }).await.unwrap().into_inner()
+    gw.admin
+        .clone()
+        .get_key(admin::GetKeyRequest { id })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,24 +70,52 @@ async fn fifty_concurrent_requests_account_the_quota_exactly() {
         let http = gw.http.clone();
         let url = gw.responses_url(i % 2);
         let secret = secret.clone();
-        set.spawn(async move { http.post(url).bearer_auth(secret).json(&body("gpt-5.1")).send().await.unwrap().status().as_u16() });
+        set.spawn(async move {
+            http.post(url)
+                .bearer_auth(secret)
+                .json(&body("gpt-5.1"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
     }
     gw.up.wait_for_in_flight(50).await;
     gate.open();
     assert_eq!(set.join_all().await, vec![200; 50]);
 
-    eventually("50 usage records committed", Duration::from_secs(15), || async { records(&gw, key_id).await.records.len() == 50 })
-        .await;
+    eventually(
+        "50 usage records committed",
+        Duration::from_secs(15),
+        || async { records(&gw, key_id).await.records.len() == 50 },
+    )
+    .await;
     let usage = records(&gw, key_id).await;
     let sum: i64 = usage.records.iter().map(|r| r.actual_cost_nanos).sum();
-    assert!(usage.records.iter().all(|r| r.actual_cost_nanos == per_request), "exact per-request cost");
+    assert!(
+        usage
+            .records
+            .iter()
+            .all(|r| r.actual_cost_nanos == per_request),
+        "exact per-request cost"
+    );
     assert_eq!(usage.totals.unwrap().actual_cost_nanos, sum);
     let k = key(&gw, key_id).await;
-    assert_eq!(k.quota_used_nanos, sum, "quota_used is the exact sum of actual_cost");
+    assert_eq!(
+        k.quota_used_nanos, sum,
+        "quota_used is the exact sum of actual_cost"
+    );
     assert_eq!(k.status, "quota_exhausted");
 
     // The balance was charged the same exact sum.
-    let u = gw.admin.clone().get_user(admin::GetUserRequest { id: user }).await.unwrap().into_inner();
+    let u = gw
+        .admin
+        .clone()
+        .get_user(admin::GetUserRequest { id: user })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(u.balance_nanos, 100_000_000_000 - sum);
 
     // Every data plane refuses the key at once (invalidation pushed on the flip).
@@ -101,11 +140,24 @@ async fn strict_pricing_refuses_unpriced_models_before_the_upstream() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "model_not_priced");
-    assert_eq!(v["error"]["message"], "Model 'mystery-model-9' has no configured price");
+    assert_eq!(
+        v["error"]["message"],
+        "Model 'mystery-model-9' has no configured price"
+    );
     assert_eq!(gw.up.count(), 0);
     // Dated and effort-suffixed names find their family's price.
-    assert_eq!(gw.post(0, &b.key, body("gpt-5.1-2025-11-13")).await.status(), 200);
-    assert_eq!(gw.post(0, &b.key, body("gpt-5.1-codex-high")).await.status(), 200);
+    assert_eq!(
+        gw.post(0, &b.key, body("gpt-5.1-2025-11-13"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        gw.post(0, &b.key, body("gpt-5.1-codex-high"))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -119,11 +171,26 @@ async fn usage_pending_at_graceful_shutdown_is_committed() {
         let http = gw.http.clone();
         let url = gw.responses_url(0);
         let key = b.key.clone();
-        set.spawn(async move { http.post(url).bearer_auth(key).json(&body("gpt-5.1")).send().await.unwrap().status().as_u16() });
+        set.spawn(async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&body("gpt-5.1"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
     }
     gw.up.wait_for_in_flight(5).await;
     // The control plane goes away; the requests finish; their usage cannot be sent.
-    let Gateway { up, cp, mut dps, admin, http } = gw;
+    let Gateway {
+        up,
+        cp,
+        mut dps,
+        admin,
+        http,
+    } = gw;
     let (dir, config) = cp.stop().await;
     gate.open();
     assert_eq!(set.join_all().await, vec![200; 5]);
@@ -132,6 +199,12 @@ async fn usage_pending_at_graceful_shutdown_is_committed() {
     let dp = dps.remove(0);
     dp.stop().await;
     // Everything it had pending was committed before it exited.
-    let gw = Gateway { up, cp, dps, admin, http };
+    let gw = Gateway {
+        up,
+        cp,
+        dps,
+        admin,
+        http,
+    };
     assert_eq!(records(&gw, b.key_id).await.records.len(), 5);
 }

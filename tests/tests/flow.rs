@@ -293,12 +293,18 @@ async fn uncontended_request_makes_one_control_plane_call() {
     );
 }
 
-async fn usage_records(gw: &Gateway, user: i64) -> Vec<tollgate_shared::proto::admin::v1::UsageRecord> {
+async fn usage_records(
+    gw: &Gateway,
+    user: i64,
+) -> Vec<tollgate_shared::proto::admin::v1::UsageRecord> {
     use tollgate_shared::proto::admin::v1 as admin;
     gw.admin
         .clone()
         .query_usage(admin::QueryUsageRequest {
-            filter: Some(admin::UsageFilter { user_id: user, ..Default::default() }),
+            filter: Some(admin::UsageFilter {
+                user_id: user,
+                ..Default::default()
+            }),
             page: None,
         })
         .await
@@ -312,7 +318,8 @@ async fn every_finished_request_lands_a_usage_record() {
     let gw = Gateway::start(1).await;
     let b = gw.basic().await;
     gw.set_mapping(b.account, &[("alias", "gpt-5.1")]).await;
-    gw.up.push(Script::success().event_delay(Duration::from_millis(50)));
+    gw.up
+        .push(Script::success().event_delay(Duration::from_millis(50)));
     let r = gw
         .http
         .post(gw.responses_url(0))
@@ -323,22 +330,43 @@ async fn every_finished_request_lands_a_usage_record() {
         .await
         .unwrap();
     r.text().await.unwrap();
-    assert_eq!(gw.post(0, &b.key, json!({"model": "alias", "input": "hi"})).await.status(), 200);
+    assert_eq!(
+        gw.post(0, &b.key, json!({"model": "alias", "input": "hi"}))
+            .await
+            .status(),
+        200
+    );
     tollgate_tests::eventually("two usage records", Duration::from_secs(10), || async {
         usage_records(&gw, b.user).await.len() == 2
     })
     .await;
     let records = usage_records(&gw, b.user).await;
-    let streamed = records.iter().find(|r| r.stream).expect("the streaming record");
+    let streamed = records
+        .iter()
+        .find(|r| r.stream)
+        .expect("the streaming record");
     assert_eq!(streamed.key_id, b.key_id);
     assert_eq!(streamed.account_id, b.account);
     assert_eq!(streamed.group_id, Some(b.group));
     assert_eq!(streamed.model, "alias", "priced on the requested model");
     assert_eq!(streamed.upstream_model, "gpt-5.1");
     // The fake's default usage: 100 input (20 cached), 50 output (10 reasoning).
-    assert_eq!((streamed.input_tokens, streamed.cached_tokens, streamed.output_tokens, streamed.reasoning_tokens), (100, 20, 50, 10));
+    assert_eq!(
+        (
+            streamed.input_tokens,
+            streamed.cached_tokens,
+            streamed.output_tokens,
+            streamed.reasoning_tokens
+        ),
+        (100, 20, 50, 10)
+    );
     assert!(!streamed.estimated);
-    assert!(streamed.first_token_ms.is_some_and(|t| t >= 0 && t <= streamed.duration_ms), "{streamed:?}");
+    assert!(
+        streamed
+            .first_token_ms
+            .is_some_and(|t| t >= 0 && t <= streamed.duration_ms),
+        "{streamed:?}"
+    );
     assert_eq!(streamed.user_agent, "tollgate-test/1.0");
     assert_eq!(streamed.client_ip, "127.0.0.1");
     assert_eq!(streamed.reasoning_effort, "high");
@@ -356,15 +384,31 @@ async fn client_disconnect_releases_the_slot_at_once_and_usage_is_still_billed()
     gw.api_key_account("upstream-a", group, 10, 5).await;
     let (_, key) = gw.key(user, Some(group)).await;
     // A slow stream: ~2 s in total.
-    gw.up.push(Script::success().text(["a"; 10]).event_delay(Duration::from_millis(150)));
-    let mut r = gw.post(0, &key, json!({"model": "gpt-5.1", "input": "hi", "stream": true})).await;
+    gw.up.push(
+        Script::success()
+            .text(["a"; 10])
+            .event_delay(Duration::from_millis(150)),
+    );
+    let mut r = gw
+        .post(
+            0,
+            &key,
+            json!({"model": "gpt-5.1", "input": "hi", "stream": true}),
+        )
+        .await;
     let _ = r.chunk().await.unwrap();
     drop(r);
     // The user's only slot comes back at once, long before the upstream stream ends.
     let started = std::time::Instant::now();
-    let next = gw.post(0, &key, json!({"model": "gpt-5.1", "input": "hi"})).await;
+    let next = gw
+        .post(0, &key, json!({"model": "gpt-5.1", "input": "hi"}))
+        .await;
     assert_eq!(next.status(), 200);
-    assert!(started.elapsed() < Duration::from_millis(1500), "waited {:?} for the slot", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "waited {:?} for the slot",
+        started.elapsed()
+    );
     // The abandoned stream was read to its end: its usage is the upstream's, not estimated.
     tollgate_tests::eventually("both requests billed", Duration::from_secs(10), || async {
         usage_records(&gw, user).await.len() == 2
@@ -382,9 +426,18 @@ async fn stream_without_usage_is_estimated_and_flagged() {
     let gw = Gateway::start(1).await;
     let b = gw.basic().await;
     gw.up.push(Script::no_usage());
-    let r = gw.post(0, &b.key, json!({"model": "gpt-5.1", "input": "hi", "stream": true})).await;
+    let r = gw
+        .post(
+            0,
+            &b.key,
+            json!({"model": "gpt-5.1", "input": "hi", "stream": true}),
+        )
+        .await;
     r.text().await.unwrap();
-    tollgate_tests::eventually("record", Duration::from_secs(10), || async { usage_records(&gw, b.user).await.len() == 1 }).await;
+    tollgate_tests::eventually("record", Duration::from_secs(10), || async {
+        usage_records(&gw, b.user).await.len() == 1
+    })
+    .await;
     let rec = &usage_records(&gw, b.user).await[0];
     assert!(rec.estimated);
     assert!(rec.input_tokens > 0, "{rec:?}");

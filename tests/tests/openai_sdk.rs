@@ -22,10 +22,22 @@ fn sdk_python() -> PathBuf {
         return python;
     }
     let python3 = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python3).args(["-m", "venv", "--clear"]).arg(&venv).status().unwrap().success();
+    let ok = Command::new(&python3)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "python3 -m venv failed");
     let ok = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements)
         .status()
         .unwrap()
@@ -49,15 +61,29 @@ async fn openai_python_sdk_talks_to_the_gateway() {
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "SDK script failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "SDK script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let v: Value = serde_json::from_slice(&output.stdout).unwrap();
 
     assert_eq!(v["non_stream"]["status"], "completed");
     assert_eq!(v["non_stream"]["model"], "gpt-5.1");
-    assert!(v["non_stream"]["output_text"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
+    assert!(
+        v["non_stream"]["output_text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
     assert!(v["non_stream"]["input_tokens"].as_i64().unwrap() > 0);
 
-    let types: Vec<&str> = v["stream"]["types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let types: Vec<&str> = v["stream"]["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     assert_eq!(types.first(), Some(&"response.created"));
     assert_eq!(types.last(), Some(&"response.completed"));
     assert!(types.contains(&"response.output_text.delta"));
@@ -69,5 +95,12 @@ async fn openai_python_sdk_talks_to_the_gateway() {
     assert_eq!(v["missing_model"]["class"], "BadRequestError");
     assert_eq!(v["missing_model"]["status"], 400);
     assert_eq!(v["missing_model"]["message"], "model is required");
-    assert!(v["models"].as_array().unwrap().iter().any(|m| m == "gpt-5.1"), "{v}");
+    assert!(
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "gpt-5.1"),
+        "{v}"
+    );
 }

@@ -16,15 +16,23 @@ pub const POSITIVE_TTL_MS: u32 = 30_000;
 pub const NEGATIVE_TTL_MS: u32 = 5_000;
 
 fn is_valid_hash(h: &str) -> bool {
-    h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub async fn authorize(store: &Store, key_hash: &str) -> Result<pb::AuthorizeResponse> {
     if !is_valid_hash(key_hash) {
-        return Err(Error::invalid("key_hash", "must be 64 lower-case hex characters"));
+        return Err(Error::invalid(
+            "key_hash",
+            "must be 64 lower-case hex characters",
+        ));
     }
     let Some(key) = store.get_key_by_hash(key_hash).await? else {
-        return Ok(pb::AuthorizeResponse { key: None, ttl_ms: NEGATIVE_TTL_MS });
+        return Ok(pb::AuthorizeResponse {
+            key: None,
+            ttl_ms: NEGATIVE_TTL_MS,
+        });
     };
     let user = match store.get_user(key.user_id).await {
         Ok(u) => Some(pb::UserAuth {

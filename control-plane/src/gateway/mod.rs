@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admission::{self, Admission, AdmissionSettings, HeldLease};
 use crate::config::Config;
 use crate::events::Invalidations;
-use session::Sessions;
 use crate::storage::Store;
+use session::Sessions;
 
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
@@ -115,10 +115,16 @@ impl Gateway for GatewayService {
             .map_err(|_| Status::deadline_exceeded("no Attach received"))??;
         let attach = match first.and_then(|m| m.msg) {
             Some(pb::session_up::Msg::Attach(a)) => a,
-            _ => return Err(Status::invalid_argument("the first session message must be Attach")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first session message must be Attach",
+                ));
+            }
         };
         if attach.data_plane_id.trim().is_empty() {
-            return Err(Status::invalid_argument("Attach.data_plane_id must not be empty"));
+            return Err(Status::invalid_argument(
+                "Attach.data_plane_id must not be empty",
+            ));
         }
         // Declared leases are re-adopted before the session starts; the session id is
         // chosen inside `session::run`, so they are held by a provisional owner and

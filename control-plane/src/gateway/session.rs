@@ -36,7 +36,9 @@ impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
         // A panic while holding this lock cannot leave the map half-updated (every
         // critical section is a single insert/update), so poisoning is safe to ignore.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn is_connected(&self, session_id: &str) -> bool {
@@ -97,7 +99,11 @@ pub(super) fn to_pb(inv: &Invalidation, epoch: u64) -> pb::Invalidate {
         Scope::Group => pb::invalidate::Scope::Group,
         Scope::Account => pb::invalidate::Scope::Account,
     };
-    pb::Invalidate { scope: scope as i32, ids: inv.ids.clone(), epoch }
+    pb::Invalidate {
+        scope: scope as i32,
+        ids: inv.ids.clone(),
+        epoch,
+    }
 }
 
 fn down(msg: pb::session_down::Msg) -> Result<pb::SessionDown, Status> {
@@ -121,15 +127,24 @@ pub(super) async fn run(
 ) {
     let session_id = uuid::Uuid::now_v7().to_string();
     sessions.attach(&session_id, &attach.data_plane_id);
-    tracing::info!(session_id, data_plane_id = attach.data_plane_id, "data plane attached");
+    tracing::info!(
+        session_id,
+        data_plane_id = attach.data_plane_id,
+        "data plane attached"
+    );
     let attached = pb::Attached {
         session_id: session_id.clone(),
-        heartbeat_interval_ms: u32::try_from(settings.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
+        heartbeat_interval_ms: u32::try_from(settings.heartbeat_interval.as_millis())
+            .unwrap_or(u32::MAX),
         lease_grace_ms: u32::try_from(settings.lease_grace.as_millis()).unwrap_or(u32::MAX),
         adopted_lease_ids,
         epoch,
     };
-    if out.send(down(pb::session_down::Msg::Attached(attached))).await.is_err() {
+    if out
+        .send(down(pb::session_down::Msg::Attached(attached)))
+        .await
+        .is_err()
+    {
         sessions.detach(&session_id);
         return;
     }

@@ -16,6 +16,7 @@
 pub mod billing_check;
 pub mod health;
 pub mod leases;
+pub mod rules;
 pub mod select;
 pub mod slots;
 pub mod sticky;
@@ -67,6 +68,8 @@ pub struct AdmissionSettings {
     pub health: HealthSettings,
     /// Strict pricing refuses unpriced models here, before any upstream call.
     pub billing: crate::billing::BillingSettings,
+    /// Operator rules: other 5xx / timeouts → temporarily unschedulable.
+    pub unschedulable_rules: rules::UnschedulableRules,
 }
 
 impl Default for AdmissionSettings {
@@ -83,6 +86,7 @@ impl Default for AdmissionSettings {
             lease_grace: Duration::from_secs(10),
             health: HealthSettings::default(),
             billing: crate::billing::BillingSettings::default(),
+            unschedulable_rules: rules::UnschedulableRules::default(),
         }
     }
 }
@@ -104,6 +108,7 @@ impl AdmissionSettings {
                 overload_cooldown: Duration::from_millis(c.overload_cooldown_ms),
             },
             billing: crate::billing::BillingSettings::from_config(c),
+            unschedulable_rules: c.unschedulable_rules.clone(),
         }
     }
 }
@@ -296,7 +301,10 @@ impl Admission {
             .await
             .map_err(|e| Rejection::billing_unavailable(&e))?;
         let table = crate::billing::price_lookup::PriceTable::new(&prices);
-        if table.lookup(model, self.inner.settings.billing.fallback).is_none() {
+        if table
+            .lookup(model, self.inner.settings.billing.fallback)
+            .is_none()
+        {
             return Err(Rejection::new(
                 ErrorCode::ModelNotPriced,
                 format!("Model '{model}' has no configured price"),
@@ -792,7 +800,13 @@ impl Admission {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(account_id = o.account_id, status = o.status, kind = ?kind, "upstream failure counted");
-                false
+                rules::apply(
+                    &inner.store,
+                    &inner.settings.unschedulable_rules,
+                    &o,
+                    now_ms(),
+                )
+                .await?
             }
             HealthChange::None => false,
         };

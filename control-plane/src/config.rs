@@ -150,6 +150,13 @@ pub struct Config {
     /// Cool-down of an overloaded (529) account.
     #[arg(long, env = "TOLLGATE_OVERLOAD_COOLDOWN_MS", default_value_t = 600_000)]
     pub overload_cooldown_ms: u64,
+
+    /// Operator rules for other 5xx answers and stream timeouts / connect errors (status
+    /// 0): a JSON array like `[{"status":503,"keywords":["capacity"],"minutes":5}]`
+    /// (keywords case-insensitive, any one matches, none = any). A match makes the
+    /// account temporarily unschedulable for that many minutes.
+    #[arg(long, env = "TOLLGATE_UNSCHEDULABLE_RULES", default_value = "[]")]
+    pub unschedulable_rules: crate::admission::rules::UnschedulableRules,
 }
 
 impl Config {
@@ -184,6 +191,7 @@ impl Config {
             sticky_ttl_ms: 3_600_000,
             rate_limit_cooldown_ms: 300_000,
             overload_cooldown_ms: 600_000,
+            unschedulable_rules: crate::admission::rules::UnschedulableRules::default(),
         }
     }
 
@@ -286,6 +294,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.unschedulable_rules.validate().map_err(Error::Config)?;
         Ok(())
     }
 

@@ -61,6 +61,32 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// `temp_unschedulable_until_ms` moved to `until_ms` with `reason`, unless it is
+    /// already later (then both stay).
+    pub async fn extend_account_temp_unschedulable(
+        &self,
+        id: i64,
+        until_ms: i64,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE accounts SET updated_at_ms = $3, temp_unschedulable_reason = CASE \
+             WHEN temp_unschedulable_until_ms IS NULL OR temp_unschedulable_until_ms < $1 \
+             THEN $2 ELSE temp_unschedulable_reason END, \
+             temp_unschedulable_until_ms = CASE \
+             WHEN temp_unschedulable_until_ms IS NULL OR temp_unschedulable_until_ms < $1 \
+             THEN $1 ELSE temp_unschedulable_until_ms END \
+             WHERE id = $4 AND deleted_at_ms IS NULL",
+        )
+        .bind(until_ms)
+        .bind(reason.to_owned())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// The latest `x-codex-*` usage snapshot of a subscription account.
     pub async fn set_account_codex_usage(
         &self,

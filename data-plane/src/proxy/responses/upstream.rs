@@ -53,7 +53,8 @@ impl UpstreamPool {
         Ok(c)
     }
 
-    /// `Err` = no response at all (connect refused, TLS, reset before the head).
+    /// `Err` = no response at all (connect refused, TLS, reset before the head), or a
+    /// proxy's 407.
     pub async fn send(
         &self,
         account: &pb::AccountLease,
@@ -70,9 +71,17 @@ impl UpstreamPool {
             req = req.header("chatgpt-account-id", &account.chatgpt_account_id);
         }
         // reqwest errors can embed the URL but never headers; the URL holds no secret.
-        req.send()
+        let resp = req
+            .send()
             .await
-            .map_err(|e| format!("upstream connection failed: {e}"))
+            .map_err(|e| format!("upstream connection failed: {e}"))?;
+        // An `http://` upstream through an HTTP proxy gets the proxy's refusal as a
+        // response (an `https://` one gets it as a CONNECT error): a failure to reach the
+        // upstream, never an answer to pass through to the client.
+        if resp.status() == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            return Err("upstream connection failed: proxy authentication required (407)".into());
+        }
+        Ok(resp)
     }
 }
 

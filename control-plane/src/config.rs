@@ -157,6 +157,56 @@ pub struct Config {
     /// account temporarily unschedulable for that many minutes.
     #[arg(long, env = "TOLLGATE_UNSCHEDULABLE_RULES", default_value = "[]")]
     pub unschedulable_rules: crate::admission::rules::UnschedulableRules,
+
+    /// OAuth token endpoint of subscription logins (refresh and code exchange).
+    #[arg(long, env = "TOLLGATE_OAUTH_TOKEN_URL", default_value = crate::oauth::DEFAULT_TOKEN_URL)]
+    pub oauth_token_url: String,
+
+    /// OAuth client id of subscription logins.
+    #[arg(long, env = "TOLLGATE_OAUTH_CLIENT_ID", default_value = crate::oauth::DEFAULT_CLIENT_ID)]
+    pub oauth_client_id: String,
+
+    /// Authorization endpoint the onboarding URL points at.
+    #[arg(long, env = "TOLLGATE_OAUTH_AUTHORIZE_URL", default_value = crate::oauth::DEFAULT_AUTHORIZE_URL)]
+    pub oauth_authorize_url: String,
+
+    /// Redirect URI of the onboarding flow (registered for the client id).
+    #[arg(long, env = "TOLLGATE_OAUTH_REDIRECT_URI", default_value = crate::oauth::DEFAULT_REDIRECT_URI)]
+    pub oauth_redirect_uri: String,
+
+    /// Access tokens expiring within this are refreshed in the background.
+    #[arg(
+        long,
+        env = "TOLLGATE_OAUTH_REFRESH_MARGIN_MS",
+        default_value_t = 1_800_000
+    )]
+    pub oauth_refresh_margin_ms: u64,
+
+    /// How often the background refresher looks for expiring access tokens.
+    #[arg(
+        long,
+        env = "TOLLGATE_OAUTH_REFRESH_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub oauth_refresh_interval_ms: u64,
+
+    /// A selected account whose access token expires within this is refreshed before
+    /// it is leased.
+    #[arg(long, env = "TOLLGATE_OAUTH_USE_MARGIN_MS", default_value_t = 60_000)]
+    pub oauth_use_margin_ms: u64,
+
+    /// Retries of a failing token refresh (transient failures only) before the account
+    /// goes to `error`.
+    #[arg(long, env = "TOLLGATE_OAUTH_REFRESH_RETRIES", default_value_t = 3)]
+    pub oauth_refresh_retries: u32,
+
+    /// Wait before the first refresh retry; doubles per retry (at most 30 s).
+    #[arg(
+        long,
+        env = "TOLLGATE_OAUTH_REFRESH_BACKOFF_MS",
+        default_value_t = 1_000
+    )]
+    pub oauth_refresh_backoff_ms: u64,
 }
 
 impl Config {
@@ -192,6 +242,15 @@ impl Config {
             rate_limit_cooldown_ms: 300_000,
             overload_cooldown_ms: 600_000,
             unschedulable_rules: crate::admission::rules::UnschedulableRules::default(),
+            oauth_token_url: crate::oauth::DEFAULT_TOKEN_URL.to_owned(),
+            oauth_client_id: crate::oauth::DEFAULT_CLIENT_ID.to_owned(),
+            oauth_authorize_url: crate::oauth::DEFAULT_AUTHORIZE_URL.to_owned(),
+            oauth_redirect_uri: crate::oauth::DEFAULT_REDIRECT_URI.to_owned(),
+            oauth_refresh_margin_ms: 1_800_000,
+            oauth_refresh_interval_ms: 300_000,
+            oauth_use_margin_ms: 60_000,
+            oauth_refresh_retries: 3,
+            oauth_refresh_backoff_ms: 1_000,
         }
     }
 
@@ -295,6 +354,7 @@ impl Config {
             ));
         }
         self.unschedulable_rules.validate().map_err(Error::Config)?;
+        crate::oauth::check_config(self)?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod model;
+pub mod oauth;
 pub mod storage;
 
 use std::net::SocketAddr;

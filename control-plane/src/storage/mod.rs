@@ -15,6 +15,7 @@ mod args;
 mod charge;
 mod groups;
 mod keys;
+mod oauth;
 mod prices;
 mod subscriptions;
 mod usage;

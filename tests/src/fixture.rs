@@ -73,6 +73,7 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let mut config = control_plane_config(dir.path());
         config.codex_url = up.codex_url();
+        config.oauth_token_url = up.oauth_token_url();
         (opts.control_plane)(&mut config);
         let cp = ControlPlane::start_with(dir, config).await;
         let mut dps = Vec::new();

@@ -70,8 +70,8 @@ pub enum Counted {
 pub struct Decision {
     pub change: HealthChange,
     pub codex_usage: Option<BTreeMap<String, String>>,
-    /// A 401 on a subscription account should force a token refresh (not yet wired:
-    /// token refresh lives with the OAuth refresher).
+    /// A 401: a subscription account gets a forced token refresh first and is retired
+    /// only if that fails (`Admission::report_outcome`, `tokens.rs`).
     pub wants_token_refresh: bool,
 }
 

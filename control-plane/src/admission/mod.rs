@@ -20,6 +20,7 @@ pub mod rules;
 pub mod select;
 pub mod slots;
 pub mod sticky;
+pub mod tokens;
 pub mod upstream_url;
 pub mod wire;
 
@@ -251,6 +252,8 @@ struct Inner {
     sticky: StickyTable,
     last_used: Mutex<LastUsed>,
     counters: Counters,
+    /// Subscription token refresher (`tokens.rs`), attached by the Gateway service.
+    tokens: std::sync::OnceLock<crate::oauth::TokenRefresher>,
 }
 
 /// The admission engine. Cheap to clone.
@@ -283,6 +286,7 @@ impl Admission {
                 sticky,
                 last_used: Mutex::new(LastUsed::default()),
                 counters: Counters::default(),
+                tokens: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -378,6 +382,9 @@ impl Admission {
             .await
             .map_err(|e| Rejection::storage_unavailable(&e))?;
         let (account, account_permit) = self.select(&req, key.group_id, accounts).await?;
+        let (account, account_permit) = self
+            .with_fresh_token(&req, key.group_id, account, account_permit)
+            .await?;
 
         // From here on nothing awaits: the lease is either recorded and returned, or
         // (if this future is dropped before) never created.
@@ -747,19 +754,25 @@ impl Admission {
             return Err(Error::invalid("account_id", "must be positive"));
         }
         let decision = health::decide(&o, now_ms(), &inner.settings.health);
+        if o.kind == health::OutcomeKind::Success {
+            self.token_worked(o.account_id);
+        }
         let c = &inner.counters;
         let changed = match &decision.change {
+            // A 401 forces a token refresh first: a subscription login whose token was
+            // renewed stays in service (the refresh published its invalidation).
+            HealthChange::Error(_)
+                if decision.wants_token_refresh
+                    && self.recovered_by_refresh(o.account_id).await =>
+            {
+                tracing::info!(
+                    account_id = o.account_id,
+                    "401: token refreshed, account kept"
+                );
+                false
+            }
             HealthChange::Error(message) => {
                 c.errored.fetch_add(1, Ordering::Relaxed);
-                if decision.wants_token_refresh {
-                    // TODO(oauth refresh): force a token refresh first for subscription
-                    // accounts once the refresher exists; until then a 401 retires the
-                    // account to `error` like an API key's.
-                    tracing::debug!(
-                        account_id = o.account_id,
-                        "401: token refresh not available yet"
-                    );
-                }
                 let changed = inner.store.set_account_error(o.account_id, message).await?;
                 tracing::warn!(
                     account_id = o.account_id,

@@ -26,6 +26,8 @@ pub struct SessionSettings {
     pub billing: crate::billing::BillingSettings,
     /// Slots, queues, selection and account health (the service owns the engine).
     pub admission: AdmissionSettings,
+    /// Subscription token refresh (the service runs the refresher).
+    pub oauth: crate::oauth::OAuthSettings,
 }
 
 impl SessionSettings {
@@ -35,6 +37,7 @@ impl SessionSettings {
             lease_grace: Duration::from_millis(c.lease_grace_ms),
             billing: crate::billing::BillingSettings::from_config(c),
             admission: AdmissionSettings::from_config(c),
+            oauth: crate::oauth::OAuthSettings::from_config(c),
         }
     }
 }
@@ -70,6 +73,16 @@ impl GatewayService {
         let tasks = TaskTracker::new();
         // Lease reaper, sticky-binding pruning, last-used persistence.
         tasks.spawn(admission.clone().run_background(shutdown.clone()));
+        // Subscription tokens: refreshed before expiry, on use and after a 401.
+        let tokens = crate::oauth::TokenRefresher::new(
+            store.clone(),
+            invalidations.clone(),
+            settings.oauth.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(tokens.clone().run_background());
+        admission.attach_tokens(tokens);
         Self {
             store,
             invalidations,

@@ -13,6 +13,7 @@ mod convert;
 mod groups;
 mod key_secret;
 mod keys;
+mod oauth;
 mod page;
 mod prices;
 mod refs;
@@ -49,6 +50,8 @@ pub struct AdminContext {
     pub invalidations: Invalidations,
     pub upstream_policy: UpstreamPolicy,
     pub key_prefix: String,
+    /// Pending subscription-login onboardings and the token endpoint.
+    pub oauth: crate::oauth::Onboarding,
 }
 
 impl AdminContext {
@@ -62,6 +65,7 @@ impl AdminContext {
                 host_allowlist: config.upstream_host_allowlist.clone(),
             },
             key_prefix: config.key_prefix.clone(),
+            oauth: crate::oauth::Onboarding::new(crate::oauth::OAuthSettings::from_config(config)),
         }
     }
 }
@@ -286,6 +290,20 @@ impl Admin for AdminService {
         request: Request<pb::AccountIdRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         reply(accounts::clear_rate_limit(&self.ctx, request.into_inner()).await)
+    }
+
+    async fn generate_o_auth_url(
+        &self,
+        request: Request<pb::GenerateOAuthUrlRequest>,
+    ) -> Result<Response<pb::GenerateOAuthUrlResponse>, Status> {
+        reply(oauth::generate_url(&self.ctx, request.into_inner()).await)
+    }
+
+    async fn exchange_o_auth_code(
+        &self,
+        request: Request<pb::ExchangeOAuthCodeRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        reply(oauth::exchange_code(&self.ctx, request.into_inner()).await)
     }
 
     async fn assign_subscription(

@@ -12,6 +12,7 @@ use super::render::{Out, Record};
 use super::values;
 
 mod credential;
+mod oauth;
 
 use credential::{Credential, CredentialArgs};
 
@@ -50,6 +51,11 @@ pub enum AccountCmd {
     ClearError(IdArg),
     /// Clear the rate limit, overload cool-down and temporary unschedulable period.
     ClearRateLimit(IdArg),
+    /// Onboard a subscription login, step 1: print an authorization URL (PKCE) and the
+    /// session id to pass to `oauth-exchange`.
+    OauthUrl(oauth::OAuthUrl),
+    /// Step 2: exchange the code (or the whole callback URL) and create the account.
+    OauthExchange(oauth::OAuthExchange),
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +265,8 @@ pub async fn run(api: &mut AdminApi, cmd: AccountCmd, out: &mut Out<'_>) -> Resu
             api.clear_account_rate_limit(pb::AccountIdRequest { id })
                 .await?
         }
+        AccountCmd::OauthUrl(c) => return oauth::url(api, c, out).await,
+        AccountCmd::OauthExchange(c) => oauth::exchange(api, c).await?,
     };
     out.record(&record(&account.into_inner()))
 }

@@ -483,3 +483,334 @@ impl TokenRefresher {
         Err(RefreshError::Failed(reason.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::broadcast::Receiver;
+    use tollgate_shared::Multiplier;
+    use tollgate_shared::domain::Platform;
+
+    use super::*;
+    use crate::crypto::SecretBox;
+    use crate::model::NewAccount;
+
+    /// A minimal token endpoint: answers each POST with the next `(status, body)`
+    /// (the last one repeats) and records the form bodies.
+    struct TokenServer {
+        url: String,
+        bodies: Arc<Mutex<Vec<String>>>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    async fn token_server(tasks: &TaskTracker, answers: Vec<(u16, &'static str)>) -> TokenServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
+        let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (b, h) = (bodies.clone(), hits.clone());
+        tasks.spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break Some(text[end + 4..end + 4 + len].to_owned());
+                    }
+                };
+                let Some(body) = body else { continue };
+                let n = h.fetch_add(1, Ordering::SeqCst);
+                b.lock().unwrap().push(body);
+                let (status, answer) = answers[n.min(answers.len() - 1)];
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        TokenServer { url, bodies, hits }
+    }
+
+    struct Setup {
+        refresher: TokenRefresher,
+        store: Store,
+        server: TokenServer,
+        rx: Receiver<Invalidation>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup(answers: Vec<(u16, &'static str)>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let secrets = SecretBox::from_base64(&SecretBox::generate_key_b64()).unwrap();
+        let store = Store::connect(&url, secrets).await.unwrap();
+        let tasks = TaskTracker::new();
+        let server = token_server(&tasks, answers).await;
+        let invalidations = Invalidations::new();
+        let rx = invalidations.subscribe();
+        let settings = OAuthSettings {
+            token_url: server.url.clone(),
+            retries: 2,
+            retry_backoff: Duration::from_millis(1),
+            ..OAuthSettings::default()
+        };
+        let refresher = TokenRefresher::new(
+            store.clone(),
+            invalidations,
+            settings,
+            tasks,
+            CancellationToken::new(),
+        );
+        Setup {
+            refresher,
+            store,
+            server,
+            rx,
+            _dir: dir,
+        }
+    }
+
+    async fn account(store: &Store, credential: Credential, expires_in_ms: i64) -> i64 {
+        store
+            .create_account(NewAccount {
+                name: "a".into(),
+                platform: Platform::OpenAi,
+                base_url: String::new(),
+                credential,
+                concurrency: 3,
+                priority: 50,
+                model_mapping: Default::default(),
+                proxy_url: String::new(),
+                user_agent: String::new(),
+                expires_at_ms: Some(now_ms() + expires_in_ms),
+                chatgpt_account_id: "acct-1".into(),
+                cost_multiplier: Multiplier::ONE,
+                notes: String::new(),
+                groups: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
+    fn oauth(refresh_token: &str) -> Credential {
+        Credential::OAuth {
+            access_token: "at-1".into(),
+            refresh_token: refresh_token.into(),
+            id_token: "id-1".into(),
+        }
+    }
+
+    const GRANT: &str = r#"{"access_token":"at-2","expires_in":600,"token_type":"Bearer"}"#;
+    const GRANT_HOUR: &str = r#"{"access_token":"at-3","expires_in":3600}"#;
+
+    #[tokio::test]
+    async fn a_renewal_keeps_the_old_refresh_token_and_sets_the_expiry() {
+        let mut s = setup(vec![(200, GRANT)]).await;
+        let id = account(&s.store, oauth("rt-1"), 3_600_000).await;
+        let r = s.refresher.refresh(id, Mode::Force).await.unwrap();
+        assert!(matches!(r, Refreshed::Renewed(_)));
+        let stored = s.store.get_account(id).await.unwrap();
+        assert_eq!(
+            stored.credential,
+            Credential::OAuth {
+                access_token: "at-2".into(),
+                refresh_token: "rt-1".into(),
+                id_token: "id-1".into(),
+            }
+        );
+        assert_eq!(stored.chatgpt_account_id, "acct-1");
+        let left = stored.expires_at_ms.unwrap() - now_ms();
+        assert!((590_000..=600_000).contains(&left), "{left}");
+        assert_eq!(r.account().credential, stored.credential);
+        assert_eq!(s.rx.try_recv().unwrap(), Invalidation::account(id));
+
+        let body = s.server.bodies.lock().unwrap()[0].clone();
+        let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(form["grant_type"], "refresh_token");
+        assert_eq!(form["refresh_token"], "rt-1");
+        assert_eq!(form["client_id"], super::super::DEFAULT_CLIENT_ID);
+        assert_eq!(form["scope"], "openid profile email");
+        assert_eq!(s.refresher.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn fresh_tokens_are_left_alone() {
+        let s = setup(vec![(200, GRANT)]).await;
+        let id = account(&s.store, oauth("rt-1"), 3_600_000).await;
+        let r = s
+            .refresher
+            .refresh(id, Mode::IfExpiring(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert!(matches!(r, Refreshed::Fresh(_)));
+        assert!(!s.refresher.needs_refresh_on_use(r.account(), now_ms()));
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 0);
+        // Within the background margin (30 min) it is due.
+        let r = s
+            .refresher
+            .refresh(id, Mode::IfExpiring(Duration::from_secs(7200)))
+            .await
+            .unwrap();
+        assert!(matches!(r, Refreshed::Renewed(_)));
+    }
+
+    #[tokio::test]
+    async fn the_background_pass_renews_only_what_is_due() {
+        let s = setup(vec![(200, GRANT_HOUR)]).await;
+        let due = account(&s.store, oauth("rt-due"), 10 * 60_000).await;
+        let later = account(&s.store, oauth("rt-later"), 3 * 3_600_000).await;
+        assert_eq!(s.refresher.refresh_due().await, 1);
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 1);
+        assert!(s.server.bodies.lock().unwrap()[0].contains("rt-due"));
+        let a = s.store.get_account(due).await.unwrap();
+        assert!(a.expires_at_ms.unwrap() > now_ms() + 3_500_000);
+        let b = s.store.get_account(later).await.unwrap();
+        assert_eq!(b.credential, oauth("rt-later"));
+        assert_eq!(
+            s.refresher.refresh_due().await,
+            0,
+            "renewed ones are no longer due"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_then_retire_the_account() {
+        let s = setup(vec![(503, r#"{"error":"temporarily_unavailable"}"#)]).await;
+        let id = account(&s.store, oauth("rt-1"), -1).await;
+        let e = s
+            .refresher
+            .refresh(id, Mode::IfExpiring(Duration::from_secs(60)))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RefreshError::Failed(_)), "{e:?}");
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 3);
+        let a = s.store.get_account(id).await.unwrap();
+        assert_eq!(a.status, AccountStatus::Error);
+        assert_eq!(
+            a.error_message,
+            "Token refresh failed: token endpoint answered 503: temporarily_unavailable"
+        );
+        // Retired: later callers are answered without calling the endpoint.
+        assert!(s.refresher.refresh(id, Mode::Force).await.is_err());
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn without_a_refresh_token_only_an_expired_token_retires_the_account() {
+        let s = setup(vec![(200, GRANT)]).await;
+        let soon = account(&s.store, oauth(""), 10 * 60_000).await;
+        let r = s
+            .refresher
+            .refresh(soon, Mode::IfExpiring(Duration::from_secs(1800)))
+            .await
+            .unwrap();
+        assert!(matches!(r, Refreshed::Fresh(_)));
+        let gone = account(&s.store, oauth(""), -1).await;
+        let e = s
+            .refresher
+            .refresh(gone, Mode::IfExpiring(Duration::from_secs(60)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            RefreshError::Failed("the account has no refresh token".into())
+        );
+        assert_eq!(
+            s.store.get_account(gone).await.unwrap().status,
+            AccountStatus::Error
+        );
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_401_forces_one_renewal_and_a_repeated_one_retires() {
+        let s = setup(vec![(200, GRANT)]).await;
+        let id = account(&s.store, oauth("rt-1"), 3_600_000).await;
+        assert_eq!(
+            s.refresher.on_unauthorized(id).await,
+            Unauthorized::Recovered
+        );
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 1);
+        // A late report for the old token: nothing to do.
+        assert_eq!(
+            s.refresher.on_unauthorized(id).await,
+            Unauthorized::Recovered
+        );
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 1);
+        // The renewed token refused too, with no success in between: retire.
+        let earlier = Instant::now().checked_sub(Duration::from_secs(20)).unwrap();
+        s.refresher.forced().insert(id, earlier);
+        assert_eq!(
+            s.refresher.on_unauthorized(id).await,
+            Unauthorized::NotRecovered
+        );
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 1);
+        // After a success, a 401 is a new story: renew again.
+        s.refresher.forced().insert(id, earlier);
+        s.refresher.on_success(id);
+        assert_eq!(
+            s.refresher.on_unauthorized(id).await,
+            Unauthorized::Recovered
+        );
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn api_key_accounts_are_not_refreshed() {
+        let s = setup(vec![(200, GRANT)]).await;
+        let id = account(
+            &s.store,
+            Credential::ApiKey {
+                api_key: "sk-1".into(),
+            },
+            3_600_000,
+        )
+        .await;
+        assert_eq!(
+            s.refresher.on_unauthorized(id).await,
+            Unauthorized::NotRecovered
+        );
+        assert_eq!(
+            s.refresher.refresh(id, Mode::Force).await.unwrap_err(),
+            RefreshError::NotOAuth(id)
+        );
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_refreshes_make_one_call() {
+        let s = setup(vec![(200, GRANT)]).await;
+        let id = account(&s.store, oauth("rt-1"), 30_000).await;
+        let calls = (0..10).map(|_| s.refresher.refresh_for_use(id));
+        let accounts = futures::future::join_all(calls).await;
+        assert!(accounts.iter().all(|a| a
+            .as_ref()
+            .is_ok_and(|a| matches!(&a.credential, Credential::OAuth { access_token, .. } if access_token == "at-2"))));
+        assert_eq!(s.server.hits.load(Ordering::SeqCst), 1);
+    }
+}

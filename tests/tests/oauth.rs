@@ -14,6 +14,7 @@ use tollgate_control_plane::oauth::{DEFAULT_CLIENT_ID, DEFAULT_REDIRECT_URI};
 use tollgate_shared::now_ms;
 use tollgate_shared::proto::admin::v1 as admin;
 use tollgate_tests::eventually;
+use tollgate_tests::fake_proxy::HttpProxy;
 use tollgate_tests::fake_upstream::{OAuthScript, Script};
 use tollgate_tests::fixture::{Gateway, Options};
 
@@ -429,4 +430,73 @@ async fn onboarding_refuses_a_mismatched_state_and_keeps_the_session() {
     assert_eq!(account.name, "my login");
     assert_eq!(account.chatgpt_account_id, "acct-fake-0001");
     assert_eq!(gw.up.oauth_count(), 2);
+}
+
+#[tokio::test]
+async fn refresh_and_code_exchange_go_through_the_account_proxy() {
+    let gw = start().await;
+    let (group, key) = user_and_group(&gw).await;
+    let proxy = HttpProxy::with_credentials("proxy-user", "proxy-pass").await;
+    let proxy_url = proxy.url_with("proxy-user", "proxy-pass");
+    let id = gw
+        .account(admin::CreateAccountRequest {
+            name: "proxied".into(),
+            credential: Some(admin::create_account_request::Credential::Oauth(
+                admin::OAuthCredential {
+                    access_token: "at-proxied".into(),
+                    refresh_token: "rt-proxied".into(),
+                    expires_at_ms: Some(now_ms() + 30_000),
+                    ..Default::default()
+                },
+            )),
+            proxy_url: proxy_url.clone(),
+            groups: vec![admin::AccountGroup {
+                group_id: group,
+                priority: 1,
+            }],
+            ..Default::default()
+        })
+        .await;
+    gw.up
+        .push_oauth(OAuthScript::grant().access_token("at-proxied-new"));
+    let (status, text) = send(&gw, &key).await;
+    assert_eq!(status, 200, "{text}");
+    let token_calls: Vec<_> = proxy
+        .forwarded()
+        .into_iter()
+        .filter(|r| r.target.ends_with("/oauth/token"))
+        .collect();
+    assert_eq!(token_calls.len(), 1, "{:?}", proxy.requests());
+    assert_eq!(
+        token_calls[0].credentials,
+        Some(("proxy-user".into(), "proxy-pass".into()))
+    );
+    assert_eq!(gw.up.count_for("at-proxied-new"), 1);
+    assert_eq!(get_account(&gw, id).await.status, "active");
+
+    // Onboarding with a proxy exchanges the code through it and keeps it on the account.
+    let mut admin = gw.admin.clone();
+    let started = admin
+        .generate_o_auth_url(admin::GenerateOAuthUrlRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let account = admin
+        .exchange_o_auth_code(admin::ExchangeOAuthCodeRequest {
+            session_id: started.session_id,
+            code: "code-via-proxy".into(),
+            proxy_url: proxy_url.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token_calls = proxy
+        .forwarded()
+        .into_iter()
+        .filter(|r| r.target.ends_with("/oauth/token"))
+        .count();
+    assert_eq!(token_calls, 2);
+    assert!(!account.proxy_url.is_empty());
+    assert!(!account.proxy_url.contains("proxy-pass"));
 }

@@ -94,8 +94,14 @@ impl OAuthExchange {
     }
 }
 
-/// The first line of standard input.
+/// The first line of standard input (with a prompt on a terminal).
 pub fn code_from_stdin() -> Result<String, CliError> {
+    use std::io::{IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        let mut err = std::io::stderr();
+        write!(err, "Paste the callback URL (or just its code): ")?;
+        err.flush()?;
+    }
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim().to_owned())

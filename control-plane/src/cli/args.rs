@@ -153,6 +153,8 @@ mod tests {
                     "set-groups",
                     "clear-error",
                     "clear-rate-limit",
+                    "oauth-url",
+                    "oauth-exchange",
                 ],
             ),
             (
@@ -172,8 +174,8 @@ mod tests {
             assert_eq!(got, want, "{resource}");
             total += subs.len();
         }
-        // The Admin service has 40 RPCs.
-        assert_eq!(total, 40);
+        // The Admin service has 42 RPCs.
+        assert_eq!(total, 42);
     }
 
     #[test]

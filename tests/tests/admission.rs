@@ -457,3 +457,66 @@ async fn no_account_at_all_is_503() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn clients_leaving_while_queued_leak_no_slot() {
+    let gw = Gateway::start(1).await;
+    let user = gw.user(1, 10).await;
+    let group = gw.group("1").await;
+    gw.api_key_account("upstream-a", group, 10, 10).await;
+    let (_, key) = gw.key(user, Some(group)).await;
+    let gate = Gate::new();
+    gw.up.push(Script::success().hold(&gate));
+    let http = gw.http.clone();
+    let (url, k) = (gw.responses_url(0), key.clone());
+    #[allow(clippy::disallowed_methods)]
+    let first = tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(k)
+            .json(&body(false))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    gw.up.wait_for_in_flight(1).await;
+
+    // Five clients queue behind it and give up (client-side timeout) at staggered times,
+    // one of them right as the slot frees.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..5u64 {
+        let http = gw.http.clone();
+        let (url, k) = (gw.responses_url(0), key.clone());
+        set.spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(k)
+                .json(&body(i % 2 == 0))
+                .timeout(Duration::from_millis(200 + 100 * i))
+                .send()
+                .await;
+            match r {
+                Ok(r) => r.bytes().await.is_err(),
+                Err(e) => e.is_timeout(),
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    gate.open();
+    assert_eq!(first.await.unwrap(), 200);
+    let _ = set.join_all().await;
+    // Every abandoned wait gave its place back and no grant leaked: the user's single
+    // slot serves the next requests at once.
+    for _ in 0..3 {
+        let r = gw
+            .http
+            .post(gw.responses_url(0))
+            .bearer_auth(&key)
+            .json(&body(false))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}

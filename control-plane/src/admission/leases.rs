@@ -41,6 +41,8 @@ pub struct Lease {
     pub owner: String,
     pub user_id: i64,
     pub account_id: i64,
+    /// The request it was granted for; empty for leases re-created at re-adoption.
+    pub request_id: String,
     user: Arc<UserHold>,
     _account: SlotPermit,
 }
@@ -51,17 +53,30 @@ impl Lease {
             owner,
             user_id: user.user_id,
             account_id,
+            request_id: String::new(),
             user,
             _account: account,
         }
     }
+
+    pub fn for_request(mut self, request_id: &str) -> Self {
+        self.request_id = request_id.to_owned();
+        self
+    }
 }
+
+/// How long a request abandoned by its data plane is remembered, so that a grant racing
+/// with the abandonment is freed instead of leaking.
+const ABANDONED_TTL: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Default)]
 struct Inner {
     leases: HashMap<String, Lease>,
     /// Owners seen disconnected, and since when.
     away_since: HashMap<String, Instant>,
+    /// Requests whose data plane gave up on admission (client gone while waiting), and
+    /// when: a lease granted for one of them is freed at once.
+    abandoned: HashMap<String, Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -75,11 +90,51 @@ impl LeaseTable {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn insert(&self, id: String, lease: Lease) {
-        let replaced = self.lock().leases.insert(id, lease);
+    /// Records a lease; `false` (and the lease's slots returned) when its request was
+    /// abandoned meanwhile — the grant lost the race with the data plane giving up.
+    pub fn insert(&self, id: String, lease: Lease) -> bool {
+        let mut inner = self.lock();
+        if !lease.request_id.is_empty() && inner.abandoned.contains_key(&lease.request_id) {
+            drop(inner);
+            drop(lease);
+            return false;
+        }
+        let replaced = inner.leases.insert(id, lease);
+        drop(inner);
         // Ids are fresh UUIDs, so this does not happen; if it did, the old lease's
         // slots are returned here, outside the lock.
         drop(replaced);
+        true
+    }
+
+    /// Releases every lease granted for these requests and remembers them as abandoned,
+    /// so that a grant still in flight for one of them is freed when it is recorded.
+    pub fn release_requests<'a>(
+        &self,
+        request_ids: impl IntoIterator<Item = &'a str>,
+        now: Instant,
+    ) -> usize {
+        let removed: Vec<Lease> = {
+            let mut inner = self.lock();
+            inner
+                .abandoned
+                .retain(|_, at| now.duration_since(*at) < ABANDONED_TTL);
+            let ids: HashSet<&str> = request_ids.into_iter().filter(|r| !r.is_empty()).collect();
+            for r in &ids {
+                inner.abandoned.insert((*r).to_owned(), now);
+            }
+            let lease_ids: Vec<String> = inner
+                .leases
+                .iter()
+                .filter(|(_, l)| ids.contains(l.request_id.as_str()))
+                .map(|(id, _)| id.clone())
+                .collect();
+            lease_ids
+                .iter()
+                .filter_map(|id| inner.leases.remove(id))
+                .collect()
+        };
+        removed.len()
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -253,9 +308,34 @@ mod tests {
 
         fn lease(&self, id: &str, owner: &str, hold: Arc<UserHold>, account: i64) {
             let permit = self.accounts.try_acquire(account, Limit::Max(10)).unwrap();
-            self.table
-                .insert(id.into(), Lease::new(owner.into(), account, hold, permit));
+            assert!(
+                self.table
+                    .insert(id.into(), Lease::new(owner.into(), account, hold, permit))
+            );
         }
+    }
+
+    #[test]
+    fn a_grant_for_an_abandoned_request_is_freed_not_leaked() {
+        let f = Fixture::new();
+        let lease = |account: i64, request: &str| {
+            let permit = f.accounts.try_acquire(account, Limit::Max(10)).unwrap();
+            Lease::new("s1".into(), account, f.hold(1), permit).for_request(request)
+        };
+        // The data plane gives up first; the grant racing with it is refused and its
+        // user and account slots come straight back.
+        assert_eq!(f.table.release_requests(["req-1"], Instant::now()), 0);
+        assert!(!f.table.insert("l1".into(), lease(100, "req-1")));
+        assert!(f.table.is_empty());
+        assert_eq!(f.users.usage(1).in_use, 0);
+        assert_eq!(f.accounts.usage(100).in_use, 0);
+        // A lease recorded before the abandonment is released by it.
+        assert!(f.table.insert("l2".into(), lease(100, "req-2")));
+        assert_eq!(f.table.release_requests(["req-2"], Instant::now()), 1);
+        assert_eq!(f.accounts.usage(100).in_use, 0);
+        // Other requests are unaffected.
+        assert!(f.table.insert("l3".into(), lease(100, "req-3")));
+        assert_eq!(f.table.len(), 1);
     }
 
     #[test]

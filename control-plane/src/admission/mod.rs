@@ -389,10 +389,13 @@ impl Admission {
         // From here on nothing awaits: the lease is either recorded and returned, or
         // (if this future is dropped before) never created.
         let lease_id = uuid::Uuid::new_v4().to_string();
-        inner.leases.insert(
-            lease_id.clone(),
-            Lease::new(req.session_id.clone(), account.id, hold, account_permit),
-        );
+        let lease = Lease::new(req.session_id.clone(), account.id, hold, account_permit)
+            .for_request(&req.request_id);
+        if !inner.leases.insert(lease_id.clone(), lease) {
+            // The data plane already gave this request up (its client left while we
+            // waited); the slots went straight back.
+            return Err(Rejection::new(ErrorCode::Unavailable, "request abandoned").into());
+        }
         let used_at = now_ms();
         self.touch(account.id, used_at);
         if !req.session_hash.is_empty() {
@@ -625,6 +628,15 @@ impl Admission {
         let n = self.inner.leases.release(lease_ids);
         tracing::trace!(session_id, released = n, "leases released");
         n
+    }
+
+    /// Releases whatever was granted for requests the data plane gave up during
+    /// admission (it cancelled the Admit call, so it may never have seen a lease id), and
+    /// makes a grant still racing with that cancellation free its slots at once.
+    pub fn release_requests<'a>(&self, request_ids: impl IntoIterator<Item = &'a str>) -> usize {
+        self.inner
+            .leases
+            .release_requests(request_ids, Instant::now())
     }
 
     /// Re-adopts the leases a reconnecting data plane declares. Each one known here moves

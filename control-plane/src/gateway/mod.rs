@@ -200,6 +200,8 @@ impl Gateway for GatewayService {
         let req = request.into_inner();
         self.admission
             .release(&req.session_id, req.lease_ids.iter().map(String::as_str));
+        self.admission
+            .release_requests(req.request_ids.iter().map(String::as_str));
         Ok(Response::new(pb::ReleaseResponse {}))
     }
 

@@ -14,15 +14,23 @@ use tollgate_shared::proto::gateway::v1 as pb;
 use super::ControlClient;
 use super::session::SessionState;
 
+/// What the releaser sends to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    Lease(String),
+    /// A request given up while its Admit call was pending (see `abandon`).
+    Request(String),
+}
+
 #[derive(Clone)]
 pub struct LeaseRegistry {
     held: Arc<Mutex<HashMap<String, pb::HeldLease>>>,
-    release_tx: mpsc::UnboundedSender<String>,
+    release_tx: mpsc::UnboundedSender<Release>,
 }
 
 impl LeaseRegistry {
     /// The registry and the receiving end its releaser task consumes.
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<String>) {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Release>) {
         let (release_tx, rx) = mpsc::unbounded_channel();
         (
             Self {
@@ -67,8 +75,17 @@ impl LeaseRegistry {
         if self.lock().remove(id).is_some() {
             // The releaser outlives every guard; if it is gone the process is exiting
             // and the control plane frees the session's leases after the grace.
-            let _ = self.release_tx.send(id.to_owned());
+            let _ = self.release_tx.send(Release::Lease(id.to_owned()));
         }
+    }
+
+    /// The client left while the request's Admit call was pending, and the call was
+    /// cancelled: a lease may have been granted that this process never saw. The
+    /// control plane frees anything granted for the request, even a grant still racing.
+    pub fn abandon(&self, request_id: &str) {
+        let _ = self
+            .release_tx
+            .send(Release::Request(request_id.to_owned()));
     }
 }
 
@@ -95,7 +112,7 @@ impl Drop for LeaseGuard {
 pub async fn run_releaser(
     client: ControlClient,
     session: watch::Receiver<SessionState>,
-    mut rx: mpsc::UnboundedReceiver<String>,
+    mut rx: mpsc::UnboundedReceiver<Release>,
     stop: CancellationToken,
 ) {
     loop {
@@ -123,14 +140,22 @@ pub async fn run_releaser(
 async fn send_batch(
     client: &ControlClient,
     session: &watch::Receiver<SessionState>,
-    lease_ids: Vec<String>,
+    batch: Vec<Release>,
 ) {
+    let (mut lease_ids, mut request_ids) = (Vec::new(), Vec::new());
+    for r in batch {
+        match r {
+            Release::Lease(id) => lease_ids.push(id),
+            Release::Request(id) => request_ids.push(id),
+        }
+    }
     let mut delay = Duration::from_millis(50);
     for attempt in 0..5 {
         let session_id = session.borrow().session_id.clone().unwrap_or_default();
         let req = pb::ReleaseRequest {
             session_id,
             lease_ids: lease_ids.clone(),
+            request_ids: request_ids.clone(),
         };
         match client.release(req).await {
             Ok(()) => return,

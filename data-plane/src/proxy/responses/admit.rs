@@ -45,10 +45,10 @@ impl Flow {
                 _ = ping.tick(), if ctx.stream => {
                     ds.commit_sse(None);
                     if !ds.send(PING).await {
-                        return Err(gone());
+                        return Err(self.abandon(ctx));
                     }
                 }
-                () = ds.closed(), if !ds.is_gone() => return Err(gone()),
+                () = ds.closed(), if !ds.is_gone() => return Err(self.abandon(ctx)),
             }
         };
         match result {
@@ -76,10 +76,15 @@ impl Flow {
     }
 }
 
-/// The client left while waiting: nobody reads the answer, but it is the spec's.
-fn gone() -> ClientError {
-    ClientError::new(
-        ErrorCode::UserConcurrencyExceeded,
-        "Concurrency limit exceeded for user, please retry later",
-    )
+impl Flow {
+    /// The client left while waiting: the Admit call is dropped (giving the queue place
+    /// back) and the control plane is told to free anything granted for the request in
+    /// the meantime. Nobody reads the answer, but it is the spec's.
+    fn abandon(&self, ctx: &Ctx) -> ClientError {
+        self.leases.abandon(&ctx.request_id);
+        ClientError::new(
+            ErrorCode::UserConcurrencyExceeded,
+            "Concurrency limit exceeded for user, please retry later",
+        )
+    }
 }

@@ -23,7 +23,13 @@ async fn measure(http: &reqwest::Client, url: &str, key: &str, stream: bool) -> 
     let mut out = Vec::with_capacity(N);
     for i in 0..WARMUP + N {
         let t = Instant::now();
-        let r = http.post(url).bearer_auth(key).json(&body).send().await.unwrap();
+        let r = http
+            .post(url)
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success());
         let _ = r.bytes().await.unwrap();
         if i >= WARMUP {
@@ -49,7 +55,10 @@ fn report(name: &str, direct: &[Duration], gateway: &[Duration]) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let gw = Gateway::start(1).await;
         let b = gw.basic().await;
@@ -58,8 +67,18 @@ fn main() {
         for stream in [false, true] {
             let direct = measure(&http, &direct_url, "upstream-a", stream).await;
             let through = measure(&http, &gw.responses_url(0), &b.key, stream).await;
-            report(if stream { "streaming (full SSE sequence)" } else { "non-streaming JSON" }, &direct, &through);
+            report(
+                if stream {
+                    "streaming (full SSE sequence)"
+                } else {
+                    "non-streaming JSON"
+                },
+                &direct,
+                &through,
+            );
         }
-        println!("requests per series: {N} (after {WARMUP} warm-up), sequential, one client connection");
+        println!(
+            "requests per series: {N} (after {WARMUP} warm-up), sequential, one client connection"
+        );
     });
 }

@@ -111,6 +111,11 @@ pub struct FlowConfig {
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
 
+    /// Requests being processed at once (up to their response head) before new ones are
+    /// shed with 503; streams in progress don't count once their head is sent.
+    #[arg(long, env = "TOLLGATE_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    pub max_in_flight: usize,
+
     /// Authorization cache capacity (entries).
     #[arg(long, env = "TOLLGATE_AUTH_CACHE_CAPACITY", default_value_t = 100_000)]
     pub auth_cache_capacity: u64,
@@ -131,6 +136,7 @@ impl Default for FlowConfig {
             default_originator: "codex_cli_rs".into(),
             trusted_proxies: Vec::new(),
             auth_cache_capacity: 100_000,
+            max_in_flight: 10_000,
         }
     }
 }
@@ -160,6 +166,11 @@ impl Config {
         if !(5..=30).contains(&f.ping_interval_secs) {
             return Err(Error::Config(
                 "TOLLGATE_PING_INTERVAL_SECS must be 5..=30".into(),
+            ));
+        }
+        if f.max_in_flight == 0 {
+            return Err(Error::Config(
+                "TOLLGATE_MAX_IN_FLIGHT must be at least 1".into(),
             ));
         }
         if f.body_limit_bytes == 0 || f.stream_line_limit_bytes == 0 {

@@ -16,15 +16,22 @@ use tokio_util::sync::CancellationToken;
 
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-pub async fn serve<S, F>(
+/// Serves `service` on `listener`. The service gets each request with the client's
+/// address in its `Peer` extension.
+pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     shutdown: CancellationToken,
     drain_timeout: Duration,
     name: &'static str,
 ) where
-    S: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -43,7 +50,10 @@ pub async fn serve<S, F>(
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
-        let hyper_svc = hyper::service::service_fn(move |req| svc(req, peer));
+        let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(crate::stack::Peer(peer));
+            tower::ServiceExt::oneshot(svc.clone(), req)
+        });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
         let conn = graceful.watch(conn.into_owned());
         // Connection tasks are owned by `graceful`, which waits for them below.

@@ -11,6 +11,7 @@ pub mod health;
 pub mod http_server;
 pub mod metrics;
 pub mod proxy;
+pub mod stack;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,15 +138,19 @@ pub async fn serve_on(
 
     let admin_server = http_server::serve(
         listeners.admin,
-        move |req, _peer| health.clone().handle(req),
+        tower::service_fn(move |req| health.clone().handle(req)),
         background.clone(),
         config.drain_timeout(),
         "admin",
     );
-    let proxy = proxy::Proxy::new(flow, metrics.clone());
+    let proxy = stack::proxy(
+        proxy::Proxy::new(flow),
+        metrics.clone(),
+        config.flow.max_in_flight,
+    );
     let proxy_server = http_server::serve(
         listeners.proxy,
-        move |req, peer| proxy.clone().handle(req, peer),
+        proxy,
         shutdown.clone(),
         config.drain_timeout(),
         "proxy",

@@ -11,7 +11,6 @@ pub mod responses;
 pub mod sse;
 pub mod transform;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,7 +22,8 @@ use tollgate_shared::proto::gateway::v1 as pb;
 use crate::control::leases::LeaseRegistry;
 use crate::control::session::SessionHooks;
 use crate::http_server::Body;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
+use crate::stack::Peer;
 use cache::AuthCache;
 use errors::ClientError;
 use responses::Flow;
@@ -31,43 +31,38 @@ use responses::Flow;
 #[derive(Clone)]
 pub struct Proxy {
     flow: Arc<Flow>,
-    metrics: Arc<Metrics>,
+}
+
+/// The route a request takes, as a metrics label.
+pub fn route_name(method: &Method, path: &str) -> &'static str {
+    match (method, path) {
+        (&Method::POST, "/v1/responses" | "/responses" | "/openai/v1/responses") => "responses",
+        (&Method::GET, "/v1/models" | "/models" | "/openai/v1/models") => "models",
+        _ => "unknown",
+    }
 }
 
 impl Proxy {
-    pub fn new(flow: Arc<Flow>, metrics: Arc<Metrics>) -> Self {
-        Self { flow, metrics }
+    pub fn new(flow: Arc<Flow>) -> Self {
+        Self { flow }
     }
 
-    pub async fn handle(
-        self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Result<Response<Body>, Infallible> {
-        let (route, resp) = match (req.method(), req.uri().path()) {
-            (&Method::POST, "/v1/responses" | "/responses" | "/openai/v1/responses") => {
-                ("responses", self.flow.clone().handle(req, peer).await)
-            }
-            (&Method::GET, "/v1/models" | "/models" | "/openai/v1/models") => {
-                ("models", models::handle(&self.flow, &req, peer).await)
-            }
-            _ => (
-                "unknown",
-                ClientError::new(
-                    ErrorCode::NotFound,
-                    format!("Unknown route: {} {}", req.method(), req.uri().path()),
-                )
-                .into_response(),
-            ),
-        };
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route,
-                status: resp.status().as_u16(),
-            })
-            .inc();
-        Ok(resp)
+    /// Routes one request. The client's address comes from the `Peer` extension the
+    /// server sets (loopback if absent, which only in-process callers do).
+    pub async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+        let peer = req
+            .extensions()
+            .get::<Peer>()
+            .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |p| p.0);
+        match route_name(req.method(), req.uri().path()) {
+            "responses" => self.flow.clone().handle(req, peer).await,
+            "models" => models::handle(&self.flow, &req, peer).await,
+            _ => ClientError::new(
+                ErrorCode::NotFound,
+                format!("Unknown route: {} {}", req.method(), req.uri().path()),
+            )
+            .into_response(),
+        }
     }
 }
 

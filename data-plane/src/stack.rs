@@ -1,0 +1,268 @@
+//! The proxy's tower stack, built here and only here. Layers, outermost first; a request
+//! passes them top to bottom, its response bottom to top.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tollgate_shared::ErrorCode;
+use tower::{BoxError, Service, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::http_server::Body;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::proxy::Proxy;
+use crate::proxy::errors::ClientError;
+
+/// The client's socket address, put in each request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The stack around the proxy's routes.
+pub fn proxy(
+    proxy: Proxy,
+    metrics: Arc<Metrics>,
+    max_in_flight: usize,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<
+        impl http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + 'static,
+    >,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    // The routes: Responses flow, models, OpenAI-shaped 404 for the rest.
+    let routes = tower::service_fn(move |req: Request<Incoming>| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+    });
+    layers(routes, metrics, max_in_flight)
+}
+
+/// The layers, generic over what they wrap (so tests can wrap a panicking service).
+pub fn layers<S, B>(
+    inner: S,
+    metrics: Arc<Metrics>,
+    max_in_flight: usize,
+) -> impl Service<
+    Request<B>,
+    Response = Response<
+        impl http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + 'static,
+    >,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+{
+    ServiceBuilder::new()
+        // A tracing span per request (method, URI, version), closed with status and latency.
+        .layer(TraceLayer::new_for_http())
+        // Rescue a panic in any layer below: an OpenAI-shaped 500, and the connection lives.
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("request handler panicked");
+                ClientError::new(ErrorCode::Internal, "Internal error").into_response()
+            },
+        ))
+        // Rescue the layers' own errors (only load shedding produces one): a 503 in the
+        // OpenAI shape, written at once.
+        .layer(tower::layer::layer_fn(|inner| Rescue {
+            inner,
+            failed: false,
+        }))
+        // Load shedding: past the in-flight limit refuse at once instead of queueing in
+        // memory (fair waiting happens in the control plane, not here).
+        .load_shed()
+        .concurrency_limit(max_in_flight)
+        // Requests by route and status.
+        .layer(tower::layer::layer_fn(move |inner| Counted {
+            inner,
+            metrics: metrics.clone(),
+        }))
+        .service(inner)
+}
+
+/// Counts responses by route and status (route from the request's path).
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<Request<B>> for Counted<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let route = crate::proxy::route_name(req.method(), req.uri().path());
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route,
+                    status: resp.status().as_u16(),
+                })
+                .inc();
+            Ok(resp)
+        })
+    }
+}
+
+/// Turns the error of the layers below into an OpenAI-shaped 503, so the server only
+/// ever sees responses.
+#[derive(Clone)]
+struct Rescue<S> {
+    inner: S,
+    /// Set when readiness failed: the next call answers 503 without reaching `inner`.
+    failed: bool,
+}
+
+impl<S, B> Service<Request<B>> for Rescue<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        match self.inner.poll_ready(cx) {
+            std::task::Poll::Ready(Err(e)) => {
+                tracing::warn!(error = %e, "proxy stack not ready");
+                self.failed = true;
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Ready(Ok(())) => {
+                self.failed = false;
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if self.failed {
+            return Box::pin(async { Ok(overloaded()) });
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move { Ok(fut.await.unwrap_or_else(|_| overloaded())) })
+    }
+}
+
+fn overloaded() -> Response<Body> {
+    ClientError::new(
+        ErrorCode::Unavailable,
+        "Gateway overloaded, please retry later",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+    use tower::ServiceExt;
+
+    fn req(path: &str) -> Request<Empty<bytes::Bytes>> {
+        Request::post(path).body(Empty::new()).unwrap()
+    }
+
+    async fn body_json(
+        resp: Response<impl http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>>>,
+    ) -> serde_json::Value {
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(Into::into)
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_openai_500() {
+        let inner = tower::service_fn(|_req: Request<Empty<bytes::Bytes>>| async move {
+            if true {
+                panic!("bug");
+            }
+            Ok::<_, Infallible>(
+                ClientError::new(ErrorCode::Internal, "unreachable").into_response(),
+            )
+        });
+        let resp = layers(inner, Arc::new(Metrics::new()), 10)
+            .oneshot(req("/v1/responses"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(body_json(resp).await["error"]["type"], "api_error");
+    }
+
+    #[tokio::test]
+    async fn past_the_in_flight_limit_requests_are_shed_with_503() {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        let inner = tower::service_fn(move |_req: Request<Empty<bytes::Bytes>>| {
+            let g = g.clone();
+            async move {
+                g.notified().await;
+                Ok::<_, Infallible>(ClientError::new(ErrorCode::NotFound, "done").into_response())
+            }
+        });
+        let metrics = Arc::new(Metrics::new());
+        let svc = layers(inner, metrics.clone(), 1);
+        #[allow(clippy::disallowed_methods)] // a test's own task, awaited below
+        let first = tokio::task::spawn(svc.clone().oneshot(req("/v1/responses")));
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let shed = svc.clone().oneshot(req("/v1/responses")).await.unwrap();
+        assert_eq!(shed.status(), 503);
+        assert_eq!(
+            body_json(shed).await["error"]["message"],
+            "Gateway overloaded, please retry later"
+        );
+        gate.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), 404);
+        // Counted by route and status.
+        assert!(
+            metrics
+                .encode()
+                .contains("route=\"responses\",status=\"404\""),
+            "{}",
+            metrics.encode()
+        );
+    }
+}

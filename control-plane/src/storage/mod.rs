@@ -5,7 +5,7 @@
 //! One implementation serves both Postgres and SQLite through `sqlx::Any`: the schema
 //! sticks to types both dialects share (BIGINT, TEXT; see the header of the migrations),
 //! so the same statements run on both and the conformance suite
-//! (`control-plane/tests/storage_conformance.rs`) proves it on both. Placeholders are
+//! (`control-plane/tests/storage_conformance/`) proves it on both. Placeholders are
 //! `$1..$n`, which both drivers accept. Aggregates are `CAST(... AS BIGINT)` because
 //! Postgres widens `SUM(bigint)` to NUMERIC.
 

@@ -189,6 +189,41 @@ mod tests {
     }
 
     #[test]
+    fn each_subscription_window_has_its_own_limit() {
+        let now = 100 * DAY_MS;
+        let sub = |d: i64, w: i64, m: i64| SubscriptionInfo {
+            active: true,
+            expires_at_ms: now + DAY_MS,
+            daily_usage_nanos: d,
+            weekly_usage_nanos: w,
+            monthly_usage_nanos: m,
+            daily_window_start_ms: Some(now - 1),
+            weekly_window_start_ms: Some(now - 1),
+            monthly_window_start_ms: Some(now - 1),
+        };
+        assert_eq!(
+            over_limit(&sub(10, 10, 10), 10, 20, 30, now),
+            Some("daily usage limit exceeded")
+        );
+        assert_eq!(
+            over_limit(&sub(5, 20, 10), 10, 20, 30, now),
+            Some("weekly usage limit exceeded")
+        );
+        assert_eq!(
+            over_limit(&sub(5, 5, 30), 10, 20, 30, now),
+            Some("monthly usage limit exceeded")
+        );
+        assert_eq!(over_limit(&sub(5, 5, 5), 10, 20, 30, now), None);
+        // A limit of 0 means none.
+        assert_eq!(over_limit(&sub(99, 99, 99), 0, 0, 0, now), None);
+        // Passed windows count as empty: 7 days for weekly, 30 for monthly.
+        let mut s = sub(0, 20, 30);
+        s.weekly_window_start_ms = Some(now - 7 * DAY_MS);
+        s.monthly_window_start_ms = Some(now - 30 * DAY_MS);
+        assert_eq!(over_limit(&s, 10, 20, 30, now), None);
+    }
+
+    #[test]
     fn billing_checks() {
         let mut k = key();
         k.user.as_mut().unwrap().balance_nanos = 0;

@@ -1,6 +1,8 @@
 //! Admission end to end: a real control plane on `127.0.0.1:0`, real `Session` streams
 //! opened with the generated `GatewayClient`, then Admit / Release / ReportOutcome. Data
-//! is seeded through `Store` on the same database with the control plane's key.
+//! is seeded through `Store` on the same database with the control plane's key; a row an
+//! Admit has read is changed through the Admin API, since the control plane caches what
+//! Admit reads and drops it on its own writes (`admission/snapshot.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -22,6 +24,8 @@ use tollgate_control_plane::model::{
 use tollgate_control_plane::storage::Store;
 use tollgate_shared::Multiplier;
 use tollgate_shared::domain::{GroupKind, Platform, UserRole};
+use tollgate_shared::proto::admin::v1 as admin_pb;
+use tollgate_shared::proto::admin::v1::admin_client::AdminClient;
 use tollgate_shared::proto::gateway::v1 as pb;
 use tollgate_shared::proto::gateway::v1::gateway_client::GatewayClient;
 use tonic::transport::Channel;
@@ -30,6 +34,7 @@ use common::{Backend, TestDb};
 
 const FAKE_CODEX: &str = "http://127.0.0.1:9/backend-api/codex/responses";
 const GRACE_MS: u64 = 1_000;
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 macro_rules! on_both {
     ($($name:ident),+ $(,)?) => {$(
@@ -47,6 +52,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    cached_state_follows_every_write,
     user_concurrency_queues_the_third_request,
     a_dropped_session_frees_its_leases_after_the_grace,
     reattach_with_held_leases_counts_them_once,
@@ -72,7 +78,7 @@ impl ControlPlane {
         let key_b64 = SecretBox::generate_key_b64();
         let mut config = Config::for_data_dir(dir.path());
         config.database_url = Some(db.url.clone());
-        config.admin_token = Some("test-admin-token-0123456789abcdef".into());
+        config.admin_token = Some(ADMIN_TOKEN.into());
         config.encryption_key = Some(key_b64.clone());
         config.lease_grace_ms = GRACE_MS;
         config.heartbeat_interval_ms = 200;
@@ -110,6 +116,10 @@ impl ControlPlane {
 
     fn client(&self) -> GatewayClient<Channel> {
         GatewayClient::new(self.channel.clone())
+    }
+
+    fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
     }
 
     async fn stop(self) {
@@ -214,6 +224,16 @@ async fn wait_ready(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("control plane did not become ready");
+}
+
+/// An Admin API request with the operator's token.
+fn authed<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    req
 }
 
 fn api_key(k: &str) -> Credential {
@@ -326,12 +346,185 @@ async fn release(cp: &ControlPlane, dp: &DataPlane, ids: &[&str]) {
         .release(pb::ReleaseRequest {
             session_id: dp.session_id.clone(),
             lease_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
         })
         .await
         .unwrap();
 }
 
 // ------------------------------------------------------------------ tests
+
+/// Admit reads keys, users, groups, accounts and prices through an in-memory snapshot;
+/// each write below must show on the very next Admit.
+async fn cached_state_follows_every_write(backend: Backend) {
+    let cp = ControlPlane::start(backend, |c| c.strict_pricing = true).await;
+    let user = cp.user(10).await;
+    let group = cp.group().await;
+    let key = cp.key(user, Some(group)).await;
+    let account = cp.account("a", Some((group, 50)), api_key("sk-a")).await;
+    let dp = attach(&cp, Vec::new()).await;
+    let mut admin = cp.admin();
+    let code = |r: pb::admit_response::Result| rejection(r).code;
+
+    // Prices (strict pricing): set and deleted through the Admin API.
+    assert_eq!(
+        code(admit(&cp, admit_req(&dp, key, "mystery-9")).await),
+        "model_not_priced"
+    );
+    let price = admin_pb::Price {
+        model: "mystery-9".into(),
+        input_per_mtok_nanos: 1_000_000_000,
+        ..Default::default()
+    };
+    admin
+        .set_price(authed(admin_pb::SetPriceRequest { price: Some(price) }))
+        .await
+        .unwrap();
+    lease(admit(&cp, admit_req(&dp, key, "mystery-9")).await);
+    admin
+        .delete_price(authed(admin_pb::DeletePriceRequest {
+            model: "mystery-9".into(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(admit(&cp, admit_req(&dp, key, "mystery-9")).await),
+        "model_not_priced"
+    );
+
+    // Account health reported by a data plane.
+    cp.client()
+        .report_outcome(pb::ReportOutcomeRequest {
+            account_id: account,
+            request_id: "r-429".into(),
+            status: 429,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(
+        r.message,
+        "No available accounts: all accounts are rate-limited"
+    );
+    admin
+        .clear_account_rate_limit(authed(admin_pb::AccountIdRequest { id: account }))
+        .await
+        .unwrap();
+    let l = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+
+    // A charge that empties the balance: the next Admit is refused, with no wait and no
+    // admin call in between.
+    let spend = |request_id: &str| pb::UsageReport {
+        request_id: request_id.into(),
+        key_id: key,
+        user_id: user,
+        group_id: Some(group),
+        account_id: account,
+        model: "gpt-5".into(),
+        upstream_model: "gpt-5".into(),
+        // 10 USD at 10 USD per million output tokens.
+        output_tokens: 1_000_000,
+        started_at_ms: tollgate_shared::now_ms(),
+        billing_mode: l.billing_mode.clone(),
+        rate_multiplier: "1".into(),
+        account_cost_multiplier: "1".into(),
+        ..Default::default()
+    };
+    let acked = cp
+        .client()
+        .report_usage(pb::ReportUsageRequest {
+            records: vec![spend("r-spend")],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .acked_request_ids;
+    assert_eq!(acked, ["r-spend"]);
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(
+        (r.code.as_str(), r.message.as_str()),
+        ("billing_rejected", "insufficient balance")
+    );
+    admin
+        .adjust_balance(authed(admin_pb::AdjustBalanceRequest {
+            user_id: user,
+            op: admin_pb::BalanceOp::Add as i32,
+            amount_nanos: 1_000_000_000,
+            reason: "top-up".into(),
+        }))
+        .await
+        .unwrap();
+    lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+
+    // Key, user and group changes.
+    admin
+        .disable_key(authed(admin_pb::KeyIdRequest { id: key }))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(admit(&cp, admit_req(&dp, key, "gpt-5")).await),
+        "api_key_disabled"
+    );
+    admin
+        .enable_key(authed(admin_pb::KeyIdRequest { id: key }))
+        .await
+        .unwrap();
+    admin
+        .update_user(authed(admin_pb::UpdateUserRequest {
+            id: user,
+            status: Some("disabled".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(admit(&cp, admit_req(&dp, key, "gpt-5")).await),
+        "user_inactive"
+    );
+    admin
+        .update_user(authed(admin_pb::UpdateUserRequest {
+            id: user,
+            status: Some("active".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    admin
+        .update_group(authed(admin_pb::UpdateGroupRequest {
+            id: group,
+            status: Some("disabled".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(admit(&cp, admit_req(&dp, key, "gpt-5")).await),
+        "group_disabled"
+    );
+    admin
+        .update_group(authed(admin_pb::UpdateGroupRequest {
+            id: group,
+            status: Some("active".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    // An account's groups.
+    admin
+        .set_account_groups(authed(admin_pb::SetAccountGroupsRequest {
+            account_id: account,
+            groups: Vec::new(),
+        }))
+        .await
+        .unwrap();
+    let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
+    assert_eq!(
+        r.message,
+        "No available accounts: the group has no accounts"
+    );
+    cp.stop().await;
+}
 
 async fn user_concurrency_queues_the_third_request(backend: Backend) {
     let cp = ControlPlane::start(backend, |_| {}).await;
@@ -588,18 +781,19 @@ async fn no_accounts_is_rejected_with_a_reason(backend: Backend) {
         r.message
     );
 
-    // An account that maps other models only.
-    let mut mapping = BTreeMap::new();
-    mapping.insert("gpt-4o".to_owned(), "gpt-4o".to_owned());
-    let id = cp.account("mapped", None, api_key("sk-m")).await;
-    cp.store
-        .update_account(
-            id,
-            tollgate_control_plane::model::AccountPatch {
-                model_mapping: Some(mapping),
-                ..Default::default()
-            },
-        )
+    // An account that maps other models only, created through the Admin API: the next
+    // Admit sees it although the (empty) account list was cached.
+    cp.admin()
+        .create_account(authed(admin_pb::CreateAccountRequest {
+            name: "mapped".into(),
+            credential: Some(admin_pb::create_account_request::Credential::ApiKey(
+                admin_pb::ApiKeyCredential {
+                    api_key: "sk-m".into(),
+                },
+            )),
+            model_mapping: [("gpt-4o".to_owned(), "gpt-4o".to_owned())].into(),
+            ..Default::default()
+        }))
         .await
         .unwrap();
     let r = rejection(admit(&cp, admit_req(&dp, key, "gpt-x")).await);

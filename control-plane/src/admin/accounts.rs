@@ -11,7 +11,7 @@ use tollgate_shared::proto::admin::v1::{create_account_request, update_account_r
 use super::upstream_url::{self, DEFAULT_BASE_URL};
 use super::{AdminContext, convert, page, refs, validate as v};
 use crate::error::{Error, Result};
-use crate::events::Invalidation;
+use crate::events::{Change, Invalidation};
 use crate::model::{AccountGroup, AccountPatch, Credential, NewAccount};
 use crate::storage::Store;
 
@@ -73,9 +73,12 @@ pub async fn create(ctx: &AdminContext, req: pb::CreateAccountRequest) -> Result
         notes,
         groups,
     };
-    // No invalidation: nothing can be cached about an account that did not exist, and
-    // every message makes data planes distrust authorizations loading at that moment.
+    // Data planes are not told: nothing can be cached there about an account that did
+    // not exist, and every message makes them distrust authorizations loading at that
+    // moment. The control plane's snapshot caches account lists, which it joins.
     let account = ctx.store.create_account(new).await?;
+    ctx.invalidations
+        .publish_local(Change::Invalidated(Invalidation::account(account.id)));
     tracing::info!(account_id = account.id, kind = %account.kind, "admin: account created");
     Ok(convert::account(account))
 }

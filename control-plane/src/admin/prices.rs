@@ -1,10 +1,12 @@
 //! Model prices, in nano-USD per million tokens. Billing reads them in the control plane,
-//! so no data-plane cache needs invalidating.
+//! so no data-plane cache needs invalidating; strict-pricing admission caches the table
+//! in the control plane's snapshot, told with `publish_local`.
 
 use tollgate_shared::proto::admin::v1 as pb;
 
 use super::{AdminContext, convert, validate as v};
 use crate::error::{Error, Result};
+use crate::events::Change;
 use crate::model::Price;
 
 pub async fn set(ctx: &AdminContext, req: pb::SetPriceRequest) -> Result<pb::Price> {
@@ -29,6 +31,7 @@ pub async fn set(ctx: &AdminContext, req: pb::SetPriceRequest) -> Result<pb::Pri
         updated_at_ms: tollgate_shared::now_ms(),
     };
     let saved = ctx.store.upsert_price(price).await?;
+    ctx.invalidations.publish_local(Change::Prices);
     tracing::info!(model = %saved.model, "admin: price set");
     Ok(convert::price(saved))
 }
@@ -58,6 +61,7 @@ pub async fn delete(
 ) -> Result<pb::DeletePriceResponse> {
     let model = model_name("model", &req.model)?;
     ctx.store.delete_price(&model).await?;
+    ctx.invalidations.publish_local(Change::Prices);
     tracing::info!(model = %model, "admin: price deleted");
     Ok(pb::DeletePriceResponse {})
 }

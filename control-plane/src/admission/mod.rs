@@ -5,9 +5,11 @@
 //! and account health from reported upstream outcomes (accounts.md).
 //!
 //! Live state (slots, queues, leases, sticky bindings, last-used times) is in memory;
-//! durable state (keys, users, groups, subscriptions, accounts and their health) is read
-//! from storage on every Admit, so a health change written by `report_outcome` or by an
-//! operator takes effect on the very next Admit.
+//! durable state (keys, users, groups, accounts and their health, prices) is read through
+//! the [`snapshot::Snapshot`], which every write invalidates before its call returns, so a
+//! health change written by `report_outcome` or by an operator takes effect on the very
+//! next Admit. Subscriptions, and the user after a wait (the billing re-check), are read
+//! from storage.
 //!
 //! Architecture invariant: a slot is counted exactly while a `SlotPermit` is alive, and
 //! permits live only in local variables of an in-progress Admit or in the lease table.
@@ -19,6 +21,7 @@ pub mod leases;
 pub mod rules;
 pub mod select;
 pub mod slots;
+pub mod snapshot;
 pub mod sticky;
 pub mod tokens;
 pub mod upstream_url;
@@ -43,6 +46,7 @@ use health::{Counted, HealthChange, HealthSettings, Outcome};
 use leases::{Lease, LeaseTable, UserHold};
 use select::Candidate;
 use slots::{Limit, SlotError, SlotPermit, SlotTable};
+use snapshot::Snapshot;
 use sticky::StickyTable;
 
 /// Admission settings (defaults from the spec; see `Config` for the flags).
@@ -242,6 +246,8 @@ struct LastUsed {
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    /// What Admit reads of storage, cached (`snapshot.rs`).
+    snapshot: Snapshot,
     invalidations: Invalidations,
     sessions: Sessions,
     settings: AdmissionSettings,
@@ -273,9 +279,11 @@ impl Admission {
         settings: AdmissionSettings,
     ) -> Self {
         let sticky = StickyTable::new(settings.sticky_ttl);
+        let snapshot = Snapshot::new(store.clone(), invalidations.clone(), snapshot::DEFAULT_TTL);
         Self {
             inner: Arc::new(Inner {
                 store,
+                snapshot,
                 invalidations,
                 sessions,
                 settings,
@@ -295,16 +303,20 @@ impl Admission {
         &self.inner.settings
     }
 
+    /// The cache Admit reads through; its `follow` task belongs on the service's tracker.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.inner.snapshot
+    }
+
     /// Strict pricing: a model with no price (exact, undated, family, fallback) is
     /// refused before it can cost anything upstream; never silently free.
     async fn check_priced(&self, model: &str) -> Result<(), AdmitError> {
-        let prices = self
+        let table = self
             .inner
-            .store
-            .list_prices()
+            .snapshot
+            .prices()
             .await
             .map_err(|e| Rejection::billing_unavailable(&e))?;
-        let table = crate::billing::price_lookup::PriceTable::new(&prices);
         if table
             .lookup(model, self.inner.settings.billing.fallback)
             .is_none()
@@ -332,7 +344,7 @@ impl Admission {
             ));
         }
         let now = now_ms();
-        let key = match inner.store.get_key(req.key_id).await {
+        let key = match inner.snapshot.key(req.key_id).await {
             Ok(k) => k,
             Err(Error::NotFound(_)) => {
                 return Err(Rejection::new(ErrorCode::InvalidApiKey, "Invalid API key").into());
@@ -343,10 +355,10 @@ impl Admission {
         if inner.settings.billing.strict_pricing {
             self.check_priced(&req.model).await?;
         }
-        let user = self.load_user(key.user_id).await?;
+        let user = active_user(inner.snapshot.user(key.user_id).await)?;
         let group = match key.group_id {
             None => None,
-            Some(gid) => match inner.store.get_group(gid).await {
+            Some(gid) => match inner.snapshot.group(gid).await {
                 Ok(g) if g.status == GroupStatus::Active => Some(g),
                 Ok(_) | Err(Error::NotFound(_)) => {
                     return Err(
@@ -359,9 +371,11 @@ impl Admission {
 
         let (hold, waited) = self.user_hold(&req, &user).await?;
 
-        // Billing re-check: the user read above is fresh unless we waited.
+        // Billing re-check: after a wait the balance is read again from storage. Without
+        // one the snapshot's is as good: a charge decides nothing until the balance
+        // reaches zero, and that one drops the cached user before it returns.
         let user = if waited {
-            self.load_user(user.id).await?
+            active_user(inner.store.get_user(user.id).await)?
         } else {
             user
         };
@@ -377,8 +391,8 @@ impl Admission {
         let billing_mode = billing_check::check(&user, group.as_ref(), sub.as_ref(), now)?;
 
         let accounts = inner
-            .store
-            .list_group_accounts(key.group_id)
+            .snapshot
+            .group_accounts(key.group_id)
             .await
             .map_err(|e| Rejection::storage_unavailable(&e))?;
         let (account, account_permit) = self.select(&req, key.group_id, accounts).await?;
@@ -424,17 +438,6 @@ impl Admission {
                 .map_or(Multiplier::ONE, |g| g.rate_multiplier),
             account,
         })
-    }
-
-    async fn load_user(&self, id: i64) -> Result<User, AdmitError> {
-        match self.inner.store.get_user(id).await {
-            Ok(u) if u.status == UserStatus::Active => Ok(u),
-            Ok(_) => Err(Rejection::new(ErrorCode::UserInactive, "User is not active").into()),
-            Err(Error::NotFound(_)) => {
-                Err(Rejection::new(ErrorCode::UserNotFound, "User not found").into())
-            }
-            Err(e) => Err(Rejection::storage_unavailable(&e).into()),
-        }
     }
 
     /// The request's user hold: shared with its first lease on a failover re-admission,
@@ -881,6 +884,18 @@ impl Admission {
 
     pub fn account_usage(&self, account_id: i64) -> slots::Usage {
         self.inner.account_slots.usage(account_id)
+    }
+}
+
+/// The key's user, if it may make requests.
+fn active_user(read: Result<User>) -> Result<User, AdmitError> {
+    match read {
+        Ok(u) if u.status == UserStatus::Active => Ok(u),
+        Ok(_) => Err(Rejection::new(ErrorCode::UserInactive, "User is not active").into()),
+        Err(Error::NotFound(_)) => {
+            Err(Rejection::new(ErrorCode::UserNotFound, "User not found").into())
+        }
+        Err(e) => Err(Rejection::storage_unavailable(&e).into()),
     }
 }
 

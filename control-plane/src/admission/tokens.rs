@@ -59,8 +59,8 @@ impl Admission {
                     r.excluded_account_ids.push(account.id);
                     let accounts = self
                         .inner
-                        .store
-                        .list_group_accounts(group_id)
+                        .snapshot
+                        .group_accounts(group_id)
                         .await
                         .map_err(|e| Rejection::storage_unavailable(&e))?;
                     (account, permit) = self.select(r, group_id, accounts).await?;

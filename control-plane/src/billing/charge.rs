@@ -20,7 +20,9 @@
 //! (quota used, maybe the status) and its user (balance or subscription usage). They
 //! are collected over the call and published once per scope with all ids, on the way
 //! out — also when the call is cancelled midway (`Drop`), since what committed must
-//! reach the caches either way.
+//! reach the caches either way. The control plane's own admission snapshot is told at
+//! once, record by record (`publish_local`, an in-process step): Admit must not admit on
+//! a cached balance or key the batch's earlier records already exhausted.
 
 use std::collections::BTreeSet;
 
@@ -31,7 +33,7 @@ use super::cost::{self, Cost, Rates};
 use super::price_lookup::{PriceSource, PriceTable};
 use super::record::{self, Checked};
 use crate::error::{Error, Result};
-use crate::events::{Invalidation, Invalidations, Scope};
+use crate::events::{Change, Invalidation, Invalidations, Scope};
 use crate::storage::Store;
 
 /// What to charge for one checked record, or why it is refused.
@@ -118,8 +120,8 @@ pub async fn report_usage(
                     // Only charges that change an authorization decision drop cached
                     // entries: invalidating on every charge would make the next request
                     // of every key pay an extra Authorize call. Smaller drifts (quota
-                    // used, balance still positive, subscription windows) are re-checked
-                    // by admission, which reads storage.
+                    // used, balance still positive) decide nothing; subscription windows
+                    // are re-checked by admission, which reads them from storage.
                     if outcome.key_exhausted {
                         pending.key(usage.key_id);
                     }
@@ -183,11 +185,17 @@ impl<'a> PendingInvalidations<'a> {
         }
     }
 
+    /// Drops the control plane's cached key now; data planes hear it on the way out.
     fn key(&mut self, id: i64) {
+        self.bus
+            .publish_local(Change::Invalidated(Invalidation::key(id)));
         self.keys.insert(id);
     }
 
+    /// Drops the control plane's cached user now; data planes hear it on the way out.
     fn user(&mut self, id: i64) {
+        self.bus
+            .publish_local(Change::Invalidated(Invalidation::user(id)));
         self.users.insert(id);
     }
 }

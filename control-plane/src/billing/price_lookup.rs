@@ -3,7 +3,8 @@
 //!
 //! The table is a snapshot of the `prices` table. `ReportUsage` loads one per call (the
 //! table is a few dozen rows), so an admin `SetPrice` / `DeletePrice` applies from the
-//! next batch on and no cache can go stale.
+//! next batch on. Strict-pricing admission keeps one in the admission snapshot, which
+//! both calls drop (`publish_local`) before they return.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -73,6 +73,8 @@ impl GatewayService {
         let tasks = TaskTracker::new();
         // Lease reaper, sticky-binding pruning, last-used persistence.
         tasks.spawn(admission.clone().run_background(shutdown.clone()));
+        // Applies invalidations to the snapshot Admit reads through.
+        tasks.spawn(admission.snapshot().clone().follow(shutdown.clone()));
         // Subscription tokens: refreshed before expiry, on use and after a 401.
         let tokens = crate::oauth::TokenRefresher::new(
             store.clone(),

@@ -256,6 +256,23 @@ impl Gateway {
         format!("{}/v1/responses", self.dps[dp].proxy_url())
     }
 
+    /// POST /v1/responses in the background (e.g. a request held at the upstream while
+    /// the test does something else); resolves to the response status.
+    pub fn spawn_post(
+        &self,
+        dp: usize,
+        key: &str,
+        body: serde_json::Value,
+    ) -> tokio::task::JoinHandle<reqwest::StatusCode> {
+        let req = self
+            .http
+            .post(self.responses_url(dp))
+            .bearer_auth(key)
+            .json(&body);
+        #[allow(clippy::disallowed_methods)] // the test awaits the handle
+        tokio::spawn(async move { req.send().await.unwrap().status() })
+    }
+
     /// POST /v1/responses on data plane `dp` with `key` and a JSON body.
     pub async fn post(&self, dp: usize, key: &str, body: serde_json::Value) -> reqwest::Response {
         self.http

@@ -116,18 +116,7 @@ async fn slot_timeout_pings_streaming_clients_then_errors_as_event() {
     let (_, key) = gw.key(user, Some(group)).await;
     let gate = Gate::new();
     gw.up.push(Script::success().hold(&gate));
-    let http = gw.http.clone();
-    let (url, k) = (gw.responses_url(0), key.clone());
-    #[allow(clippy::disallowed_methods)]
-    let first = tokio::spawn(async move {
-        http.post(url)
-            .bearer_auth(k)
-            .json(&body(false))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let first = gw.spawn_post(0, &key, body(false));
     gw.up.wait_for_in_flight(1).await;
 
     let r = gw.post(0, &key, body(true)).await;
@@ -160,18 +149,7 @@ async fn billing_is_rechecked_after_the_wait() {
     let (_, key) = gw.key(user, Some(group)).await;
     let gate = Gate::new();
     gw.up.push(Script::success().hold(&gate));
-    let http = gw.http.clone();
-    let (url, k) = (gw.responses_url(0), key.clone());
-    #[allow(clippy::disallowed_methods)]
-    let first = tokio::spawn(async move {
-        http.post(url)
-            .bearer_auth(k)
-            .json(&body(false))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let first = gw.spawn_post(0, &key, body(false));
     gw.up.wait_for_in_flight(1).await;
     let http = gw.http.clone();
     let (url, k) = (gw.responses_url(0), key.clone());
@@ -268,18 +246,7 @@ async fn selection_prefers_priority_then_load() {
     // Hold "best" busy (concurrency 1): the next request takes "second".
     let gate = Gate::new();
     gw.up.push_for("best", Script::success().hold(&gate));
-    let http = gw.http.clone();
-    let (url, k) = (gw.responses_url(0), key.clone());
-    #[allow(clippy::disallowed_methods)]
-    let held = tokio::spawn(async move {
-        http.post(url)
-            .bearer_auth(k)
-            .json(&body(false))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let held = gw.spawn_post(0, &key, body(false));
     gw.up.wait_for_in_flight(1).await;
     assert_eq!(gw.post(0, &key, body(false)).await.status(), 200);
     assert_eq!(gw.up.last().unwrap().bearer.as_deref(), Some("second"));
@@ -467,18 +434,7 @@ async fn clients_leaving_while_queued_leak_no_slot() {
     let (_, key) = gw.key(user, Some(group)).await;
     let gate = Gate::new();
     gw.up.push(Script::success().hold(&gate));
-    let http = gw.http.clone();
-    let (url, k) = (gw.responses_url(0), key.clone());
-    #[allow(clippy::disallowed_methods)]
-    let first = tokio::spawn(async move {
-        http.post(url)
-            .bearer_auth(k)
-            .json(&body(false))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let first = gw.spawn_post(0, &key, body(false));
     gw.up.wait_for_in_flight(1).await;
 
     // Five clients queue behind it and give up (client-side timeout) at staggered times,

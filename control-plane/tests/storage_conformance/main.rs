@@ -14,6 +14,7 @@ mod accounts;
 mod charge;
 mod fixtures;
 mod groups;
+mod health;
 mod keys;
 mod prices;
 mod subscriptions;
@@ -24,6 +25,7 @@ use accounts::*;
 use charge::*;
 use common::{Backend, TestDb};
 use groups::*;
+use health::*;
 use keys::*;
 use prices::*;
 use subscriptions::*;
@@ -105,4 +107,12 @@ conformance! {
     case_charge_subscription_windows => sqlite_charge_subscription_windows, postgres_charge_subscription_windows;
     case_charge_quota_flips_at_exactly_the_quota => sqlite_charge_quota_flips_at_exactly_the_quota, postgres_charge_quota_flips_at_exactly_the_quota;
     case_charge_concurrent_on_one_key => sqlite_charge_concurrent_on_one_key, postgres_charge_concurrent_on_one_key;
+}
+
+// ---------------------------------------------------------------- account health, OAuth tokens
+
+conformance! {
+    case_account_cooldowns_only_extend => sqlite_account_cooldowns_only_extend, postgres_account_cooldowns_only_extend;
+    case_account_error_snapshot_and_last_used => sqlite_account_error_snapshot_and_last_used, postgres_account_error_snapshot_and_last_used;
+    case_oauth_tokens_due_and_stored => sqlite_oauth_tokens_due_and_stored, postgres_oauth_tokens_due_and_stored;
 }

@@ -20,22 +20,12 @@
 use sqlx::Row;
 use tollgate_shared::domain::{BillingMode, KeyStatus};
 
-use super::{Store, flag, not_found};
+use super::{Store, not_found};
 use crate::error::{Error, Result};
 use crate::model::UsageRecord;
 
 /// Keep in step with `usage.rs` (`USAGE_COLS`); the conformance suite reads charged rows
 /// back through `query_usage`, so a drift fails there.
-const INSERT_USAGE: &str = "INSERT INTO usage_logs (request_id, key_id, user_id, group_id, \
-     subscription_id, account_id, model, upstream_model, input_tokens, output_tokens, \
-     cached_tokens, reasoning_tokens, input_cost_nanos, output_cost_nanos, \
-     cached_cost_nanos, total_cost_nanos, actual_cost_nanos, rate_multiplier_ppm, \
-     account_cost_multiplier_ppm, billing_mode, stream, duration_ms, first_token_ms, \
-     user_agent, client_ip, reasoning_effort, estimated, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) \
-     ON CONFLICT (request_id) DO NOTHING";
-
 const DAY_MS: i64 = 86_400_000;
 const WEEK_MS: i64 = 7 * DAY_MS;
 const MONTH_MS: i64 = 30 * DAY_MS;
@@ -76,35 +66,7 @@ impl Store {
             return Err(Error::invalid("actual_cost_nanos", "must not be negative"));
         }
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(INSERT_USAGE)
-            .bind(r.request_id.clone())
-            .bind(r.key_id)
-            .bind(r.user_id)
-            .bind(r.group_id)
-            .bind(r.subscription_id)
-            .bind(r.account_id)
-            .bind(r.model.clone())
-            .bind(r.upstream_model.clone())
-            .bind(r.input_tokens)
-            .bind(r.output_tokens)
-            .bind(r.cached_tokens)
-            .bind(r.reasoning_tokens)
-            .bind(r.input_cost_nanos)
-            .bind(r.output_cost_nanos)
-            .bind(r.cached_cost_nanos)
-            .bind(r.total_cost_nanos)
-            .bind(r.actual_cost_nanos)
-            .bind(r.rate_multiplier.ppm())
-            .bind(r.account_cost_multiplier.ppm())
-            .bind(r.billing_mode.as_str())
-            .bind(flag(r.stream))
-            .bind(r.duration_ms)
-            .bind(r.first_token_ms)
-            .bind(r.user_agent.clone())
-            .bind(r.client_ip.clone())
-            .bind(r.reasoning_effort.clone())
-            .bind(flag(r.estimated))
-            .bind(r.created_at_ms)
+        let inserted = super::usage::insert_usage_query(r)
             .execute(&mut *tx)
             .await?
             .rows_affected()

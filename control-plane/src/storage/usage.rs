@@ -17,6 +17,50 @@ const USAGE_COLS: &str = "request_id, key_id, user_id, group_id, subscription_id
                           stream, duration_ms, first_token_ms, user_agent, client_ip, \
                           reasoning_effort, estimated, created_at_ms";
 
+/// Inserts one usage row; a replay (same request id) inserts nothing. Shared by
+/// `insert_usage` and the charging transaction so the two can never drift apart.
+static INSERT_USAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO usage_logs ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
+         $26, $27, $28) ON CONFLICT (request_id) DO NOTHING"
+    )
+});
+
+pub(super) fn insert_usage_query(
+    r: &UsageRecord,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
+    sqlx::query(INSERT_USAGE.as_str())
+        .bind(r.request_id.clone())
+        .bind(r.key_id)
+        .bind(r.user_id)
+        .bind(r.group_id)
+        .bind(r.subscription_id)
+        .bind(r.account_id)
+        .bind(r.model.clone())
+        .bind(r.upstream_model.clone())
+        .bind(r.input_tokens)
+        .bind(r.output_tokens)
+        .bind(r.cached_tokens)
+        .bind(r.reasoning_tokens)
+        .bind(r.input_cost_nanos)
+        .bind(r.output_cost_nanos)
+        .bind(r.cached_cost_nanos)
+        .bind(r.total_cost_nanos)
+        .bind(r.actual_cost_nanos)
+        .bind(r.rate_multiplier.ppm())
+        .bind(r.account_cost_multiplier.ppm())
+        .bind(r.billing_mode.as_str())
+        .bind(flag(r.stream))
+        .bind(r.duration_ms)
+        .bind(r.first_token_ms)
+        .bind(r.user_agent.clone())
+        .bind(r.client_ip.clone())
+        .bind(r.reasoning_effort.clone())
+        .bind(flag(r.estimated))
+        .bind(r.created_at_ms)
+}
+
 /// Aggregates over the filtered rows. CAST because Postgres widens SUM(bigint) to
 /// NUMERIC; COALESCE because SUM over no rows is NULL.
 const TOTALS_COLS: &str = "COUNT(*) AS requests, \
@@ -138,41 +182,7 @@ impl Store {
     /// `true` when inserted, `false` when the request id was already recorded (a replay
     /// changes nothing and is not an error).
     pub async fn insert_usage(&self, r: &UsageRecord) -> Result<bool> {
-        let done = sqlx::query(&format!(
-            "INSERT INTO usage_logs ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
-             $26, $27, $28) ON CONFLICT (request_id) DO NOTHING"
-        ))
-        .bind(r.request_id.clone())
-        .bind(r.key_id)
-        .bind(r.user_id)
-        .bind(r.group_id)
-        .bind(r.subscription_id)
-        .bind(r.account_id)
-        .bind(r.model.clone())
-        .bind(r.upstream_model.clone())
-        .bind(r.input_tokens)
-        .bind(r.output_tokens)
-        .bind(r.cached_tokens)
-        .bind(r.reasoning_tokens)
-        .bind(r.input_cost_nanos)
-        .bind(r.output_cost_nanos)
-        .bind(r.cached_cost_nanos)
-        .bind(r.total_cost_nanos)
-        .bind(r.actual_cost_nanos)
-        .bind(r.rate_multiplier.ppm())
-        .bind(r.account_cost_multiplier.ppm())
-        .bind(r.billing_mode.as_str())
-        .bind(flag(r.stream))
-        .bind(r.duration_ms)
-        .bind(r.first_token_ms)
-        .bind(r.user_agent.clone())
-        .bind(r.client_ip.clone())
-        .bind(r.reasoning_effort.clone())
-        .bind(flag(r.estimated))
-        .bind(r.created_at_ms)
-        .execute(&self.pool)
-        .await?;
+        let done = insert_usage_query(r).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 

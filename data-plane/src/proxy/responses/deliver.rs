@@ -47,6 +47,8 @@ struct UpstreamRequest {
 }
 
 impl Flow {
+    /// One attempt on the leased account: build → send → sort the answer → deliver →
+    /// report. A failover-class failure hands the lease back to the run loop.
     pub(super) async fn attempt(
         &self,
         ctx: &Ctx,

@@ -1,12 +1,28 @@
-//! Test support for system tests: start real control planes and data planes in-process on
-//! loopback ports, and wait for conditions without fixed sleeps.
+//! The test kit: everything tests need to run Tollgate for real, in-process on loopback
+//! ports — shared by the system tests in `tests/tests/` and the control plane's own
+//! integration tests (`control-plane/tests/`, a dev-dependency).
+//!
+//! - [`cluster`]: the one way to start a control plane ([`cluster::ControlPlane`]) and data
+//!   planes, and the Admin API client;
+//! - [`db`]: per-test SQLite / Postgres databases dropped on `Drop`, and
+//!   [`on_both_backends!`];
+//! - [`fixture`]: a whole gateway (fake upstream, control plane, data planes) with setup
+//!   helpers;
+//! - [`fake_upstream`]: the fake OpenAI upstream and its OAuth token endpoint;
+//! - [`fake_proxy`]: real HTTP and SOCKS5 outbound proxies;
+//! - [`sse`]: the one SSE parser, which keeps the bytes;
+//! - [`eventually`]: waits for a condition instead of sleeping.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod db;
 pub mod fake_proxy;
 pub mod fake_upstream;
 pub mod fixture;
+pub mod sse;
+
+pub use db::{Backend, TestDb};
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; panics with `what`.
 pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)

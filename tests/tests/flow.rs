@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tollgate_tests::fake_upstream::Script;
-use tollgate_tests::fixture::{Gateway, Options, parse_sse};
+use tollgate_tests::fixture::{Gateway, Options};
+use tollgate_tests::sse::{Sse, parse_sse};
 
 #[tokio::test]
 async fn streaming_passes_events_through_with_sse_headers() {
@@ -33,14 +34,14 @@ async fn streaming_passes_events_through_with_sse_headers() {
     assert_eq!(h["x-accel-buffering"], "no");
     assert_eq!(h["x-request-id"], "req_up_1");
     let text = r.text().await.unwrap();
-    let (events, _) = parse_sse(&text);
-    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let events = parse_sse(&text);
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
     assert_eq!(names.first(), Some(&"response.created"));
     assert_eq!(names.last(), Some(&"response.completed"));
     let deltas: String = events
         .iter()
-        .filter(|(n, _)| n == "response.output_text.delta")
-        .map(|(_, d)| d["delta"].as_str().unwrap().to_owned())
+        .filter(|e| e.name() == "response.output_text.delta")
+        .map(|e| e.json()["delta"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(deltas, "Hello");
 
@@ -117,10 +118,9 @@ async fn model_name_is_mapped_back() {
         "gpt-5.1",
         "upstream gets the mapped name"
     );
-    let (events, _) = parse_sse(&text);
-    for (name, data) in &events {
-        if let Some(m) = data.pointer("/response/model") {
-            assert_eq!(m, "my-alias", "{name}");
+    for e in parse_sse(&text).iter() {
+        if let Some(m) = e.json().pointer("/response/model") {
+            assert_eq!(m, "my-alias", "{}", e.name());
         }
     }
     assert!(
@@ -211,7 +211,7 @@ async fn upstream_4xx_passes_through_with_its_message() {
     );
 }
 
-async fn stream_error(gw: &Gateway, key: &str, script: Script) -> (Vec<(String, Value)>, String) {
+async fn stream_error(gw: &Gateway, key: &str, script: Script) -> (Sse, String) {
     gw.up.push(script);
     let r = gw
         .post(
@@ -222,7 +222,7 @@ async fn stream_error(gw: &Gateway, key: &str, script: Script) -> (Vec<(String, 
         .await;
     assert_eq!(r.status(), 200, "once streaming, errors are events");
     let text = r.text().await.unwrap();
-    (parse_sse(&text).0, text)
+    (parse_sse(&text), text)
 }
 
 #[tokio::test]
@@ -239,7 +239,7 @@ async fn stream_errors_are_sse_events_with_valid_json() {
     let b = gw.basic().await;
 
     let (events, _) = stream_error(&gw, &b.key, Script::cut_stream(3)).await;
-    let (name, data) = events.last().unwrap();
+    let (name, data) = (events.last().unwrap().name(), events.last().unwrap().json());
     assert_eq!(name, "error");
     assert_eq!(data["error"]["type"], "upstream_error");
 
@@ -249,7 +249,7 @@ async fn stream_errors_are_sse_events_with_valid_json() {
         Script::silent_stream(2, Duration::from_secs(5)),
     )
     .await;
-    let (name, data) = events.last().unwrap();
+    let (name, data) = (events.last().unwrap().name(), events.last().unwrap().json());
     assert_eq!(name, "error");
     assert_eq!(data["error"]["code"], "stream_timeout");
     assert!(
@@ -258,7 +258,7 @@ async fn stream_errors_are_sse_events_with_valid_json() {
     );
 
     let (events, _) = stream_error(&gw, &b.key, Script::long_line(256 << 10)).await;
-    let (name, data) = events.last().unwrap();
+    let (name, data) = (events.last().unwrap().name(), events.last().unwrap().json());
     assert_eq!(name, "error");
     assert_eq!(data["error"]["code"], "response_too_large");
 }

@@ -25,15 +25,30 @@ pub mod sse;
 pub use db::{Backend, TestDb};
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; panics with `what`.
+/// Tests wait for what they need this way, never with a fixed sleep.
 pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    eventually_some(what, timeout, || {
+        let fut = cond();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `probe` every 20 ms until it gives `Some`, and returns that; panics with `what`
+/// after `timeout`.
+pub async fn eventually_some<T, F, Fut>(what: &str, timeout: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if cond().await {
-            return;
+        if let Some(v) = probe().await {
+            return v;
         }
         if tokio::time::Instant::now() >= deadline {
             panic!("timed out after {timeout:?} waiting for: {what}");

@@ -311,7 +311,11 @@ impl DataPlane {
 
     /// Status code of `GET <admin>/path`, or 0 when the port does not answer.
     pub async fn admin_status(&self, path: &str) -> u16 {
-        match reqwest::get(format!("{}{path}", self.admin_url())).await {
+        match crate::http_client()
+            .get(format!("{}{path}", self.admin_url()))
+            .send()
+            .await
+        {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }
@@ -319,7 +323,9 @@ impl DataPlane {
 
     /// The value of a counter/gauge line in `/metrics` (0 when absent).
     pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.admin_url()))
+        let text = crate::http_client()
+            .get(format!("{}/metrics", self.admin_url()))
+            .send()
             .await
             .unwrap()
             .text()
@@ -387,7 +393,11 @@ impl IsolatedDataPlane {
     }
 
     pub async fn admin_status(&self, path: &str) -> u16 {
-        match reqwest::get(format!("http://{}{path}", self.admin_addr)).await {
+        match crate::http_client()
+            .get(format!("http://{}{path}", self.admin_addr))
+            .send()
+            .await
+        {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }

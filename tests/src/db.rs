@@ -64,6 +64,11 @@ impl TestDb {
         }
     }
 
+    /// The Postgres database name (`None` on SQLite).
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
     /// A store on this database with a fresh encryption key.
     pub async fn store(&self) -> Store {
         Store::connect(&self.url, secrets()).await.unwrap()
@@ -120,13 +125,6 @@ pub async fn pg_database_exists(name: &str) -> bool {
     n > 0
 }
 
-impl TestDb {
-    /// The Postgres database name (`None` on SQLite).
-    pub fn pg_name(&self) -> Option<&str> {
-        self.pg_name.as_deref()
-    }
-}
-
 fn replace_db(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -172,4 +170,55 @@ macro_rules! on_both_backends {
 /// backend and sets up what it needs.
 pub async fn run_with_backend(backend: Backend, case: impl AsyncFnOnce(Backend)) {
     case(backend).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_database_goes_with_its_guard_even_while_in_use() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let name = db.pg_name().unwrap().to_owned();
+        assert!(pg_database_exists(&name).await);
+        // A connection still open (as a pool of a test that failed would hold).
+        let conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        drop(db);
+        assert!(!pg_database_exists(&name).await, "{name} leaked");
+        drop(conn);
+    }
+
+    #[test]
+    fn a_test_that_panics_leaks_no_database() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let failed = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let db = TestDb::new(Backend::Postgres).await;
+                tx.send(db.pg_name().unwrap().to_owned()).unwrap();
+                panic!("the test fails half way");
+            })
+        })
+        .join();
+        assert!(failed.is_err());
+        let name = rx.recv().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(!rt.block_on(pg_database_exists(&name)), "{name} leaked");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_goes_with_its_guard() {
+        let db = TestDb::new(Backend::Sqlite).await;
+        db.store().await.close().await;
+        let path = db.url.trim_start_matches("sqlite://").to_owned();
+        assert!(std::path::Path::new(&path).exists());
+        drop(db);
+        assert!(!std::path::Path::new(&path).exists());
+    }
 }

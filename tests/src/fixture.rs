@@ -65,10 +65,7 @@ impl Gateway {
             .await;
         }
         let admin = admin_client(&cp.url());
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
+        let http = crate::http_client();
         Self {
             up,
             cp,

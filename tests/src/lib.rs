@@ -24,6 +24,17 @@ pub mod sse;
 
 pub use db::{Backend, TestDb};
 
+/// An HTTP client for tests: it ignores `HTTP_PROXY`/`ALL_PROXY` (tests never read the
+/// developer's environment; proxies are tested with `fake_proxy`) and keeps no idle
+/// connections (each request sees the server as it is now).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; panics with `what`.
 /// Tests wait for what they need this way, never with a fixed sleep.
 pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut cond: F)

@@ -436,6 +436,17 @@ fn generate_admin_token() -> String {
     format!("tga-{}", hex::encode(b))
 }
 
+/// Parses command-line flags alone, with every `TOLLGATE_*` variable ignored: unit tests
+/// of the flags must not depend on the developer's environment.
+#[cfg(test)]
+pub(crate) fn parse_flags(args: &[&str]) -> std::result::Result<Config, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Config::command()
+        .mut_args(|a| a.env(None::<&str>))
+        .try_get_matches_from(args)?;
+    Config::from_arg_matches(&matches)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 
 use tollgate_shared::proto::admin::v1 as pb;
 
-use super::{AdminContext, accounts, refs, upstream_url, validate as v};
+use super::{AdminContext, account_urls, accounts, refs, validate as v};
 use crate::error::{Error, Result};
 use crate::oauth::claims::{self, IdClaims};
 use crate::oauth::onboarding::parse_callback;
@@ -53,7 +53,7 @@ pub async fn exchange_code(
     };
     // Everything the account needs is checked before the single-use code is spent.
     let name = v::optional_name("name", &req.name)?;
-    let proxy_url = upstream_url::proxy_url("proxy_url", &req.proxy_url)?;
+    let proxy_url = account_urls::proxy_url("proxy_url", &req.proxy_url)?;
     if let Some(c) = req.concurrency {
         v::non_negative_i32("concurrency", c)?;
     }

@@ -9,7 +9,7 @@
 //! `$1..$n`, which both drivers accept. Aggregates are `CAST(... AS BIGINT)` because
 //! Postgres widens `SUM(bigint)` to NUMERIC.
 
-mod account_health;
+mod account_state;
 mod accounts;
 mod args;
 mod charge;

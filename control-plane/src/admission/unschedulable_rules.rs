@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::health::{Outcome, OutcomeKind};
+use super::outcome_policy::{Outcome, OutcomeKind};
 use crate::error::Result;
 use crate::storage::Store;
 

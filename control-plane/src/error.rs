@@ -16,8 +16,6 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("missing or invalid admin token")]
     Unauthenticated,
-    #[error("this control plane is not the leader")]
-    NotLeader,
     #[error("storage error: {0}")]
     Storage(#[from] sqlx::Error),
     #[error("migration error: {0}")]
@@ -51,7 +49,6 @@ impl CodedError for Error {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
-            Self::NotLeader => ErrorCode::NotLeader,
             Self::Storage(_)
             | Self::Migrate(_)
             | Self::Config(_)

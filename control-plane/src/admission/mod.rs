@@ -18,6 +18,7 @@
 pub mod billing_check;
 pub mod health;
 pub mod leases;
+pub mod refusals;
 pub mod rules;
 pub mod select;
 pub mod slots;
@@ -33,7 +34,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tollgate_shared::domain::{BillingMode, GroupKind, GroupStatus, KeyStatus, UserStatus};
+use tollgate_shared::domain::{BillingMode, GroupKind, GroupStatus, UserStatus};
+use tollgate_shared::refusal::Refusal;
 use tollgate_shared::{ErrorCode, Multiplier, now_ms};
 
 use crate::config::Config;
@@ -134,26 +136,17 @@ impl Rejection {
     }
 
     fn too_many_pending() -> Self {
-        Self::new(
-            ErrorCode::TooManyPending,
-            "Too many pending requests, please retry later",
-        )
+        Self::of(ErrorCode::TooManyPending)
     }
 
     fn billing_unavailable(e: &Error) -> Self {
         tracing::error!(error = %e, "billing re-check failed");
-        Self::new(
-            ErrorCode::BillingUnavailable,
-            "Billing service temporarily unavailable. Please retry later.",
-        )
+        Self::of(ErrorCode::BillingUnavailable)
     }
 
     fn storage_unavailable(e: &Error) -> Self {
         tracing::error!(error = %e, "admission storage read failed");
-        Self::new(
-            ErrorCode::Unavailable,
-            "Service temporarily unavailable, please retry later",
-        )
+        Self::of(ErrorCode::Unavailable)
     }
 }
 
@@ -347,11 +340,11 @@ impl Admission {
         let key = match inner.snapshot.key(req.key_id).await {
             Ok(k) => k,
             Err(Error::NotFound(_)) => {
-                return Err(Rejection::new(ErrorCode::InvalidApiKey, "Invalid API key").into());
+                return Err(Rejection::of(ErrorCode::InvalidApiKey).into());
             }
             Err(e) => return Err(Rejection::storage_unavailable(&e).into()),
         };
-        check_key(&key, now)?;
+        refusals::check_key(&key, now)?;
         if inner.settings.billing.strict_pricing {
             self.check_priced(&req.model).await?;
         }
@@ -361,9 +354,7 @@ impl Admission {
             Some(gid) => match inner.snapshot.group(gid).await {
                 Ok(g) if g.status == GroupStatus::Active => Some(g),
                 Ok(_) | Err(Error::NotFound(_)) => {
-                    return Err(
-                        Rejection::new(ErrorCode::GroupDisabled, "Group is disabled").into(),
-                    );
+                    return Err(Rejection::from(Refusal::GroupDisabled).into());
                 }
                 Err(e) => return Err(Rejection::storage_unavailable(&e).into()),
             },
@@ -470,10 +461,7 @@ impl Admission {
             .await
         {
             Ok(slot) => Ok((Arc::new(UserHold::new(user.id, slot, pending)), true)),
-            Err(_) => Err(Rejection::new(
-                ErrorCode::UserConcurrencyExceeded,
-                "Concurrency limit exceeded for user, please retry later",
-            )),
+            Err(_) => Err(Rejection::of(ErrorCode::UserConcurrencyExceeded)),
         }
     }
 
@@ -498,7 +486,8 @@ impl Admission {
             return Err(Rejection::new(
                 ErrorCode::NoAvailableAccounts,
                 format!(
-                    "No available accounts{}",
+                    "{}{}",
+                    ErrorCode::NoAvailableAccounts.message(),
                     select::no_account_reason(&reasons, &req.model, group_id)
                 ),
             ));
@@ -562,7 +551,7 @@ impl Admission {
             return Ok((a, p));
         }
 
-        let no_account = || Rejection::new(ErrorCode::NoAvailableAccounts, "No available accounts");
+        let no_account = || Rejection::of(ErrorCode::NoAvailableAccounts);
         let target = select::wait_target(&candidates).ok_or_else(no_account)?;
         match inner
             .account_slots
@@ -891,55 +880,12 @@ impl Admission {
 fn active_user(read: Result<User>) -> Result<User, AdmitError> {
     match read {
         Ok(u) if u.status == UserStatus::Active => Ok(u),
-        Ok(_) => Err(Rejection::new(ErrorCode::UserInactive, "User is not active").into()),
-        Err(Error::NotFound(_)) => {
-            Err(Rejection::new(ErrorCode::UserNotFound, "User not found").into())
-        }
+        Ok(_) => Err(Rejection::from(Refusal::UserInactive).into()),
+        Err(Error::NotFound(_)) => Err(Rejection::from(Refusal::UserNotFound).into()),
         Err(e) => Err(Rejection::storage_unavailable(&e).into()),
     }
 }
 
 fn account_timeout() -> Rejection {
-    Rejection::new(
-        ErrorCode::AccountConcurrencyExceeded,
-        "Concurrency limit exceeded for account, please retry later",
-    )
-}
-
-/// The key checks Admit repeats from Authorize (the data plane's copy may be stale).
-fn check_key(key: &crate::model::ApiKey, now: i64) -> Result<(), Rejection> {
-    match key.status {
-        KeyStatus::Active => {}
-        KeyStatus::Disabled => {
-            return Err(Rejection::new(
-                ErrorCode::ApiKeyDisabled,
-                "API key is disabled",
-            ));
-        }
-        KeyStatus::QuotaExhausted => {
-            return Err(Rejection::new(
-                ErrorCode::ApiKeyQuotaExhausted,
-                "API key quota exhausted",
-            ));
-        }
-        KeyStatus::Expired => {
-            return Err(Rejection::new(
-                ErrorCode::ApiKeyExpired,
-                "API key has expired",
-            ));
-        }
-    }
-    if key.quota_nanos > 0 && key.quota_used_nanos >= key.quota_nanos {
-        return Err(Rejection::new(
-            ErrorCode::ApiKeyQuotaExhausted,
-            "API key quota exhausted",
-        ));
-    }
-    if key.expires_at_ms.is_some_and(|t| t <= now) {
-        return Err(Rejection::new(
-            ErrorCode::ApiKeyExpired,
-            "API key has expired",
-        ));
-    }
-    Ok(())
+    Rejection::of(ErrorCode::AccountConcurrencyExceeded)
 }

@@ -67,10 +67,7 @@ impl Flow {
             )),
             Err(status) => {
                 tracing::warn!(error = %status, "admit call failed");
-                Err(ClientError::new(
-                    ErrorCode::BillingUnavailable,
-                    "Billing service temporarily unavailable. Please retry later.",
-                ))
+                Err(ClientError::of(ErrorCode::BillingUnavailable))
             }
         }
     }
@@ -82,9 +79,6 @@ impl Flow {
     /// the meantime. Nobody reads the answer, but it is the spec's.
     fn abandon(&self, ctx: &Ctx) -> ClientError {
         self.leases.abandon(&ctx.request_id);
-        ClientError::new(
-            ErrorCode::UserConcurrencyExceeded,
-            "Concurrency limit exceeded for user, please retry later",
-        )
+        ClientError::of(ErrorCode::UserConcurrencyExceeded)
     }
 }

@@ -19,30 +19,15 @@ pub fn is_failover(status: StatusCode, message: &str) -> bool {
 }
 
 pub fn exhausted(last: LastFailure) -> ClientError {
-    let (code, msg) = match last {
-        Some(401) => (
-            ErrorCode::UpstreamAuthFailed,
-            "Upstream authentication failed, please contact administrator",
-        ),
-        Some(403) => (
-            ErrorCode::UpstreamForbidden,
-            "Upstream access forbidden, please contact administrator",
-        ),
-        Some(429) => (
-            ErrorCode::UpstreamRateLimited,
-            "Upstream rate limit exceeded, please retry later",
-        ),
-        Some(529) => (
-            ErrorCode::UpstreamOverloaded,
-            "Upstream service overloaded, please retry later",
-        ),
-        Some(500 | 502 | 503 | 504) => (
-            ErrorCode::UpstreamUnavailable,
-            "Upstream service temporarily unavailable",
-        ),
-        _ => (ErrorCode::UpstreamFailed, "Upstream request failed"),
+    let code = match last {
+        Some(401) => ErrorCode::UpstreamAuthFailed,
+        Some(403) => ErrorCode::UpstreamForbidden,
+        Some(429) => ErrorCode::UpstreamRateLimited,
+        Some(529) => ErrorCode::UpstreamOverloaded,
+        Some(500 | 502 | 503 | 504) => ErrorCode::UpstreamUnavailable,
+        _ => ErrorCode::UpstreamFailed,
     };
-    ClientError::new(code, msg)
+    ClientError::of(code)
 }
 
 #[cfg(test)]

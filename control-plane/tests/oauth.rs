@@ -17,7 +17,7 @@ use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tollgate_control_plane::cli;
+use tollgate_admin as cli;
 use tollgate_control_plane::model::{Credential, NewAccount};
 use tollgate_control_plane::oauth::pkce::challenge_s256;
 use tollgate_control_plane::storage::Store;

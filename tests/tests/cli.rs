@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tollgate_control_plane::cli;
+use tollgate_admin as cli;
 
 const TOKEN: &str = "cli-test-admin-token-0123456789abcdef";
 const UPSTREAM_SECRET: &str = "sk-upstream-secret-never-printed";
@@ -589,7 +589,7 @@ async fn binary_reads_environment_and_exits_with_codes() {
     let run = |args: Vec<&'static str>, env: Vec<(&'static str, String)>| {
         let cwd = dir.path().to_owned();
         tokio::task::spawn_blocking(move || {
-            let out = Command::new(env!("CARGO_BIN_EXE_tollgate-admin"))
+            let out = Command::new(env!("CARGO_BIN_EXE_tollgate-admin-under-test"))
                 .args(args)
                 .current_dir(cwd)
                 .env_remove("TOLLGATE_ADMIN_TOKEN")

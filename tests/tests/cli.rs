@@ -1,7 +1,8 @@
 //! `tollgate-admin` against a real control plane on `127.0.0.1:0`: an operator's tour
 //! through users, groups, accounts, keys, subscriptions, prices and usage, run in-process
 //! through `cli::main_with`, plus the built binary for exit codes and environment
-//! variables.
+//! variables (`tollgate-admin-under-test`: the CLI's own `main.rs`, built by this crate,
+//! see `tests/Cargo.toml`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;

@@ -403,8 +403,35 @@ async fn both_planes_refuse_the_same_cases_alike() {
             })
             .await
             .unwrap();
-        assert_eq!(through_data_plane(&gw, &s.key).await.0, 200, "{column}");
         assert_eq!(session.admit(s.key_id).await, None, "{column}");
+        assert_eq!(through_data_plane(&gw, &s.key).await.0, 200, "{column}");
+        // That request is charged to the subscription's windows: wait for its charge, or
+        // it could land after the windows are set below and push another one over.
+        let admin2 = admin.clone();
+        tollgate_tests::eventually(
+            "the request's usage charged",
+            Duration::from_secs(10),
+            || {
+                let mut admin = admin2.clone();
+                async move {
+                    admin
+                        .query_usage(admin::QueryUsageRequest {
+                            filter: Some(admin::UsageFilter {
+                                user_id: s.user,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .records
+                        .len()
+                        == 1
+                }
+            },
+        )
+        .await;
         sql(
             &gw,
             &format!(

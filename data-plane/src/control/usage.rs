@@ -123,8 +123,10 @@ pub async fn run_reporter(
         }
     }
     // Shutdown: finish the call under way, take in what is queued, flush, spill the rest.
-    if let Some(f) = inflight.take() {
-        let res = f.call.await;
+    let deadline = Instant::now() + q.policy.flush_deadline;
+    if let Some(f) = inflight.take()
+        && let Ok(res) = tokio::time::timeout_at(deadline, f.call).await
+    {
         q.settle(&f.ids, res);
     }
     let mut rest = Vec::new();
@@ -132,7 +134,7 @@ pub async fn run_reporter(
         rest.push(r);
     }
     q.take_in(rest).await;
-    q.flush().await;
+    q.flush(deadline).await;
 }
 
 async fn poll_call(f: &mut Option<InFlight>) -> Result<UsageAck, CallFailed> {
@@ -367,18 +369,21 @@ impl Reporter {
 
     /// Sends what memory holds until it is empty or the deadline passes (records backing
     /// off get one more try), then writes whatever is left to the spill file.
-    async fn flush(&mut self) {
-        let deadline = Instant::now() + self.policy.flush_deadline;
+    async fn flush(&mut self, deadline: Instant) {
         let mut delay = Duration::from_millis(50);
         while !self.memory.is_empty() && Instant::now() < deadline {
-            // Everything is due now: the process is going away.
+            // Everything due before the deadline goes now: the process is going away.
             let records = self.memory.due_batch(deadline, BATCH);
+            if records.is_empty() {
+                break;
+            }
             let ids: Vec<String> = records.iter().map(|r| r.request_id.clone()).collect();
+            let before = self.memory.len();
             let res = tokio::time::timeout_at(deadline, self.client.report_usage(records)).await;
             let Ok(res) = res else { break };
-            let failed = res.is_err();
             self.settle(&ids, res);
-            if failed {
+            // No progress (a failed call, or nothing stored): wait a little.
+            if self.memory.len() >= before {
                 tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now())))
                     .await;
                 delay = (delay * 2).min(Duration::from_secs(1));

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 /// (`FlowConfig::default`, `Config::for_control_plane`) use, written once.
 mod defaults {
     pub const DRAIN_TIMEOUT_SECS: u64 = 30;
+    pub const USAGE_MEMORY_CAP: usize = 10_000;
     pub const BODY_LIMIT_BYTES: usize = 100 << 20;
     pub const PING_INTERVAL_SECS: u64 = 10;
     pub const STREAM_KEEPALIVE_MS: u64 = 10_000;
@@ -56,6 +57,18 @@ pub struct Config {
     /// On SIGTERM, how long in-flight requests and streams may run before being cut.
     #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT_SECS", default_value_t = defaults::DRAIN_TIMEOUT_SECS)]
     pub drain_timeout_secs: u64,
+
+    /// Usage records held in memory while the control plane has not stored them; beyond
+    /// this they wait in the spill file (never dropped).
+    #[arg(long, env = "TOLLGATE_USAGE_MEMORY_CAP", default_value_t = defaults::USAGE_MEMORY_CAP)]
+    pub usage_memory_cap: usize,
+
+    /// The usage spill file (JSON lines, 0600, fsynced per batch; replayed at start).
+    /// Default: `tollgate-usage-<id>.jsonl` in the OS temp dir, where `<id>` is the
+    /// data-plane id when set, else the listen port. Put it on a persistent volume for
+    /// records to survive a lost machine.
+    #[arg(long, env = "TOLLGATE_USAGE_SPILL_PATH")]
+    pub usage_spill_path: Option<std::path::PathBuf>,
 
     /// Structured JSON logs.
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
@@ -167,6 +180,8 @@ impl Config {
             control_plane_url: url.into(),
             data_plane_id: None,
             drain_timeout_secs: defaults::DRAIN_TIMEOUT_SECS,
+            usage_memory_cap: defaults::USAGE_MEMORY_CAP,
+            usage_spill_path: None,
             log_json: false,
             flow: FlowConfig::default(),
         }
@@ -207,6 +222,11 @@ impl Config {
                 )));
             }
         }
+        if self.usage_memory_cap == 0 {
+            return Err(Error::Config(
+                "TOLLGATE_USAGE_MEMORY_CAP must be at least 1".into(),
+            ));
+        }
         if self.drain_timeout_secs == 0 || self.drain_timeout_secs > 3_600 {
             return Err(Error::Config(
                 "TOLLGATE_DRAIN_TIMEOUT_SECS must be 1..=3600".into(),
@@ -217,6 +237,30 @@ impl Config {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// Where usage records spill: the configured path, else a file in the OS temp dir
+    /// named so that a restarted process with the same id (or port) finds it again.
+    pub fn usage_spill_path(&self, data_plane_id: &str) -> std::path::PathBuf {
+        if let Some(p) = &self.usage_spill_path {
+            return p.clone();
+        }
+        let id = match (&self.data_plane_id, self.listen.port()) {
+            (Some(id), _) => id.clone(),
+            (None, 0) => data_plane_id.to_owned(),
+            (None, port) => format!("port-{port}"),
+        };
+        let safe: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        std::env::temp_dir().join(format!("tollgate-usage-{safe}.jsonl"))
     }
 
     pub fn data_plane_id(&self) -> String {

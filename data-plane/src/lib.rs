@@ -88,9 +88,15 @@ pub async fn serve_on(
         metrics: metrics.clone(),
     });
 
+    let data_plane_id = config.data_plane_id();
+    let usage_policy = control::usage::QueuePolicy {
+        memory_cap: config.usage_memory_cap,
+        spill_path: config.usage_spill_path(&data_plane_id),
+        flush_deadline: config.drain_timeout(),
+    };
     tasks.spawn(control::session::run(
         control.raw(),
-        config.data_plane_id(),
+        data_plane_id,
         state_tx,
         hooks,
         background.clone(),
@@ -110,7 +116,8 @@ pub async fn serve_on(
         control.clone(),
         usage_rx,
         background.clone(),
-        config.drain_timeout(),
+        usage_policy,
+        metrics.clone(),
     ));
 
     let request_tasks = TaskTracker::new();

@@ -25,6 +25,80 @@ pub struct Metrics {
     pub invalidations: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub control_plane_calls: Family<CallLabels, Counter>,
+    pub usage: UsageMetrics,
+}
+
+/// The usage queue (control/usage.rs): how much is waiting, where, for how long.
+#[derive(Default)]
+pub struct UsageMetrics {
+    /// Records waiting for the control plane, in memory and in the spill file.
+    pub queued: Gauge,
+    pub in_memory: Gauge,
+    /// The most records ever held in memory at once (never above the cap).
+    pub in_memory_peak: Gauge,
+    pub spill_file: Gauge,
+    pub spilled: Counter,
+    pub oldest_age_seconds: Gauge,
+    pub retries: Counter,
+    pub dead_lettered: Counter,
+    pub acked: Counter,
+    pub spill_errors: Counter,
+}
+
+impl UsageMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("usage");
+        r.register(
+            "queue_records",
+            "Usage records waiting for the control plane (memory and spill file)",
+            self.queued.clone(),
+        );
+        r.register(
+            "queue_memory_records",
+            "Usage records held in memory",
+            self.in_memory.clone(),
+        );
+        r.register(
+            "queue_memory_peak_records",
+            "Most usage records ever held in memory at once (at most the memory cap)",
+            self.in_memory_peak.clone(),
+        );
+        r.register(
+            "spill_file_records",
+            "Usage records waiting in the spill file",
+            self.spill_file.clone(),
+        );
+        r.register(
+            "spilled_records",
+            "Usage records written to the spill file (memory cap reached)",
+            self.spilled.clone(),
+        );
+        r.register(
+            "oldest_record_age_seconds",
+            "Age of the oldest usage record waiting (0 when none)",
+            self.oldest_age_seconds.clone(),
+        );
+        r.register(
+            "retries",
+            "Usage records sent again after a try that did not store them",
+            self.retries.clone(),
+        );
+        r.register(
+            "dead_lettered_records",
+            "Usage records the control plane refused for good (dead-lettered)",
+            self.dead_lettered.clone(),
+        );
+        r.register(
+            "acked_records",
+            "Usage records the control plane acknowledged as stored",
+            self.acked.clone(),
+        );
+        r.register(
+            "spill_errors",
+            "Failed writes or reads of the usage spill file (records kept in memory)",
+            self.spill_errors.clone(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -66,8 +140,11 @@ impl Metrics {
             "gRPC calls to the control plane by method",
             control_plane_calls.clone(),
         );
+        let usage = UsageMetrics::default();
+        usage.register(&mut registry);
         Self {
             registry,
+            usage,
             session_attached,
             session_attaches,
             invalidations,

@@ -51,6 +51,16 @@ pub enum UsageScript {
     AckNothing,
 }
 
+/// What ReportUsage does with "poison" records (those whose model starts with a prefix)
+/// in an answered call: the other records of the call are acked as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poison {
+    /// Never acknowledged: not stored, to be sent again (a retryable failure, for ever).
+    Unacked,
+    /// Reported dead-lettered (stored in the dead-letter table, never charged).
+    DeadLetter,
+}
+
 #[derive(Debug, Default)]
 struct Recorded {
     attaches: Vec<pb::Attach>,
@@ -59,6 +69,7 @@ struct Recorded {
     releases: Vec<pb::ReleaseRequest>,
     usage_sent: Vec<pb::UsageReport>,
     usage_committed: Vec<pb::UsageReport>,
+    usage_dead_lettered: Vec<pb::UsageReport>,
     outcomes: Vec<pb::ReportOutcomeRequest>,
 }
 
@@ -67,6 +78,7 @@ struct State {
     account: Mutex<pb::AccountLease>,
     admit_scripts: Mutex<VecDeque<AdmitScript>>,
     usage_scripts: Mutex<VecDeque<UsageScript>>,
+    poison: Mutex<Option<(String, Poison)>>,
     recorded: Mutex<Recorded>,
     sessions: Mutex<Vec<mpsc::Sender<Result<pb::SessionDown, Status>>>>,
     seq: AtomicU64,
@@ -121,6 +133,7 @@ impl FakeControlPlane {
             account: Mutex::new(api_key_account(upstream_url)),
             admit_scripts: Mutex::default(),
             usage_scripts: Mutex::default(),
+            poison: Mutex::default(),
             recorded: Mutex::default(),
             sessions: Mutex::default(),
             seq: AtomicU64::new(0),
@@ -159,6 +172,17 @@ impl FakeControlPlane {
         for _ in 0..times {
             q.push_back(script.clone());
         }
+    }
+
+    /// Records whose model starts with `model_prefix` are answered with `how` (`None`
+    /// = every record is acked again).
+    pub fn poison_usage(&self, rule: Option<(&str, Poison)>) {
+        *lock(&self.state.poison) = rule.map(|(p, how)| (p.to_owned(), how));
+    }
+
+    /// Usage records reported dead-lettered, once per request id.
+    pub fn usage_dead_lettered(&self) -> Vec<pb::UsageReport> {
+        lock(&self.state.recorded).usage_dead_lettered.clone()
     }
 
     /// Sends an invalidation on every attached session.
@@ -387,8 +411,29 @@ impl Gateway for Service {
             }
             None => {}
         }
+        let poison = lock(&self.0.poison).clone();
         let mut acked = Vec::new();
+        let mut dead_lettered = Vec::new();
         for r in records {
+            match &poison {
+                Some((prefix, how)) if r.model.starts_with(prefix.as_str()) => {
+                    if *how == Poison::DeadLetter {
+                        if !rec
+                            .usage_dead_lettered
+                            .iter()
+                            .any(|c| c.request_id == r.request_id)
+                        {
+                            rec.usage_dead_lettered.push(r.clone());
+                        }
+                        dead_lettered.push(pb::DeadLettered {
+                            request_id: r.request_id,
+                            reason: "poison".into(),
+                        });
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             if !rec
                 .usage_committed
                 .iter()
@@ -401,6 +446,7 @@ impl Gateway for Service {
         Ok(Response::new(pb::ReportUsageResponse {
             acked_request_ids: acked,
             rejected: Vec::new(),
+            dead_lettered,
         }))
     }
 

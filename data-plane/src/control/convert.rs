@@ -205,6 +205,11 @@ pub fn usage_ack(resp: pb::ReportUsageResponse) -> UsageAck {
             .into_iter()
             .map(|r| (r.request_id, r.reason))
             .collect(),
+        dead_lettered: resp
+            .dead_lettered
+            .into_iter()
+            .map(|r| (r.request_id, r.reason))
+            .collect(),
     }
 }
 

@@ -158,8 +158,9 @@ pub struct Outcome {
     pub body: String,
 }
 
-/// One request's usage, queued until the control plane acknowledges it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One request's usage, queued until the control plane acknowledges it (serialized as
+/// it is into the spill file when the queue is over its memory cap).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UsageReport {
     pub request_id: String,
     pub key_id: i64,
@@ -191,8 +192,10 @@ pub struct UsageReport {
 pub struct UsageAck {
     /// Committed (now or earlier).
     pub acked: Vec<String>,
-    /// Refused for good: (request id, reason).
+    /// Refused for good (older control planes): (request id, reason).
     pub rejected: Vec<(String, String)>,
+    /// Stored in the control plane's dead-letter table: (request id, reason).
+    pub dead_lettered: Vec<(String, String)>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ pub mod domain;
 pub mod leases;
 pub mod session;
 pub mod usage;
+mod usage_queue;
+mod usage_spill;
 
 use std::sync::Arc;
 

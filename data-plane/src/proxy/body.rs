@@ -58,6 +58,7 @@ pub fn parse(raw: &[u8]) -> Result<RequestBody, ClientError> {
         Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_owned(),
         _ => return Err(bad("model is required")),
     };
+    check_model(&model)?;
     let stream = match json.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -70,6 +71,27 @@ pub fn parse(raw: &[u8]) -> Result<RequestBody, ClientError> {
         stream,
         raw_len: raw.len(),
     })
+}
+
+/// Longest `model` accepted, bytes. Real model names are far shorter; the control plane
+/// stores at most 256 bytes, so a name that passes here can always be billed.
+pub const MODEL_MAX_BYTES: usize = 128;
+
+/// `model` is a name, never free text: bounded, printable ASCII without spaces, so that
+/// it can be priced, stored with its usage record and logged as it is.
+fn check_model(model: &str) -> Result<(), ClientError> {
+    if model.len() > MODEL_MAX_BYTES {
+        return Err(bad(format!(
+            "model must be at most {MODEL_MAX_BYTES} bytes, got {}",
+            model.len()
+        )));
+    }
+    if !model.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "model must contain only printable ASCII characters (no spaces or control characters)",
+        ));
+    }
+    Ok(())
 }
 
 fn non_blank(v: Option<&Value>) -> bool {
@@ -203,6 +225,22 @@ mod tests {
             msg(r#"{"model":"m","stream":"yes"}"#),
             "invalid stream field type"
         );
+        assert_eq!(
+            msg(&format!(
+                r#"{{"model":"{}"}}"#,
+                "m".repeat(MODEL_MAX_BYTES + 1)
+            )),
+            "model must be at most 128 bytes, got 129"
+        );
+        let printable =
+            "model must contain only printable ASCII characters (no spaces or control characters)";
+        assert_eq!(msg(r#"{"model":"gpt-5\u0000"}"#), printable);
+        assert_eq!(msg(r#"{"model":"gpt\u001b[31m-5"}"#), printable);
+        assert_eq!(msg(r#"{"model":"gpt 5"}"#), printable);
+        assert_eq!(msg(r#"{"model":"gpt-5\u200b"}"#), printable);
+        let longest = "m".repeat(MODEL_MAX_BYTES);
+        assert!(parse(format!(r#"{{"model":"{longest}"}}"#).as_bytes()).is_ok());
+        assert!(parse(br#"{"model":"ft:gpt-4o-mini-2024-07-18:org:custom:abc123"}"#).is_ok());
         let ok = parse(br#"{"model":"gpt-5","stream":true}"#).unwrap();
         assert!(ok.stream);
         assert_eq!(ok.model, "gpt-5");

@@ -138,6 +138,57 @@ fn is_final(ty: &str) -> bool {
     )
 }
 
+/// Delta events whose text the model generated (billed as output): the answer, a
+/// refusal, reasoning (its summary where that is all that is shown) and tool-call
+/// arguments.
+fn counts_as_output(ty: &str) -> bool {
+    matches!(
+        ty,
+        "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.reasoning_summary_text.delta"
+            | "response.reasoning_text.delta"
+            | "response.function_call_arguments.delta"
+            | "response.custom_tool_call_input.delta"
+    )
+}
+
+/// The length of a delta event's `delta` string, unescaped, parsed without copying it
+/// when it holds no escapes.
+fn delta_len(data: &str) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow)]
+        delta: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_str::<Delta<'_>>(data).map_or(0, |d| d.delta.len())
+}
+
+/// The generated text in a `response` object: message text and refusals, reasoning
+/// summaries and text, function-call arguments.
+fn response_text_bytes(response: &Value) -> usize {
+    let Some(output) = response.get("output").and_then(Value::as_array) else {
+        return 0;
+    };
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map_or(0, str::len);
+    let parts = |item: &Value, key: &str| -> usize {
+        item.get(key).and_then(Value::as_array).map_or(0, |ps| {
+            ps.iter()
+                .map(|p| text(p, "text") + text(p, "refusal"))
+                .sum()
+        })
+    };
+    output
+        .iter()
+        .map(|item| {
+            parts(item, "content")
+                + parts(item, "summary")
+                + text(item, "arguments")
+                + text(item, "input")
+        })
+        .sum()
+}
+
 /// What the gateway learns from a stream as it passes.
 #[derive(Debug)]
 pub struct Observer {
@@ -146,8 +197,9 @@ pub struct Observer {
     pub usage: Option<Usage>,
     pub first_token_at: Option<Instant>,
     pub final_response: Option<Value>,
-    /// Bytes of streamed text, for estimating usage when the upstream sends none.
-    pub output_chars: usize,
+    /// Bytes of generated text seen in delta events (the `delta` strings, unescaped),
+    /// for estimating usage when the upstream sends none.
+    pub delta_text_bytes: usize,
     pub saw_error_event: bool,
 }
 
@@ -160,7 +212,7 @@ impl Observer {
             usage: None,
             first_token_at: None,
             final_response: None,
-            output_chars: 0,
+            delta_text_bytes: 0,
             saw_error_event: false,
         }
     }
@@ -175,8 +227,8 @@ impl Observer {
             && ty.ends_with(".delta")
         {
             self.first_token_at.get_or_insert_with(Instant::now);
-            if ty == "response.output_text.delta" {
-                self.output_chars += data.len();
+            if counts_as_output(ty) {
+                self.delta_text_bytes += delta_len(&data);
             }
             return raw;
         }
@@ -188,6 +240,12 @@ impl Observer {
             .unwrap_or_default();
         if ty.ends_with(".delta") {
             self.first_token_at.get_or_insert_with(Instant::now);
+            if counts_as_output(&ty) {
+                self.delta_text_bytes += json
+                    .get("delta")
+                    .and_then(Value::as_str)
+                    .map_or(0, str::len);
+            }
             return raw;
         }
         if ty == "error" || ty == "response.failed" {
@@ -215,6 +273,15 @@ impl Observer {
             return Bytes::from(format!("event: {name}\ndata: {json}\n\n"));
         }
         raw
+    }
+
+    /// Bytes of generated text, for an estimate: the deltas seen, else the text of the
+    /// final response (a JSON answer, or a stream whose deltas carried nothing).
+    pub fn output_text_bytes(&self) -> usize {
+        if self.delta_text_bytes > 0 {
+            return self.delta_text_bytes;
+        }
+        self.final_response.as_ref().map_or(0, response_text_bytes)
     }
 
     /// Maps the model back in a whole (non-streaming) response object.
@@ -285,5 +352,38 @@ mod tests {
             })
         );
         assert_eq!(o.final_response.as_ref().unwrap()["model"], "my-alias");
+    }
+
+    #[test]
+    fn the_estimate_counts_generated_text_not_event_envelopes() {
+        let mut o = Observer::new("m", "m");
+        let ev = |ty: &str, delta: &str| {
+            let data = serde_json::json!({"type": ty, "item_id": "msg_0123456789abcdef", "output_index": 0, "content_index": 0, "delta": delta, "logprobs": [], "sequence_number": 12});
+            Bytes::from(format!("event: {ty}\ndata: {data}\n\n"))
+        };
+        o.observe(ev("response.output_text.delta", "Hello, \"world\"\n"));
+        o.observe(ev("response.reasoning_summary_text.delta", "Thinking."));
+        o.observe(ev(
+            "response.function_call_arguments.delta",
+            "{\"city\":\"Paris\"}",
+        ));
+        // Not generated text: the audio transcript of an input, say.
+        o.observe(ev("response.audio.transcript.delta", "ignored"));
+        // An event without an `event:` line, typed in its data.
+        let untyped = serde_json::json!({"type": "response.output_text.delta", "delta": "ok"});
+        o.observe(Bytes::from(format!("data: {untyped}\n\n")));
+        let expected =
+            "Hello, \"world\"\n".len() + "Thinking.".len() + "{\"city\":\"Paris\"}".len() + 2;
+        assert_eq!(o.delta_text_bytes, expected);
+        assert_eq!(o.output_text_bytes(), expected);
+
+        // A JSON answer without usage: its output text.
+        let mut o = Observer::new("m", "m");
+        o.final_response = Some(serde_json::json!({"output": [
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "abc"}]},
+            {"type": "message", "content": [{"type": "output_text", "text": "hello"}]},
+            {"type": "function_call", "arguments": "{}"}
+        ]}));
+        assert_eq!(o.output_text_bytes(), 3 + 5 + 2);
     }
 }

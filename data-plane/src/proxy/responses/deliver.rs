@@ -294,10 +294,17 @@ impl Flow {
     ) -> Observer {
         let status = resp.status();
         let request_id = resp.headers().get("x-request-id").cloned();
+        let mut guard = Some(guard);
+        let read = read_body(resp, JSON_BODY_LIMIT, self.settings.idle_timeout);
+        tokio::pin!(read);
         let raw = tokio::select! {
-            raw = read_prefix(resp, JSON_BODY_LIMIT) => raw,
-            // Client gone: release now; the read below still finishes for usage.
-            () = ds.closed() => Bytes::new(),
+            raw = &mut read => raw,
+            // Client gone: release the slots now, but read the body to its end (bounded
+            // by the idle timeout) so the upstream's real usage is billed.
+            () = ds.closed() => {
+                client_left(&mut guard);
+                read.await
+            }
         };
         drop(guard);
         let mut obs = obs;
@@ -306,7 +313,9 @@ impl Flow {
                 obs.rewrite_response(&mut v);
                 obs.usage = v.get("usage").and_then(Usage::from_json);
                 obs.final_response = Some(v.clone());
-                ds.respond(json(status, v.to_string(), request_id));
+                if !ds.is_gone() {
+                    ds.respond(json(status, v.to_string(), request_id));
+                }
             }
             Err(_) if ds.is_gone() => {}
             Err(_) => {
@@ -323,11 +332,13 @@ impl Flow {
     fn report_usage(&self, ctx: &Ctx, lease: &Lease, upstream_model: &str, obs: &Observer) {
         let (usage, estimated) = match obs.usage {
             Some(u) => (u, false),
-            // No usage from the upstream: estimate (≈ 4 bytes per token), flagged.
+            // No usage from the upstream: estimate (≈ 4 bytes per token), flagged. The
+            // output is the generated text only (see `Observer::output_text_bytes`).
             None => (
                 Usage {
                     input_tokens: i64::try_from(ctx.raw_len / 4).unwrap_or(i64::MAX),
-                    output_tokens: i64::try_from(obs.output_chars / 4).unwrap_or(i64::MAX),
+                    output_tokens: i64::try_from(obs.output_text_bytes().div_ceil(4))
+                        .unwrap_or(i64::MAX),
                     cached_tokens: 0,
                     reasoning_tokens: 0,
                 },
@@ -396,6 +407,34 @@ async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut D
             .await
         }
     }
+}
+
+/// A whole (bounded) body; the upstream may be silent at most `idle` between chunks.
+/// A body that stalls or breaks yields what arrived (then not valid JSON).
+async fn read_body(resp: reqwest::Response, limit: usize, idle: Duration) -> Bytes {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                let room = limit.saturating_sub(out.len());
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(Some(Err(e))) => {
+                tracing::info!(error = %e, "upstream body broke");
+                break;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tracing::info!("upstream body stalled past the idle timeout");
+                break;
+            }
+        }
+    }
+    Bytes::from(out)
 }
 
 async fn read_prefix(resp: reqwest::Response, limit: usize) -> Bytes {

@@ -5,6 +5,7 @@ pub mod domain;
 pub mod error;
 pub mod money;
 pub mod proto;
+pub mod served_model;
 pub mod signal;
 pub mod telemetry;
 

@@ -18,6 +18,7 @@
 pub mod billing_check;
 pub mod health;
 pub mod leases;
+mod pricing;
 pub mod rules;
 pub mod select;
 pub mod slots;
@@ -71,7 +72,7 @@ pub struct AdmissionSettings {
     /// Leases of a session gone this long are freed.
     pub lease_grace: Duration,
     pub health: HealthSettings,
-    /// Strict pricing refuses unpriced models here, before any upstream call.
+    /// Unpriced models are refused here, before any upstream call (`pricing.rs`).
     pub billing: crate::billing::BillingSettings,
     /// Operator rules: other 5xx / timeouts → temporarily unschedulable.
     pub unschedulable_rules: rules::UnschedulableRules,
@@ -169,6 +170,8 @@ pub struct AdmitRequest {
     /// Lease holding this request's user slot (failover re-admission); empty at first.
     pub user_lease_id: String,
     pub stream: bool,
+    /// The data plane's model for subscription accounts (empty = the shared default).
+    pub default_codex_model: String,
 }
 
 /// Why Admit answered with a gRPC error rather than a lease or a rejection.
@@ -308,28 +311,6 @@ impl Admission {
         &self.inner.snapshot
     }
 
-    /// Strict pricing: a model with no price (exact, undated, family, fallback) is
-    /// refused before it can cost anything upstream; never silently free.
-    async fn check_priced(&self, model: &str) -> Result<(), AdmitError> {
-        let table = self
-            .inner
-            .snapshot
-            .prices()
-            .await
-            .map_err(|e| Rejection::billing_unavailable(&e))?;
-        if table
-            .lookup(model, self.inner.settings.billing.fallback)
-            .is_none()
-        {
-            return Err(Rejection::new(
-                ErrorCode::ModelNotPriced,
-                format!("Model '{model}' has no configured price"),
-            )
-            .into());
-        }
-        Ok(())
-    }
-
     /// Billing re-check, user slot, account selection and account slot, in one call.
     /// May wait (FIFO) for the user's slot and for an account's slot. Dropping the
     /// returned future (the gRPC call was cancelled) ends every wait and leaks nothing.
@@ -352,9 +333,6 @@ impl Admission {
             Err(e) => return Err(Rejection::storage_unavailable(&e).into()),
         };
         check_key(&key, now)?;
-        if inner.settings.billing.strict_pricing {
-            self.check_priced(&req.model).await?;
-        }
         let user = active_user(inner.snapshot.user(key.user_id).await)?;
         let group = match key.group_id {
             None => None,
@@ -396,6 +374,7 @@ impl Admission {
             .await
             .map_err(|e| Rejection::storage_unavailable(&e))?;
         let (account, account_permit) = self.select(&req, key.group_id, accounts).await?;
+        self.check_priced(&req, &account).await?;
         let (account, account_permit) = self
             .with_fresh_token(&req, key.group_id, account, account_permit)
             .await?;

@@ -13,6 +13,7 @@ mod account_health;
 mod accounts;
 mod args;
 mod charge;
+mod dead_letters;
 mod groups;
 mod keys;
 mod oauth;
@@ -33,6 +34,7 @@ use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
 pub use charge::ChargeOutcome;
+pub use dead_letters::DeadLetterCounts;
 
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -103,6 +103,8 @@ async fn send_batch(client: &ControlClient, pending: &mut VecDeque<pb::UsageRepo
                 .iter()
                 .map(String::as_str)
                 .chain(resp.rejected.iter().map(|r| r.request_id.as_str()))
+                // Stored in the control plane's dead-letter table: done here too.
+                .chain(resp.dead_lettered.iter().map(|r| r.request_id.as_str()))
                 .collect();
             let before = pending.len();
             pending.retain(|r| !done.contains(r.request_id.as_str()));

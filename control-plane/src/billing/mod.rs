@@ -11,9 +11,11 @@
 //!   transaction (`Store::charge_usage`), acknowledge only what committed, and publish
 //!   the cache invalidations.
 
+pub mod audit;
 pub mod charge;
 pub mod cost;
 pub mod dead_letter;
+pub mod litellm;
 pub mod price_lookup;
 pub mod record;
 pub mod served;

@@ -12,6 +12,7 @@
 mod account_health;
 mod accounts;
 mod args;
+mod audit;
 mod charge;
 mod dead_letters;
 mod groups;
@@ -33,6 +34,7 @@ use tollgate_shared::Multiplier;
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
+pub use audit::{KeyBooks, UsageRowRef, UserBooks};
 pub use charge::ChargeOutcome;
 pub use dead_letters::DeadLetterCounts;
 

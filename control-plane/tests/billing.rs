@@ -269,6 +269,7 @@ on_both!(
     reported_twice_charged_once,
     restart_between_commit_and_ack_charges_once,
     dead_letters_and_pricing,
+    audit_reports_broken_books,
     estimates_follow_the_setting,
     quota_exhaustion_reaches_data_planes,
 );
@@ -540,6 +541,99 @@ async fn dead_letters_and_pricing(backend: Backend) {
     assert_eq!(
         (row.total_cost_nanos, row.actual_cost_nanos),
         (1_350_000, 2_025_000)
+    );
+    drop(c);
+    cp.stop().await;
+    w.finish().await;
+}
+
+/// Clean books after a small run (charges, a quota reset, a balance adjustment); each
+/// invariant broken by hand in the database is reported.
+async fn audit_reports_broken_books(backend: Backend) {
+    use sqlx::Connection;
+    use tollgate_control_plane::billing::audit;
+    let w = World::new(backend).await;
+    let (user, key) = w.user_and_key("audit", TEN_USD, 100 * CHARGE).await;
+    let cp = w.start().await;
+    let mut c = cp.client().await;
+    let resp = report(
+        &mut c,
+        (0..5)
+            .map(|i| record(&format!("req-a{i}"), user, key))
+            .collect(),
+    )
+    .await;
+    assert_eq!(resp.acked_request_ids.len(), 5);
+    w.store.reset_key_quota(key).await.unwrap();
+    report(&mut c, vec![record("req-a5", user, key)]).await;
+    w.store
+        .adjust_balance(
+            user,
+            tollgate_control_plane::model::BalanceOp::Add,
+            1_000,
+            "top-up",
+        )
+        .await
+        .unwrap();
+    let now = tollgate_shared::now_ms();
+    let clean = audit::audit(&w.store, now, 3_600_000).await.unwrap();
+    assert_eq!(clean.breaches, vec![], "clean books");
+    assert_eq!((clean.keys_checked, clean.usage_rows), (1, 6));
+    assert_eq!(w.store.get_key(key).await.unwrap().quota_used_nanos, CHARGE);
+
+    // Break the books by hand: a key's quota_used and a user's balance drift, a usage
+    // row is stored free although gpt-5 has a price.
+    let mut conn = sqlx::AnyConnection::connect(&w.db.url).await.unwrap();
+    for sql in [
+        "UPDATE api_keys SET quota_used_nanos = quota_used_nanos + 7",
+        "UPDATE users SET balance_nanos = balance_nanos - 11",
+        "UPDATE usage_logs SET total_cost_nanos = 0 WHERE request_id = 'req-a0'",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let dirty = audit::audit(&w.store, now, 3_600_000).await.unwrap();
+    let found: Vec<(&str, String, i64, i64)> = dirty
+        .breaches
+        .iter()
+        .map(|b| {
+            (
+                b.invariant,
+                b.subject.clone(),
+                b.expected_nanos,
+                b.actual_nanos,
+            )
+        })
+        .collect();
+    let balance = TEN_USD - 6 * CHARGE + 1_000;
+    assert_eq!(
+        found,
+        vec![
+            ("key_quota", format!("key {key}"), CHARGE, CHARGE + 7),
+            (
+                "user_balance",
+                format!("user {user}"),
+                balance,
+                balance - 11
+            ),
+            ("usage_not_charged", "request req-a0".to_owned(), 0, 0),
+        ]
+    );
+
+    // A dead letter waiting past the threshold.
+    let mut bad = record("req-dl", user, key);
+    bad.output_tokens = -1;
+    report(&mut c, vec![bad]).await;
+    let later = audit::audit(&w.store, now + 7_200_000, 3_600_000)
+        .await
+        .unwrap();
+    assert!(
+        later
+            .breaches
+            .iter()
+            .any(|b| b.invariant == "dead_letter_waiting"),
+        "{:?}",
+        later.breaches
     );
     drop(c);
     cp.stop().await;

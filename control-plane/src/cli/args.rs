@@ -75,6 +75,12 @@ pub enum Command {
     /// Usage records and daily totals.
     #[command(subcommand)]
     Usage(usage::UsageCmd),
+    /// Check the books: key quotas, user balances, uncharged usage, waiting dead letters.
+    Audit {
+        /// A pending dead letter older than this many hours is a breach (default 24).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_dead_letter_age_hours: Option<u32>,
+    },
 }
 
 /// Paging of list commands.

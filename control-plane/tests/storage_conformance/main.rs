@@ -11,6 +11,7 @@
 mod common;
 
 mod accounts;
+mod books;
 mod charge;
 mod fixtures;
 mod groups;
@@ -22,6 +23,7 @@ mod usage;
 mod users;
 
 use accounts::*;
+use books::*;
 use charge::*;
 use common::{Backend, TestDb};
 use groups::*;
@@ -115,4 +117,11 @@ conformance! {
     case_account_cooldowns_only_extend => sqlite_account_cooldowns_only_extend, postgres_account_cooldowns_only_extend;
     case_account_error_snapshot_and_last_used => sqlite_account_error_snapshot_and_last_used, postgres_account_error_snapshot_and_last_used;
     case_oauth_tokens_due_and_stored => sqlite_oauth_tokens_due_and_stored, postgres_oauth_tokens_due_and_stored;
+}
+
+// ---------------------------------------------------------------- dead letters, audit
+
+conformance! {
+    case_dead_letters_stored_once_listed_and_marked => sqlite_dead_letters_stored_once_listed_and_marked, postgres_dead_letters_stored_once_listed_and_marked;
+    case_audit_queries(raw) => sqlite_audit_queries, postgres_audit_queries;
 }

@@ -106,7 +106,7 @@ impl Mappings {
 
 /// How one record ended.
 enum Landed {
-    Charged(UsageRecord, ChargeOutcome),
+    Charged(Box<UsageRecord>, ChargeOutcome),
     /// Can never be charged as it is.
     Permanent(String),
     /// Not stored; the data plane sends it again.
@@ -155,7 +155,7 @@ async fn land(
     now_ms: i64,
 ) -> Landed {
     match charge_one(store, prices, mappings, settings, report, now_ms).await {
-        Ok((usage, outcome)) => Landed::Charged(usage, outcome),
+        Ok((usage, outcome)) => Landed::Charged(Box::new(usage), outcome),
         Err(Failure::Permanent(reason)) => Landed::Permanent(reason),
         Err(Failure::Error(e)) if belongs_to_record(&e) => Landed::Retry(e),
         Err(Failure::Error(e)) => Landed::Stop(e),
@@ -462,15 +462,15 @@ mod tests {
                 rate_multiplier: multiplier.into(),
                 ..Default::default()
             }).unwrap();
-            if let Ok(cost) = super::price(&c, &mapping, &table, &BillingSettings::default()) {
-                if cost.actual_nanos == 0 {
-                    let name = served::priced_name(&requested, &served, &mapping, &table);
-                    let (rates, _) = table.lookup(name, None).unwrap();
-                    proptest::prop_assert!(
-                        multiplier == "0" || rates == Rates::ZERO,
-                        "{} served as {:?} billed at zero", requested, served
-                    );
-                }
+            if let Ok(cost) = super::price(&c, &mapping, &table, &BillingSettings::default())
+                && cost.actual_nanos == 0
+            {
+                let name = served::priced_name(&requested, &served, &mapping, &table);
+                let (rates, _) = table.lookup(name, None).unwrap();
+                proptest::prop_assert!(
+                    multiplier == "0" || rates == Rates::ZERO,
+                    "{} served as {:?} billed at zero", requested, served
+                );
             }
         }
     }

@@ -13,15 +13,9 @@
 //! - a key crossing its quota is invalidated on every attached data plane.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Backend, TestDb};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tollgate_control_plane::Config;
 use tollgate_control_plane::billing::FallbackPrice;
 use tollgate_control_plane::billing::dead_letter;
@@ -30,73 +24,29 @@ use tollgate_control_plane::storage::Store;
 use tollgate_shared::domain::{KeyStatus, UserRole};
 use tollgate_shared::proto::gateway::v1 as pb;
 use tollgate_shared::proto::gateway::v1::gateway_client::GatewayClient;
+use tollgate_tests::cluster::{ControlPlane, Home};
+use tollgate_tests::{Backend, on_both_backends};
 use tonic::Streaming;
 use tonic::transport::Channel;
 
 // ------------------------------------------------------------------ harness
 
-struct ControlPlane {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<tollgate_control_plane::Result<()>>,
-}
-
-impl ControlPlane {
-    async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        #[allow(clippy::disallowed_methods)]
-        let task = tokio::spawn(tollgate_control_plane::serve_on(
-            config,
-            listener,
-            shutdown.clone(),
-        ));
-        Self {
-            addr,
-            shutdown,
-            task,
-        }
-    }
-
-    async fn client(&self) -> GatewayClient<Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .timeout(Duration::from_secs(20))
-            .connect()
-            .await
-            .unwrap();
-        GatewayClient::new(channel)
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 /// One test's world: a database, a data dir (secrets survive restarts), a store on the
 /// same database for setup and checks.
 struct World {
-    db: TestDb,
-    dir: tempfile::TempDir,
+    home: Home,
     store: Store,
 }
 
 impl World {
     async fn new(backend: Backend) -> Self {
-        let db = TestDb::new(backend).await;
-        let store = db.store().await;
-        Self {
-            db,
-            dir: tempfile::tempdir().unwrap(),
-            store,
-        }
+        let home = Home::on(backend).await;
+        let store = home.db().unwrap().store().await;
+        Self { home, store }
     }
 
     fn config(&self) -> Config {
-        let mut c = Config::for_data_dir(self.dir.path());
-        c.database_url = Some(self.db.url.clone());
+        let mut c = self.home.config();
         // Sessions here send no heartbeats; keep them alive for the whole test.
         c.lease_grace_ms = 120_000;
         c.heartbeat_interval_ms = 60_000;
@@ -104,7 +54,11 @@ impl World {
     }
 
     async fn start(&self) -> ControlPlane {
-        ControlPlane::start(self.config()).await
+        self.start_with(self.config()).await
+    }
+
+    async fn start_with(&self, config: Config) -> ControlPlane {
+        ControlPlane::start_with(self.home.clone(), config).await
     }
 
     /// A user with `balance` nano-USD and a key (no group) with `quota` (0 = none).
@@ -158,7 +112,6 @@ impl World {
 
     async fn finish(self) {
         self.store.close().await;
-        self.db.cleanup().await;
     }
 }
 
@@ -250,22 +203,7 @@ async fn report(
         .into_inner()
 }
 
-macro_rules! on_both {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(crate::common::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(crate::common::Backend::Postgres).await
-            }
-        }
-    )+};
-}
-
-on_both!(
+on_both_backends!(
     reported_twice_charged_once,
     restart_between_commit_and_ack_charges_once,
     dead_letters_and_pricing,
@@ -283,7 +221,7 @@ async fn reported_twice_charged_once(backend: Backend) {
     let w = World::new(backend).await;
     let (user, key) = w.user_and_key("twice", TEN_USD, 0).await;
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let mut session = attach(&mut c).await;
 
     let rec = record("req-twice", user, key);
@@ -358,7 +296,7 @@ async fn restart_between_commit_and_ack_charges_once(backend: Backend) {
     let rec = record("req-restart", user, key);
 
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let _session = attach(&mut c).await;
     // Committed, but the data plane never sees this answer: the control plane goes away.
     let _lost = report(&mut c, vec![rec.clone()]).await;
@@ -368,7 +306,7 @@ async fn restart_between_commit_and_ack_charges_once(backend: Backend) {
 
     // A new control plane on the same database; the data plane re-attaches and replays.
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let _session = attach(&mut c).await;
     let resp = report(&mut c, vec![rec]).await;
     assert_eq!(resp.acked_request_ids, vec!["req-restart".to_owned()]);
@@ -386,7 +324,7 @@ async fn dead_letters_and_pricing(backend: Backend) {
     let w = World::new(backend).await;
     let (user, key) = w.user_and_key("pricing", TEN_USD, 0).await;
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
 
     let mut negative = record("req-negative", user, key);
     negative.output_tokens = -1;
@@ -523,8 +461,8 @@ async fn dead_letters_and_pricing(backend: Backend) {
     // A fallback price covers an unpriced model.
     let mut config = w.config();
     config.fallback_price = Some("1,2,0.5".parse::<FallbackPrice>().unwrap());
-    let cp = ControlPlane::start(config).await;
-    let mut c = cp.client().await;
+    let cp = w.start_with(config).await;
+    let mut c = cp.gateway();
     let mut unpriced = record("req-fallback", user, key);
     unpriced.model = "o-unknown".into();
     unpriced.upstream_model = "o-unknown".into();
@@ -555,7 +493,7 @@ async fn audit_reports_broken_books(backend: Backend) {
     let w = World::new(backend).await;
     let (user, key) = w.user_and_key("audit", TEN_USD, 100 * CHARGE).await;
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let resp = report(
         &mut c,
         (0..5)
@@ -583,7 +521,9 @@ async fn audit_reports_broken_books(backend: Backend) {
 
     // Break the books by hand: a key's quota_used and a user's balance drift, a usage
     // row is stored free although gpt-5 has a price.
-    let mut conn = sqlx::AnyConnection::connect(&w.db.url).await.unwrap();
+    let mut conn = sqlx::AnyConnection::connect(&w.home.db().unwrap().url)
+        .await
+        .unwrap();
     for sql in [
         "UPDATE api_keys SET quota_used_nanos = quota_used_nanos + 7",
         "UPDATE users SET balance_nanos = balance_nanos - 11",
@@ -645,7 +585,7 @@ async fn estimates_follow_the_setting(backend: Backend) {
     let (user, key) = w.user_and_key("estimates", TEN_USD, 0).await;
 
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let mut est = record("req-est-charged", user, key);
     est.estimated = true;
     let resp = report(&mut c, vec![est]).await;
@@ -656,8 +596,8 @@ async fn estimates_follow_the_setting(backend: Backend) {
 
     let mut config = w.config();
     config.charge_estimates = false;
-    let cp = ControlPlane::start(config).await;
-    let mut c = cp.client().await;
+    let cp = w.start_with(config).await;
+    let mut c = cp.gateway();
     let mut est = record("req-est-free", user, key);
     est.estimated = true;
     let resp = report(&mut c, vec![est]).await;
@@ -688,9 +628,9 @@ async fn quota_exhaustion_reaches_data_planes(backend: Backend) {
     // Room for two charges exactly.
     let (user, key) = w.user_and_key("quota", TEN_USD, 2 * CHARGE).await;
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let mut one = attach(&mut c).await;
-    let mut c2 = cp.client().await;
+    let mut c2 = cp.gateway();
     let mut two = attach(&mut c2).await;
 
     let resp = report(

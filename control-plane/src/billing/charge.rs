@@ -40,7 +40,7 @@ use super::served;
 use crate::error::{Error, Result};
 use crate::events::{Change, Invalidation, Invalidations, Scope};
 use crate::model::UsageRecord;
-use crate::storage::{ChargeOutcome, Store};
+use crate::storage::{ChargeOutcome, StorageError, Store};
 
 /// What to charge for one checked record, or why it can never be charged as it is.
 /// `mapping` is the serving account's model mapping (operator aliases).
@@ -228,7 +228,7 @@ pub async fn report_usage(
 fn is_permanent(e: &Error) -> bool {
     match e {
         Error::NotFound(_) | Error::InvalidArgument { .. } => true,
-        Error::Storage(sqlx::Error::Database(db)) => {
+        Error::Storage(StorageError::Rejected(sqlx::Error::Database(db))) => {
             let code = db.code().unwrap_or_default();
             if code.len() == 5 {
                 // A Postgres SQLSTATE.
@@ -245,8 +245,7 @@ fn is_permanent(e: &Error) -> bool {
 /// An error caused by this record's data rather than by the database being away.
 fn belongs_to_record(e: &Error) -> bool {
     match e {
-        Error::Storage(sqlx::Error::Database(_)) => true,
-        Error::Storage(_) => false,
+        Error::Storage(e) => e.is_rejected_data(),
         _ => true,
     }
 }

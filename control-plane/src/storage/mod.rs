@@ -9,12 +9,13 @@
 //! `$1..$n`, which both drivers accept. Aggregates are `CAST(... AS BIGINT)` because
 //! Postgres widens `SUM(bigint)` to NUMERIC.
 
-mod account_health;
+mod account_state;
 mod accounts;
 mod args;
 mod audit;
 mod charge;
 mod dead_letters;
+mod error;
 mod groups;
 mod keys;
 mod oauth;
@@ -37,6 +38,7 @@ use crate::error::{Error, Result};
 pub use audit::{KeyBooks, UsageRowRef, UserBooks};
 pub use charge::ChargeOutcome;
 pub use dead_letters::DeadLetterCounts;
+pub use error::StorageError;
 
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -162,5 +164,5 @@ pub(crate) fn unique_violation(e: sqlx::Error, what: impl FnOnce() -> String) ->
     {
         return Error::AlreadyExists(what());
     }
-    Error::Storage(e)
+    e.into()
 }

@@ -22,11 +22,8 @@ const FORWARDED: &[&str] = &[
     "x-codex-beta-features",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    ApiKey,
-    OAuth,
-}
+/// The rules differ by the kind of account the lease is for.
+pub use tollgate_shared::domain::AccountKind as Kind;
 
 pub struct Target<'a> {
     pub kind: Kind,

@@ -75,6 +75,12 @@ pub enum Command {
     /// Usage records and daily totals.
     #[command(subcommand)]
     Usage(usage::UsageCmd),
+    /// Check the books: key quotas, user balances, uncharged usage, waiting dead letters.
+    Audit {
+        /// A pending dead letter older than this many hours is a breach (default 24).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_dead_letter_age_hours: Option<u32>,
+    },
 }
 
 /// Paging of list commands.
@@ -161,8 +167,9 @@ mod tests {
                 "subscription",
                 &["assign", "extend", "revoke", "get", "list"],
             ),
-            ("price", &["set", "get", "list", "delete"]),
-            ("usage", &["query", "series"]),
+            // `import` is SetPrice per changed model.
+            ("price", &["set", "get", "list", "delete", "import"]),
+            ("usage", &["query", "series", "dead-letters", "recharge"]),
         ];
         let mut total = 0;
         for (resource, subs) in expected {
@@ -172,10 +179,13 @@ mod tests {
             got.sort_unstable();
             want.sort_unstable();
             assert_eq!(got, want, "{resource}");
-            total += subs.len();
+            total += subs.iter().filter(|s| **s != "import").count();
         }
-        // The Admin service has 42 RPCs.
-        assert_eq!(total, 42);
+        // AuditBooks is the top-level `audit`.
+        assert!(cmd.find_subcommand("audit").is_some());
+        total += 1;
+        // The Admin service has 45 RPCs.
+        assert_eq!(total, 45);
     }
 
     #[test]

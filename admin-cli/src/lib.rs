@@ -11,10 +11,13 @@
 
 mod accounts;
 mod args;
+mod books;
 mod connect;
 mod error;
 mod groups;
 mod keys;
+mod litellm;
+mod price_import;
 mod prices;
 mod render;
 mod subscriptions;
@@ -45,6 +48,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Subscription(cmd) => subscriptions::run(&mut client, cmd, &mut out).await,
         Command::Price(cmd) => prices::run(&mut client, cmd, &mut out).await,
         Command::Usage(cmd) => usage::run(&mut client, cmd, &mut out).await,
+        Command::Audit {
+            max_dead_letter_age_hours,
+        } => books::audit(&mut client, max_dead_letter_age_hours, &mut out).await,
     }
 }
 

@@ -30,6 +30,17 @@ pub enum PriceCmd {
     List,
     /// Delete a model's prices.
     Delete { model: String },
+    /// Import LiteLLM's model_prices_and_context_window.json (exact decimal conversion):
+    /// every new or changed price of the provider's chat and responses models is set.
+    Import {
+        file: std::path::PathBuf,
+        /// Only show the changes, as a table.
+        #[arg(long)]
+        dry_run: bool,
+        /// The registry's `litellm_provider` to take.
+        #[arg(long, default_value = "openai")]
+        provider: String,
+    },
 }
 
 const COLUMNS: &[&str] = &[
@@ -58,6 +69,11 @@ pub async fn run(api: &mut AdminApi, cmd: PriceCmd, out: &mut Out<'_>) -> Result
             let req = pb::SetPriceRequest { price: Some(price) };
             api.set_price(req).await?
         }
+        PriceCmd::Import {
+            file,
+            dry_run,
+            provider,
+        } => return super::price_import::run(api, &file, &provider, dry_run, out).await,
         PriceCmd::Get { model } => api.get_price(pb::GetPriceRequest { model }).await?,
         PriceCmd::List => {
             let resp = api

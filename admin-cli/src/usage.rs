@@ -23,6 +23,23 @@ pub enum UsageCmd {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Usage records that could not be charged as they were (newest first).
+    DeadLetters {
+        /// Also the ones already re-charged.
+        #[arg(long)]
+        all: bool,
+        /// Only ids below this one (next page).
+        #[arg(long)]
+        before: Option<i64>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+    },
+    /// Charge a dead letter now (at most once), optionally under a corrected model.
+    Recharge {
+        id: i64,
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +125,10 @@ pub async fn run(api: &mut AdminApi, cmd: UsageCmd, out: &mut Out<'_>) -> Result
             out.page("records", &rows, RECORD_COLUMNS, &resp.next_page_token)?;
             print_totals(out, totals)
         }
+        UsageCmd::DeadLetters { all, before, limit } => {
+            super::books::list_dead_letters(api, all, before, limit, out).await
+        }
+        UsageCmd::Recharge { id, model } => super::books::recharge(api, id, model, out).await,
         UsageCmd::Series { filter } => {
             let req = pb::UsageSeriesRequest {
                 filter: filter.to_pb(),

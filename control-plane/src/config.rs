@@ -93,13 +93,10 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL_MS", default_value_t = defaults::HEARTBEAT_INTERVAL_MS)]
     pub heartbeat_interval_ms: u64,
 
-    /// Refuse usage of a model with no price and no fallback (default: record it at
-    /// zero cost and log a warning).
-    #[arg(long, env = "TOLLGATE_STRICT_PRICING")]
-    pub strict_pricing: bool,
-
     /// Price of models missing from the price table: "input,output,cached" USD per
-    /// million tokens, exact decimals (e.g. "1.25,10,0.125").
+    /// million tokens, exact decimals (e.g. "1.25,10,0.125"). Without it (the default) a
+    /// request for a model with no price is refused at admission (400
+    /// `model_not_priced`) and nothing is ever served for free by omission.
     #[arg(long, env = "TOLLGATE_FALLBACK_PRICE")]
     pub fallback_price: Option<crate::billing::FallbackPrice>,
 
@@ -249,7 +246,6 @@ impl Config {
             key_prefix: defaults::KEY_PREFIX.into(),
             lease_grace_ms: defaults::LEASE_GRACE_MS,
             heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_MS,
-            strict_pricing: false,
             fallback_price: None,
             charge_estimates: defaults::CHARGE_ESTIMATES,
             log_json: false,

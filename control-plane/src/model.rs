@@ -308,6 +308,30 @@ pub struct Price {
     pub updated_at_ms: i64,
 }
 
+/// A usage record that could not be charged as it was (`usage_dead_letters`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: i64,
+    /// The record's request id, or `invalid:` + the SHA-256 of `record` when it had none
+    /// usable.
+    pub request_id: String,
+    pub reason: String,
+    /// The record as the data plane sent it, as JSON.
+    pub record: String,
+    pub created_at_ms: i64,
+    pub recharged_at_ms: Option<i64>,
+    /// The model it was re-charged under (empty until then).
+    pub recharged_model: String,
+}
+
+/// A model name priced as another model (`price_aliases`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceAlias {
+    pub alias: String,
+    pub model: String,
+    pub updated_at_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
     pub request_id: String,

@@ -284,7 +284,7 @@ async fn release(cp: &ControlPlane, dp: &DataPlane, ids: &[&str]) {
 /// Admit reads keys, users, groups, accounts and prices through an in-memory snapshot;
 /// each write below must show on the very next Admit.
 async fn cached_state_follows_every_write(backend: Backend) {
-    let cp = ControlPlane::start(backend, |c| c.strict_pricing = true).await;
+    let cp = ControlPlane::start(backend, |_| {}).await;
     let user = cp.user(10).await;
     let group = cp.group().await;
     let key = cp.key(user, Some(group)).await;
@@ -293,7 +293,8 @@ async fn cached_state_follows_every_write(backend: Backend) {
     let mut admin = cp.admin();
     let code = |r: pb::admit_response::Result| rejection(r).code;
 
-    // Prices (strict pricing): set and deleted through the Admin API.
+    // Prices (unpriced models are refused by default): set and deleted through the
+    // Admin API.
     assert_eq!(
         code(admit(&cp, admit_req(&dp, key, "mystery-9")).await),
         "model_not_priced"

@@ -5,8 +5,10 @@
 //! - a record reported twice is charged once and acknowledged both times;
 //! - a restart between the commit and the acknowledgement (the data plane never saw the
 //!   ack) and a replay to the new control plane: charged once;
-//! - malformed records, unknown keys and unpriced models under strict pricing are
-//!   rejected; unpriced models otherwise are kept at zero cost; fallback prices apply;
+//! - malformed records, unknown keys, unpriced models, NUL and over-long models are
+//!   dead-lettered (acknowledged as such, stored once even when replayed) and
+//!   re-charged by an operator exactly once, with a corrected model; fallback prices
+//!   apply;
 //! - estimates are charged unless `charge_estimates` is off;
 //! - a key crossing its quota is invalidated on every attached data plane.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tollgate_control_plane::Config;
 use tollgate_control_plane::billing::FallbackPrice;
+use tollgate_control_plane::billing::dead_letter;
 use tollgate_control_plane::model::{NewApiKey, NewUser, UsageFilter, UsageRecord};
 use tollgate_control_plane::storage::Store;
 use tollgate_shared::domain::{KeyStatus, UserRole};
@@ -203,7 +206,8 @@ async fn report(
 on_both_backends!(
     reported_twice_charged_once,
     restart_between_commit_and_ack_charges_once,
-    rejections_and_pricing,
+    dead_letters_and_pricing,
+    audit_reports_broken_books,
     estimates_follow_the_setting,
     quota_exhaustion_reaches_data_planes,
 );
@@ -316,7 +320,7 @@ async fn restart_between_commit_and_ack_charges_once(backend: Backend) {
     w.finish().await;
 }
 
-async fn rejections_and_pricing(backend: Backend) {
+async fn dead_letters_and_pricing(backend: Backend) {
     let w = World::new(backend).await;
     let (user, key) = w.user_and_key("pricing", TEN_USD, 0).await;
     let cp = w.start().await;
@@ -333,40 +337,49 @@ async fn rejections_and_pricing(backend: Backend) {
     let unknown_key = record("req-unknown-key", user, 999_999);
     let mut unpriced = record("req-unpriced", user, key);
     unpriced.model = "o-unknown".into();
+    unpriced.upstream_model = "o-unknown".into();
+    let mut nul = record("req-nul", user, key);
+    nul.model = "gpt-5\0".into();
+    let mut long = record("req-long", user, key);
+    long.model = format!("gpt-5.1-codex-{}", "x".repeat(300));
+    long.upstream_model = long.model.clone();
     let mut dated = record("req-dated", user, key);
     dated.model = "gpt-5.1-codex-high-2025-11-13".into();
-    let ok = record("req-ok", user, key);
+    dated.upstream_model = dated.model.clone();
+    // A free-text field with a NUL is kept, cleaned (Postgres refuses NUL).
+    let mut ok = record("req-ok", user, key);
+    ok.user_agent = "agent\0x".into();
 
-    let resp = report(
-        &mut c,
-        vec![
-            negative,
-            bad_mode,
-            bad_multiplier,
-            no_id,
-            unknown_key,
-            unpriced,
-            dated,
-            ok,
-        ],
-    )
-    .await;
-    assert_eq!(
-        resp.acked_request_ids,
-        vec!["req-unpriced", "req-dated", "req-ok"]
-    );
+    let batch = vec![
+        negative,
+        bad_mode,
+        bad_multiplier,
+        no_id,
+        unknown_key,
+        unpriced,
+        nul,
+        long,
+        dated,
+        ok,
+    ];
+    let resp = report(&mut c, batch.clone()).await;
+    assert_eq!(resp.acked_request_ids, vec!["req-dated", "req-ok"]);
+    assert!(resp.rejected.is_empty());
     let reasons: Vec<(&str, &str)> = resp
-        .rejected
+        .dead_lettered
         .iter()
         .map(|r| (r.request_id.as_str(), r.reason.as_str()))
         .collect();
-    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert_eq!(reasons.len(), 8, "{reasons:?}");
     for (id, needle) in [
         ("req-negative", "output_tokens"),
         ("req-mode", "billing_mode"),
         ("req-mult", "rate_multiplier"),
         ("", "request_id"),
         ("req-unknown-key", "api key 999999"),
+        ("req-unpriced", "no price for model \"o-unknown\""),
+        ("req-nul", "control character"),
+        ("req-long", "model is longer"),
     ] {
         assert!(
             reasons
@@ -375,56 +388,192 @@ async fn rejections_and_pricing(backend: Backend) {
             "{id}: {reasons:?}"
         );
     }
-    // Unpriced (lenient default): kept, tokens and all, at zero cost. The dated
-    // codex-high variant is priced as gpt-5.1-codex, like gpt-5.
     let rows = w.rows(user).await;
     let by_id = |id: &str| rows.iter().find(|r| r.request_id == id).unwrap().clone();
-    let unpriced = by_id("req-unpriced");
-    assert_eq!(
-        (unpriced.total_cost_nanos, unpriced.input_tokens),
-        (0, 1000)
-    );
+    // The dated codex-high variant is priced as gpt-5.1-codex, like gpt-5.
     assert_eq!(by_id("req-dated").actual_cost_nanos, CHARGE);
-    assert_eq!(rows.len(), 3);
+    assert_eq!(by_id("req-ok").user_agent, "agentx");
+    assert_eq!(rows.len(), 2);
     assert_eq!(w.balance(user).await, TEN_USD - 2 * CHARGE);
-    drop(c);
-    cp.stop().await;
 
-    // Strict pricing: an unpriced model is refused, naming it.
-    let mut strict = w.config();
-    strict.strict_pricing = true;
-    let cp = w.start_with(strict.clone()).await;
-    let mut c = cp.gateway();
-    let mut unpriced = record("req-strict", user, key);
-    unpriced.model = "o-unknown".into();
-    let resp = report(&mut c, vec![unpriced.clone()]).await;
-    assert!(resp.acked_request_ids.is_empty());
-    assert_eq!(resp.rejected.len(), 1);
+    // The data plane never saw the answer and sends the batch again: same answer,
+    // nothing stored twice.
+    let again = report(&mut c, batch).await;
+    assert_eq!(again.acked_request_ids, resp.acked_request_ids);
+    assert_eq!(again.dead_lettered.len(), 8);
+    let counts = w.store.count_dead_letters().await.unwrap();
+    assert_eq!((counts.total, counts.pending), (8, 8));
+    assert!(counts.oldest_pending_ms.is_some());
+
+    // Re-charging: the raw record is kept exactly; an unpriced one needs a model (or a
+    // price), an unknown key stays unchargeable; a corrected one is charged once.
+    let letters = w.store.list_dead_letters(false, 0, 100).await.unwrap();
+    let find = |id: &str| letters.iter().find(|d| d.request_id == id).unwrap().id;
+    let nameless = letters
+        .iter()
+        .find(|d| d.request_id.starts_with("invalid:"))
+        .unwrap();
     assert!(
-        resp.rejected[0].reason.contains("\"o-unknown\""),
-        "{:?}",
-        resp.rejected
+        nameless.record.contains("\"request_id\":\"\""),
+        "{}",
+        nameless.record
+    );
+    let bus = tollgate_control_plane::events::Invalidations::new();
+    let settings = tollgate_control_plane::billing::BillingSettings::default();
+    let recharge = |id: i64, model: Option<&'static str>| {
+        let (store, bus) = (w.store.clone(), bus.clone());
+        async move {
+            dead_letter::recharge(
+                &store,
+                &bus,
+                &settings,
+                id,
+                model,
+                tollgate_shared::now_ms(),
+            )
+            .await
+        }
+    };
+    let e = recharge(find("req-unpriced"), None).await.unwrap_err();
+    assert!(e.to_string().contains("no price"), "{e}");
+    let e = recharge(find("req-unknown-key"), Some("gpt-5"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("api key 999999"), "{e}");
+    let done = recharge(find("req-long"), Some("gpt-5")).await.unwrap();
+    assert!(done.charged_now);
+    assert_eq!(done.usage.actual_cost_nanos, CHARGE);
+    assert_eq!(done.dead_letter.recharged_model, "gpt-5");
+    let e = recharge(find("req-long"), Some("gpt-5")).await.unwrap_err();
+    assert!(e.to_string().contains("already re-charged"), "{e}");
+    let done = recharge(nameless.id, None).await.unwrap();
+    assert_eq!(done.usage.request_id, nameless.request_id);
+    assert_eq!(w.balance(user).await, TEN_USD - 4 * CHARGE);
+    let counts = w.store.count_dead_letters().await.unwrap();
+    assert_eq!((counts.total, counts.pending), (8, 6));
+    assert_eq!(
+        w.store.list_dead_letters(true, 0, 100).await.unwrap().len(),
+        8
     );
     drop(c);
     cp.stop().await;
 
-    // A fallback price covers it, strict or not.
-    strict.fallback_price = Some("1,2,0.5".parse::<FallbackPrice>().unwrap());
-    let cp = w.start_with(strict).await;
+    // A fallback price covers an unpriced model.
+    let mut config = w.config();
+    config.fallback_price = Some("1,2,0.5".parse::<FallbackPrice>().unwrap());
+    let cp = w.start_with(config).await;
     let mut c = cp.gateway();
+    let mut unpriced = record("req-fallback", user, key);
+    unpriced.model = "o-unknown".into();
+    unpriced.upstream_model = "o-unknown".into();
     let resp = report(&mut c, vec![unpriced]).await;
-    assert_eq!(resp.acked_request_ids, vec!["req-strict"]);
+    assert_eq!(resp.acked_request_ids, vec!["req-fallback"]);
     // 900 × 1000 + 200 × 2000 + 100 × 500 nano-USD (1, 2 and 0.5 USD per million
     // tokens) = 1_350_000, × 1.5.
     let row = w
         .rows(user)
         .await
         .into_iter()
-        .find(|r| r.request_id == "req-strict")
+        .find(|r| r.request_id == "req-fallback")
         .unwrap();
     assert_eq!(
         (row.total_cost_nanos, row.actual_cost_nanos),
         (1_350_000, 2_025_000)
+    );
+    drop(c);
+    cp.stop().await;
+    w.finish().await;
+}
+
+/// Clean books after a small run (charges, a quota reset, a balance adjustment); each
+/// invariant broken by hand in the database is reported.
+async fn audit_reports_broken_books(backend: Backend) {
+    use sqlx::Connection;
+    use tollgate_control_plane::billing::audit;
+    let w = World::new(backend).await;
+    let (user, key) = w.user_and_key("audit", TEN_USD, 100 * CHARGE).await;
+    let cp = w.start().await;
+    let mut c = cp.gateway();
+    let resp = report(
+        &mut c,
+        (0..5)
+            .map(|i| record(&format!("req-a{i}"), user, key))
+            .collect(),
+    )
+    .await;
+    assert_eq!(resp.acked_request_ids.len(), 5);
+    w.store.reset_key_quota(key).await.unwrap();
+    report(&mut c, vec![record("req-a5", user, key)]).await;
+    w.store
+        .adjust_balance(
+            user,
+            tollgate_control_plane::model::BalanceOp::Add,
+            1_000,
+            "top-up",
+        )
+        .await
+        .unwrap();
+    let now = tollgate_shared::now_ms();
+    let clean = audit::audit(&w.store, now, 3_600_000).await.unwrap();
+    assert_eq!(clean.breaches, vec![], "clean books");
+    assert_eq!((clean.keys_checked, clean.usage_rows), (1, 6));
+    assert_eq!(w.store.get_key(key).await.unwrap().quota_used_nanos, CHARGE);
+
+    // Break the books by hand: a key's quota_used and a user's balance drift, a usage
+    // row is stored free although gpt-5 has a price.
+    let mut conn = sqlx::AnyConnection::connect(&w.home.db().unwrap().url)
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE api_keys SET quota_used_nanos = quota_used_nanos + 7",
+        "UPDATE users SET balance_nanos = balance_nanos - 11",
+        "UPDATE usage_logs SET total_cost_nanos = 0 WHERE request_id = 'req-a0'",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let dirty = audit::audit(&w.store, now, 3_600_000).await.unwrap();
+    let found: Vec<(&str, String, i64, i64)> = dirty
+        .breaches
+        .iter()
+        .map(|b| {
+            (
+                b.invariant,
+                b.subject.clone(),
+                b.expected_nanos,
+                b.actual_nanos,
+            )
+        })
+        .collect();
+    let balance = TEN_USD - 6 * CHARGE + 1_000;
+    assert_eq!(
+        found,
+        vec![
+            ("key_quota", format!("key {key}"), CHARGE, CHARGE + 7),
+            (
+                "user_balance",
+                format!("user {user}"),
+                balance,
+                balance - 11
+            ),
+            ("usage_not_charged", "request req-a0".to_owned(), 0, 0),
+        ]
+    );
+
+    // A dead letter waiting past the threshold.
+    let mut bad = record("req-dl", user, key);
+    bad.output_tokens = -1;
+    report(&mut c, vec![bad]).await;
+    let later = audit::audit(&w.store, now + 7_200_000, 3_600_000)
+        .await
+        .unwrap();
+    assert!(
+        later
+            .breaches
+            .iter()
+            .any(|b| b.invariant == "dead_letter_waiting"),
+        "{:?}",
+        later.breaches
     );
     drop(c);
     cp.stop().await;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod money;
 pub mod proto;
 pub mod refusal;
+pub mod served_model;
 pub mod signal;
 pub mod telemetry;
 

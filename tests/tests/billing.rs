@@ -1,5 +1,6 @@
 //! Billing end to end: exact quota accounting under concurrency, quota exhaustion
-//! reaching every data plane, strict pricing, and usage flushed on graceful shutdown.
+//! reaching every data plane, unpriced models refused (or a fallback price), the served
+//! model priced, and usage flushed on graceful shutdown.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -129,12 +130,8 @@ async fn fifty_concurrent_requests_account_the_quota_exactly() {
 }
 
 #[tokio::test]
-async fn strict_pricing_refuses_unpriced_models_before_the_upstream() {
-    let gw = Gateway::start_with(Options {
-        control_plane: Box::new(|c| c.strict_pricing = true),
-        ..Default::default()
-    })
-    .await;
+async fn unpriced_models_are_refused_before_the_upstream_by_default() {
+    let gw = Gateway::start(1).await;
     let b = gw.basic().await;
     let r = gw.post(0, &b.key, body("mystery-model-9")).await;
     assert_eq!(r.status(), 400);
@@ -144,20 +141,81 @@ async fn strict_pricing_refuses_unpriced_models_before_the_upstream() {
         v["error"]["message"],
         "Model 'mystery-model-9' has no configured price"
     );
-    assert_eq!(gw.up.count(), 0);
-    // Dated and effort-suffixed names find their family's price.
+    // A long name sharing a priced prefix is no longer priced by that prefix.
+    let long = format!("gpt-5.1-codex-{}", "x".repeat(300));
+    let r = gw.post(0, &b.key, body(&long)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(gw.up.count(), 0, "no upstream call");
+    // Dated and effort-suffixed names find their model's price; the shipped table
+    // prices the variants as themselves.
+    for model in [
+        "gpt-5.1-2025-11-13",
+        "gpt-5.1-codex-high",
+        "gpt-5-nano",
+        "gpt-5-pro",
+        "gpt-4.1-mini",
+        "o3",
+        "codex-mini-latest",
+    ] {
+        assert_eq!(
+            gw.post(0, &b.key, body(model)).await.status(),
+            200,
+            "{model}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_fallback_price_opts_out_of_the_refusal() {
+    let gw = Gateway::start_with(Options {
+        control_plane: Box::new(|c| c.fallback_price = Some("1,2,0.5".parse().unwrap())),
+        ..Default::default()
+    })
+    .await;
+    let b = gw.basic().await;
     assert_eq!(
-        gw.post(0, &b.key, body("gpt-5.1-2025-11-13"))
-            .await
-            .status(),
+        gw.post(0, &b.key, body("mystery-model-9")).await.status(),
         200
     );
+    eventually("usage recorded", Duration::from_secs(10), || async {
+        records(&gw, b.key_id).await.records.len() == 1
+    })
+    .await;
+    // The fake's usage: 80 × 1 + 50 × 2 + 20 × 0.5 = 190 µUSD.
     assert_eq!(
-        gw.post(0, &b.key, body("gpt-5.1-codex-high"))
-            .await
-            .status(),
-        200
+        records(&gw, b.key_id).await.records[0].total_cost_nanos,
+        190_000
     );
+}
+
+/// A subscription (OAuth) account serves an unknown name as gpt-5.1-codex: the request
+/// is billed at gpt-5.1-codex's price, never at zero, and never at the price of a
+/// cheaper name the client asked for. Both names are in the usage log.
+#[tokio::test]
+async fn subscription_accounts_bill_the_served_model() {
+    let gw = Gateway::start(1).await;
+    let user = gw.user(5, 10).await;
+    let group = gw.group("1").await;
+    gw.oauth_account("oauth-tok", group, 10).await;
+    let (key_id, key) = gw.key(user, Some(group)).await;
+    for model in ["foo", "gpt-4.1-nano"] {
+        let r = gw.post(0, &key, body(model)).await;
+        assert_eq!(r.status(), 200, "{model}");
+        assert_eq!(gw.up.last().unwrap().body_json["model"], "gpt-5.1-codex");
+    }
+    eventually("usage recorded", Duration::from_secs(10), || async {
+        records(&gw, key_id).await.records.len() == 2
+    })
+    .await;
+    let mut rows = records(&gw, key_id).await.records;
+    rows.sort_by(|a, b| a.model.cmp(&b.model));
+    // gpt-5.1-codex with the fake's usage (100 in / 20 cached / 50 out):
+    // 80 × 1.25 + 50 × 10 + 20 × 0.125 = 602.5 µUSD.
+    for (row, requested) in rows.iter().zip(["foo", "gpt-4.1-nano"]) {
+        assert_eq!(row.model, requested);
+        assert_eq!(row.upstream_model, "gpt-5.1-codex");
+        assert_eq!(row.actual_cost_nanos, 602_500, "{requested}");
+    }
 }
 
 #[tokio::test]

@@ -506,6 +506,72 @@ async fn operator_tour() {
     s.stop().await;
 }
 
+/// `price import` of LiteLLM's registry (a trimmed copy of the real file): the dry run
+/// shows the changes and sets nothing; the import sets exact prices; a second import
+/// changes nothing. `audit` on fresh books is clean; dead letters list empty.
+#[tokio::test]
+async fn price_import_audit_and_dead_letters() {
+    let s = Server::start().await;
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../admin-cli/tests/fixtures/litellm_prices_trimmed.json"
+    );
+    // The operator edited gpt-5-pro; the file has its list price.
+    s.ok(&[
+        "price",
+        "set",
+        "gpt-5-pro",
+        "--input",
+        "1",
+        "--output",
+        "2",
+        "--cached-input",
+        "0.5",
+    ])
+    .await;
+    let dry = s.json(&["price", "import", file, "--dry-run"]).await;
+    let changes = dry["changes"].as_array().unwrap();
+    let models: Vec<&str> = changes
+        .iter()
+        .map(|c| c["model"].as_str().unwrap())
+        .collect();
+    // The dated snapshot is priced by its base already; the file adds its own row.
+    assert_eq!(models, vec!["gpt-4.1-2025-04-14", "gpt-5-pro"], "{dry}");
+    assert_eq!(changes[0]["change"], "new");
+    assert_eq!(changes[1]["change"], "update");
+    assert_eq!(changes[1]["was"], "1 / 2 / 0.5");
+    let table = s.ok(&["price", "import", file, "--dry-run"]).await;
+    assert!(table.contains("dry run: nothing set"), "{table}");
+    let still = s.json(&["price", "get", "gpt-5-pro"]).await;
+    assert_eq!(still["input_per_mtok_usd"], "1", "{still}");
+    s.json(&["price", "import", file]).await;
+    let pro = s.json(&["price", "get", "gpt-5-pro"]).await;
+    assert_eq!(
+        (
+            &pro["input_per_mtok_usd"],
+            &pro["output_per_mtok_usd"],
+            &pro["cached_input_per_mtok_usd"]
+        ),
+        (&Value::from("15"), &Value::from("120"), &Value::from("15"))
+    );
+    let again = s.json(&["price", "import", file]).await;
+    assert_eq!(again["changes"].as_array().unwrap().len(), 0);
+    // Other providers on request.
+    let azure = s
+        .json(&["price", "import", file, "--provider", "azure", "--dry-run"])
+        .await;
+    assert_eq!(azure["changes"][0]["model"], "azure/gpt-5");
+
+    let audit = s.json(&["audit"]).await;
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert!(s.ok(&["audit"]).await.contains("the books are clean"));
+    let dl = s.json(&["usage", "dead-letters", "--all"]).await;
+    assert_eq!(dl["dead_letters"].as_array().unwrap().len(), 0);
+    let o = s.fails(&["usage", "recharge", "12345"]).await;
+    assert!(o.stderr.contains("NOT_FOUND"), "{}", o.stderr);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn errors_are_reported_with_code_and_exit_status() {
     let s = Server::start().await;

@@ -10,6 +10,7 @@
 mod account_urls;
 mod accounts;
 mod auth;
+mod books;
 mod convert;
 mod groups;
 mod key_secret;
@@ -52,6 +53,8 @@ pub struct AdminContext {
     pub key_prefix: String,
     /// Pending subscription-login onboardings and the token endpoint.
     pub oauth: crate::oauth::Onboarding,
+    /// Pricing for dead-letter re-charges (the fallback price, estimates).
+    pub billing: crate::billing::BillingSettings,
 }
 
 impl AdminContext {
@@ -66,6 +69,7 @@ impl AdminContext {
             },
             key_prefix: config.key_prefix.clone(),
             oauth: crate::oauth::Onboarding::new(crate::oauth::OAuthSettings::from_config(config)),
+            billing: crate::billing::BillingSettings::from_config(config),
         }
     }
 }
@@ -381,5 +385,26 @@ impl Admin for AdminService {
         request: Request<pb::UsageSeriesRequest>,
     ) -> Result<Response<pb::UsageSeriesResponse>, Status> {
         reply(usage::series(&self.ctx, request.into_inner()).await)
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        reply(books::list_dead_letters(&self.ctx, request.into_inner()).await)
+    }
+
+    async fn recharge_dead_letter(
+        &self,
+        request: Request<pb::RechargeDeadLetterRequest>,
+    ) -> Result<Response<pb::RechargeDeadLetterResponse>, Status> {
+        reply(books::recharge_dead_letter(&self.ctx, request.into_inner()).await)
+    }
+
+    async fn audit_books(
+        &self,
+        request: Request<pb::AuditBooksRequest>,
+    ) -> Result<Response<pb::AuditBooksResponse>, Status> {
+        reply(books::audit_books(&self.ctx, request.into_inner()).await)
     }
 }

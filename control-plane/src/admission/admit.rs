@@ -28,6 +28,8 @@ pub struct AdmitRequest {
     /// Lease holding this request's user slot (failover re-admission); empty at first.
     pub user_lease_id: String,
     pub stream: bool,
+    /// The data plane's model for subscription accounts (empty = the shared default).
+    pub default_codex_model: String,
 }
 
 /// Why Admit answered with a gRPC error rather than a lease or a rejection.
@@ -82,6 +84,8 @@ impl Admission {
         let (hold, waited) = self.user_hold(&req, &scope.user).await?;
         let billing = self.recheck_billing(&scope, waited).await?;
         let (account, account_permit) = self.choose_account(&req, scope.key.group_id).await?;
+        // The served model's price, before any upstream call (`pricing.rs`).
+        self.check_priced(&req, &account).await?;
         // From here on nothing awaits: the lease is either recorded and returned, or
         // (if this future is dropped before) never created.
         let lease_id = self.record_lease(&req, hold, account.id, account_permit)?;
@@ -109,8 +113,8 @@ impl Admission {
         Ok(())
     }
 
-    /// The key (still usable), the price of the model under strict pricing, the key's
-    /// user (active) and its group (active), in that order of refusal.
+    /// The key (still usable), the key's user (active) and its group (active), in that
+    /// order of refusal.
     async fn key_scope(&self, req: &AdmitRequest) -> Result<KeyScope, AdmitError> {
         let snapshot = &self.inner.snapshot;
         let key = match snapshot.key(req.key_id).await {
@@ -121,9 +125,6 @@ impl Admission {
             Err(e) => return Err(Rejection::storage_unavailable(&e).into()),
         };
         check_key(&key, now_ms())?;
-        if self.inner.settings.billing.strict_pricing {
-            self.check_priced(&req.model).await?;
-        }
         let user = active_user(snapshot.user(key.user_id).await)?;
         let group = match key.group_id {
             None => None,
@@ -136,28 +137,6 @@ impl Admission {
             },
         };
         Ok(KeyScope { key, user, group })
-    }
-
-    /// Strict pricing: a model with no price (exact, undated, family, fallback) is
-    /// refused before it can cost anything upstream; never silently free.
-    async fn check_priced(&self, model: &str) -> Result<(), AdmitError> {
-        let table = self
-            .inner
-            .snapshot
-            .prices()
-            .await
-            .map_err(|e| Rejection::billing_unavailable(&e))?;
-        if table
-            .lookup(model, self.inner.settings.billing.fallback)
-            .is_none()
-        {
-            return Err(Rejection::new(
-                ErrorCode::ModelNotPriced,
-                format!("Model '{model}' has no configured price"),
-            )
-            .into());
-        }
-        Ok(())
     }
 
     /// The request's user hold: shared with its first lease on a failover re-admission,

@@ -34,6 +34,7 @@ mod lease_lifecycle;
 pub mod lease_url;
 pub mod leases;
 pub mod outcome_policy;
+mod pricing;
 mod refusals;
 mod report_outcome;
 pub mod select;

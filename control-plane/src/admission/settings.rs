@@ -31,7 +31,7 @@ pub struct AdmissionSettings {
     pub lease_grace: Duration,
     /// How long a 429 / 529 keeps an account out.
     pub cooldowns: Cooldowns,
-    /// Strict pricing refuses unpriced models here, before any upstream call.
+    /// Unpriced models are refused at Admit unless a fallback price is set (`pricing.rs`).
     pub billing: BillingSettings,
     /// Operator rules: other 5xx / timeouts → temporarily unschedulable.
     pub unschedulable_rules: UnschedulableRules,

@@ -173,10 +173,7 @@ impl Snapshot {
     }
 
     pub async fn prices(&self) -> Result<Arc<PriceTable>> {
-        let load = async {
-            let prices = self.inner.store.list_prices().await?;
-            Ok(Arc::new(PriceTable::new(&prices)))
-        };
+        let load = async { Ok(Arc::new(PriceTable::load(&self.inner.store).await?)) };
         self.read_through(|s| &mut s.prices, (), load).await
     }
 

@@ -1,17 +1,20 @@
 //! `ReportUsage`: validate, price and charge a batch of usage records.
 //!
-//! Per record: [`record::check`] (malformed → rejected), price lookup on the
-//! *requested* model, [`cost::compute`], then `Store::charge_usage` — one transaction
-//! holding the usage row, the balance or subscription windows and the key's quota.
-//! A request id is acknowledged only after its transaction committed; a replay
-//! (already recorded) is acknowledged too and changes nothing.
+//! Per record: [`record::check`], the price of the served model ([`super::served`]),
+//! [`cost::compute`], then `Store::charge_usage` — one transaction holding the usage
+//! row, the balance or subscription windows and the key's quota. A request id is
+//! acknowledged only after its transaction committed; a replay (already recorded) is
+//! acknowledged too and changes nothing.
 //!
-//! Failures, record by record, in one call:
-//! - malformed, a model with no price under strict pricing, a cost out of range, or a
-//!   key / user / subscription that does not exist → `rejected` (for good);
-//! - an error that belongs to the record (a database error on its statements, an
-//!   overflow guard) → neither acked nor rejected, logged; the batch goes on, so one bad
-//!   record does not hold back the others, and the data plane retries it;
+//! Every record lands (gateway.proto "Acknowledgement semantics"):
+//! - charged → `acked_request_ids`;
+//! - a record that can never be charged as it is — malformed, a model with no price
+//!   (no fallback), a cost out of range, its key / user / subscription gone, a value the
+//!   database refuses for good — goes to the dead-letter table with its reason and the
+//!   raw record ([`super::dead_letter`]) → `dead_lettered`; the data plane drops it, an
+//!   operator lists it and re-charges it;
+//! - a transient error of this record (a deadlock, a busy database) → neither, logged;
+//!   the batch goes on and the data plane retries the record;
 //! - an error of the database itself (connection, pool timeout) → the batch stops: the
 //!   rest would fail the same way, slowly. What committed so far is acknowledged; when
 //!   nothing was, the call fails and the data plane backs off.
@@ -24,54 +27,139 @@
 //! once, record by record (`publish_local`, an in-process step): Admit must not admit on
 //! a cached balance or key the batch's earlier records already exhausted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tollgate_shared::proto::gateway::v1 as pb;
 
 use super::BillingSettings;
-use super::cost::{self, Cost, Rates};
+use super::cost::{self, Cost};
+use super::dead_letter;
 use super::price_lookup::{PriceSource, PriceTable};
 use super::record::{self, Checked};
+use super::served;
 use crate::error::{Error, Result};
 use crate::events::{Change, Invalidation, Invalidations, Scope};
-use crate::storage::Store;
+use crate::model::UsageRecord;
+use crate::storage::{ChargeOutcome, StorageError, Store};
 
-/// What to charge for one checked record, or why it is refused.
+/// What to charge for one checked record, or why it can never be charged as it is.
+/// `mapping` is the serving account's model mapping (operator aliases).
 pub fn price(
     checked: &Checked,
+    mapping: &BTreeMap<String, String>,
     prices: &PriceTable,
     settings: &BillingSettings,
 ) -> Result<Cost, String> {
-    let model = &checked.report.model;
-    let request_id = &checked.report.request_id;
-    let rates = match prices.lookup(model, settings.fallback) {
-        Some((rates, source)) => {
-            if source != PriceSource::Exact {
-                tracing::debug!(request_id, model, %source, "priced by lookup chain");
-            }
-            rates
-        }
-        None if settings.strict_pricing => {
-            return Err(format!(
-                "no price for model {model:?} (strict pricing; set a price or a fallback)"
-            ));
-        }
-        None => {
-            // Never silent: the row is kept (tokens and all) and the operator warned.
-            tracing::warn!(
-                request_id,
-                model,
-                "no price for model; usage recorded at zero cost"
-            );
-            Rates::ZERO
-        }
+    let r = &checked.report;
+    let Some((name, rates, source)) = served::price_of(
+        &r.model,
+        &r.upstream_model,
+        mapping,
+        prices,
+        settings.fallback,
+    ) else {
+        return Err(format!(
+            "no price for model {:?} (served as {:?}); set a price, then re-charge",
+            r.model, r.upstream_model
+        ));
     };
-    if checked.report.estimated && !settings.charge_estimates {
+    if source != PriceSource::Exact || name != r.model {
+        tracing::debug!(request_id = r.request_id, model = r.model, priced = name, %source, "priced");
+    }
+    if r.estimated && !settings.charge_estimates {
         // Stored with its estimated tokens, flagged `estimated`, at zero cost.
         return Ok(Cost::default());
     }
     cost::compute(checked.tokens, rates, checked.rate_multiplier)
         .map_err(|e| format!("cannot price the record: {e}"))
+}
+
+/// Model mappings of the accounts a batch names, read at most once each.
+#[derive(Default)]
+pub(super) struct Mappings(HashMap<i64, BTreeMap<String, String>>);
+
+impl Mappings {
+    /// The serving account's mapping when the alias rule could apply, else none (no read).
+    pub(super) async fn for_record(
+        &mut self,
+        store: &Store,
+        checked: &Checked,
+        prices: &PriceTable,
+    ) -> Result<BTreeMap<String, String>> {
+        let r = &checked.report;
+        if !served::may_be_alias(&r.model, &r.upstream_model, prices) {
+            return Ok(BTreeMap::new());
+        }
+        if let Some(m) = self.0.get(&r.account_id) {
+            return Ok(m.clone());
+        }
+        let mapping = match store.get_account(r.account_id).await {
+            Ok(a) => a.model_mapping,
+            // A deleted account maps nothing any more: the served model is priced.
+            Err(Error::NotFound(_)) => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        self.0.insert(r.account_id, mapping.clone());
+        Ok(mapping)
+    }
+}
+
+/// How one record ended.
+enum Landed {
+    Charged(Box<UsageRecord>, ChargeOutcome),
+    /// Can never be charged as it is.
+    Permanent(String),
+    /// Not stored; the data plane sends it again.
+    Retry(Error),
+    /// The database itself failed: stop the batch.
+    Stop(Error),
+}
+
+/// Why a record was not charged.
+pub(super) enum Failure {
+    /// No retry of the same record can fix it (the reason).
+    Permanent(String),
+    /// Transient, or the database itself.
+    Error(Error),
+}
+
+/// Validates, prices and charges one record.
+pub(super) async fn charge_one(
+    store: &Store,
+    prices: &PriceTable,
+    mappings: &mut Mappings,
+    settings: &BillingSettings,
+    report: pb::UsageReport,
+    now_ms: i64,
+) -> std::result::Result<(UsageRecord, ChargeOutcome), Failure> {
+    let checked = record::check(report).map_err(Failure::Permanent)?;
+    let mapping = mappings
+        .for_record(store, &checked, prices)
+        .await
+        .map_err(Failure::Error)?;
+    let cost = price(&checked, &mapping, prices, settings).map_err(Failure::Permanent)?;
+    let usage = checked.into_record(cost, now_ms);
+    match store.charge_usage(&usage, now_ms).await {
+        Ok(outcome) => Ok((usage, outcome)),
+        Err(e) if is_permanent(&e) => Err(Failure::Permanent(e.to_string())),
+        Err(e) => Err(Failure::Error(e)),
+    }
+}
+
+async fn land(
+    store: &Store,
+    prices: &PriceTable,
+    mappings: &mut Mappings,
+    settings: &BillingSettings,
+    report: pb::UsageReport,
+    now_ms: i64,
+) -> Landed {
+    match charge_one(store, prices, mappings, settings, report, now_ms).await {
+        Ok((usage, outcome)) => Landed::Charged(Box::new(usage), outcome),
+        Err(Failure::Permanent(reason)) => Landed::Permanent(reason),
+        Err(Failure::Error(e)) if belongs_to_record(&e) => Landed::Retry(e),
+        Err(Failure::Error(e)) => Landed::Stop(e),
+    }
 }
 
 /// Handles one `ReportUsage` call (see the module doc).
@@ -87,66 +175,40 @@ pub async fn report_usage(
         return Ok(resp);
     }
     // One snapshot per call: price edits apply from the next batch.
-    let prices = PriceTable::new(&store.list_prices().await?);
+    let prices = PriceTable::load(store).await?;
+    let mut mappings = Mappings::default();
     let mut pending = PendingInvalidations::new(invalidations);
     let mut stopped = None;
     for report in records {
         let request_id = report.request_id.clone();
-        let reject = |resp: &mut pb::ReportUsageResponse, reason: String| {
-            tracing::warn!(request_id, reason, "usage record rejected");
-            resp.rejected.push(pb::RejectedUsage {
-                request_id: request_id.clone(),
-                reason,
-            });
-        };
-        let checked = match record::check(report) {
-            Ok(c) => c,
-            Err(reason) => {
-                reject(&mut resp, reason);
-                continue;
-            }
-        };
-        let cost = match price(&checked, &prices, settings) {
-            Ok(c) => c,
-            Err(reason) => {
-                reject(&mut resp, reason);
-                continue;
-            }
-        };
-        let usage = checked.into_record(cost, now_ms);
-        match store.charge_usage(&usage, now_ms).await {
-            Ok(outcome) => {
-                if outcome.inserted {
-                    // Only charges that change an authorization decision drop cached
-                    // entries: invalidating on every charge would make the next request
-                    // of every key pay an extra Authorize call. Smaller drifts (quota
-                    // used, balance still positive) decide nothing; subscription windows
-                    // are re-checked by admission, which reads them from storage.
-                    if outcome.key_exhausted {
-                        pending.key(usage.key_id);
-                    }
-                    if outcome.balance_after_nanos.is_some_and(|b| b <= 0) {
-                        pending.user(usage.user_id);
-                    }
-                    if outcome.key_exhausted {
-                        tracing::info!(
-                            key_id = usage.key_id,
-                            quota_used_nanos = outcome.key_quota_used_nanos,
-                            "key quota exhausted"
-                        );
-                    }
-                } else {
+        let raw = report.clone();
+        match land(store, &prices, &mut mappings, settings, report, now_ms).await {
+            Landed::Charged(usage, outcome) => {
+                pending.charged(&usage, &outcome);
+                if !outcome.inserted {
                     tracing::debug!(request_id, "usage record replayed; already charged");
                 }
                 resp.acked_request_ids.push(request_id);
             }
-            Err(Error::NotFound(what)) => {
-                reject(&mut resp, format!("{what} not found"));
+            Landed::Permanent(reason) => {
+                match dead_letter::store(store, &raw, &reason, now_ms).await {
+                    Ok(()) => resp
+                        .dead_lettered
+                        .push(pb::DeadLettered { request_id, reason }),
+                    Err(e) if belongs_to_record(&e) => {
+                        tracing::error!(request_id, error = %e, "dead letter not stored; will be retried");
+                    }
+                    Err(e) => {
+                        tracing::error!(request_id, error = %e, "charging stopped; the rest of the batch will be retried");
+                        stopped = Some(e);
+                        break;
+                    }
+                }
             }
-            Err(e) if belongs_to_record(&e) => {
+            Landed::Retry(e) => {
                 tracing::error!(request_id, error = %e, "usage record not charged; will be retried");
             }
-            Err(e) => {
+            Landed::Stop(e) => {
                 tracing::error!(request_id, error = %e, "charging stopped; the rest of the batch will be retried");
                 stopped = Some(e);
                 break;
@@ -155,8 +217,28 @@ pub async fn report_usage(
     }
     drop(pending);
     match stopped {
-        Some(e) if resp.acked_request_ids.is_empty() && resp.rejected.is_empty() => Err(e),
+        Some(e) if resp.acked_request_ids.is_empty() && resp.dead_lettered.is_empty() => Err(e),
         _ => Ok(resp),
+    }
+}
+
+/// An error no retry of the same record can fix: a missing key, user or subscription,
+/// an overflow guard, a value the database refuses (Postgres SQLSTATE classes 22 data
+/// exception and 23 integrity violation; SQLite constraint, mismatch, too big).
+fn is_permanent(e: &Error) -> bool {
+    match e {
+        Error::NotFound(_) | Error::InvalidArgument { .. } => true,
+        Error::Storage(StorageError::Rejected(sqlx::Error::Database(db))) => {
+            let code = db.code().unwrap_or_default();
+            if code.len() == 5 {
+                // A Postgres SQLSTATE.
+                code.starts_with("22") || code.starts_with("23")
+            } else {
+                // SQLite: the primary result code is the low byte of the extended one.
+                matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(18..=20))
+            }
+        }
+        _ => false,
     }
 }
 
@@ -169,18 +251,40 @@ fn belongs_to_record(e: &Error) -> bool {
 }
 
 /// Key and user ids whose cached authorization changed; published when dropped.
-struct PendingInvalidations<'a> {
+pub(super) struct PendingInvalidations<'a> {
     bus: &'a Invalidations,
     keys: BTreeSet<i64>,
     users: BTreeSet<i64>,
 }
 
 impl<'a> PendingInvalidations<'a> {
-    fn new(bus: &'a Invalidations) -> Self {
+    pub(super) fn new(bus: &'a Invalidations) -> Self {
         Self {
             bus,
             keys: BTreeSet::new(),
             users: BTreeSet::new(),
+        }
+    }
+
+    /// What a committed charge changed. Only charges that change an authorization
+    /// decision drop cached entries: invalidating on every charge would make the next
+    /// request of every key pay an extra Authorize call. Smaller drifts (quota used,
+    /// balance still positive) decide nothing; subscription windows are re-checked by
+    /// admission, which reads them from storage.
+    pub(super) fn charged(&mut self, usage: &UsageRecord, outcome: &ChargeOutcome) {
+        if !outcome.inserted {
+            return;
+        }
+        if outcome.key_exhausted {
+            self.key(usage.key_id);
+            tracing::info!(
+                key_id = usage.key_id,
+                quota_used_nanos = outcome.key_quota_used_nanos,
+                "key quota exhausted"
+            );
+        }
+        if outcome.balance_after_nanos.is_some_and(|b| b <= 0) {
+            self.user(usage.user_id);
         }
     }
 
@@ -213,16 +317,21 @@ impl Drop for PendingInvalidations<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::billing::Rates;
     use crate::model::Price;
 
-    fn table() -> PriceTable {
-        PriceTable::new(&[Price {
+    fn gpt5() -> Price {
+        Price {
             model: "gpt-5".into(),
             input_per_mtok_nanos: 1_250_000_000,
             output_per_mtok_nanos: 10_000_000_000,
             cached_input_per_mtok_nanos: 125_000_000,
             updated_at_ms: 0,
-        }])
+        }
+    }
+
+    fn table() -> PriceTable {
+        PriceTable::new(&[gpt5()])
     }
 
     fn checked(model: &str, estimated: bool) -> Checked {
@@ -243,25 +352,35 @@ mod tests {
         .unwrap()
     }
 
+    fn price(checked: &Checked, prices: &PriceTable, s: &BillingSettings) -> Result<Cost, String> {
+        super::price(checked, &BTreeMap::new(), prices, s)
+    }
+
     #[test]
-    fn priced_on_the_requested_model() {
+    fn priced_on_the_served_model() {
         let s = BillingSettings::default();
+        // Requested "gpt-5-high" (unpriced itself), served as gpt-5.
         let c = price(&checked("gpt-5-high", false), &table(), &s).unwrap();
         assert_eq!((c.total_nanos, c.actual_nanos), (3_137_500, 6_275_000));
+        // Requested a name with its own price, served as gpt-5: gpt-5's price.
+        let mut t = vec![gpt5()];
+        t.push(Price {
+            model: "cheap".into(),
+            input_per_mtok_nanos: 1,
+            output_per_mtok_nanos: 1,
+            cached_input_per_mtok_nanos: 1,
+            updated_at_ms: 0,
+        });
+        let c = price(&checked("cheap", false), &PriceTable::new(&t), &s).unwrap();
+        assert_eq!(c.total_nanos, 3_137_500);
     }
 
     #[test]
     fn unpriced_models() {
-        let lenient = BillingSettings::default();
-        assert_eq!(
-            price(&checked("o9", false), &table(), &lenient),
-            Ok(Cost::default())
-        );
-        let strict = BillingSettings {
-            strict_pricing: true,
-            ..lenient
-        };
-        let reason = price(&checked("o9", false), &table(), &strict).unwrap_err();
+        let mut unpriced = checked("o9", false);
+        unpriced.report.upstream_model = "o9".into();
+        let none = BillingSettings::default();
+        let reason = price(&unpriced, &table(), &none).unwrap_err();
         assert!(reason.contains("\"o9\""), "{reason}");
         let fallback = BillingSettings {
             fallback: Some(Rates {
@@ -269,9 +388,9 @@ mod tests {
                 output_per_mtok_nanos: 0,
                 cached_input_per_mtok_nanos: 0,
             }),
-            ..strict
+            ..none
         };
-        let c = price(&checked("o9", false), &table(), &fallback).unwrap();
+        let c = price(&unpriced, &table(), &fallback).unwrap();
         assert_eq!(c.total_nanos, 900);
     }
 
@@ -298,6 +417,61 @@ mod tests {
                 .total_nanos
                 > 0
         );
+    }
+
+    proptest::proptest! {
+        /// The invariant of billing.md "Prices": a served request (some tokens) is billed
+        /// at zero only when the price that applies is zero or the multiplier is zero;
+        /// otherwise it is refused (dead-lettered), never silently free. Whatever the
+        /// requested and served names and the account's mapping.
+        #[test]
+        fn never_free_by_accident(
+            requested in "(gpt-5|cheap|free|o9|team)(-high|-2025-08-07)?",
+            served in "(gpt-5|cheap|free|o9|team|)(-high|-2025-08-07)?",
+            mapped in proptest::bool::ANY,
+            // Multipliers of 0 or at least 1: a smaller one may round a 1-nano total to 0.
+            multiplier in proptest::sample::select(vec!["0", "1", "1.5", "2"]),
+            input in 1i64..100_000,
+            output in 0i64..100_000,
+        ) {
+            let p = |model: &str, n: i64| Price {
+                model: model.into(),
+                input_per_mtok_nanos: n,
+                output_per_mtok_nanos: n,
+                cached_input_per_mtok_nanos: n,
+                updated_at_ms: 0,
+            };
+            // Every list price is a whole number of nano-USD per token (billing.md).
+            let table = PriceTable::new(&[p("gpt-5", 1_250_000_000), p("cheap", 1_000_000), p("free", 0)]);
+            let mapping: BTreeMap<String, String> = if mapped {
+                [(requested.clone(), served.clone())].into()
+            } else {
+                BTreeMap::new()
+            };
+            let c = record::check(pb::UsageReport {
+                request_id: "r".into(),
+                key_id: 1,
+                user_id: 1,
+                group_id: Some(1),
+                model: requested.clone(),
+                upstream_model: served.clone(),
+                input_tokens: input,
+                output_tokens: output,
+                billing_mode: "balance".into(),
+                rate_multiplier: multiplier.into(),
+                ..Default::default()
+            }).unwrap();
+            if let Ok(cost) = super::price(&c, &mapping, &table, &BillingSettings::default())
+                && cost.actual_nanos == 0
+            {
+                let name = served::priced_name(&requested, &served, &mapping, &table);
+                let (rates, _) = table.lookup(name, None).unwrap();
+                proptest::prop_assert!(
+                    multiplier == "0" || rates == Rates::ZERO,
+                    "{} served as {:?} billed at zero", requested, served
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,16 +1,23 @@
 //! Billing: what a request costs and charging it exactly once.
 //!
 //! - [`cost`]: the exact cost formula (integers only, one rounding per amount);
-//! - [`price_lookup`]: which price applies to a requested model;
+//! - [`price_lookup`]: the price of a model name (exact, undated, effort-less, alias,
+//!   fallback);
+//! - [`served`]: which name is priced — the served model, or an operator's alias;
 //! - [`record`]: validation of a `UsageReport` from a data plane;
+//! - [`dead_letter`]: records that can never be charged as they are — kept, listed and
+//!   re-charged by operators;
 //! - [`charge`]: the `ReportUsage` flow — validate, price, charge each record in its own
 //!   transaction (`Store::charge_usage`), acknowledge only what committed, and publish
 //!   the cache invalidations.
 
+pub mod audit;
 pub mod charge;
 pub mod cost;
+pub mod dead_letter;
 pub mod price_lookup;
 pub mod record;
+pub mod served;
 
 pub use charge::report_usage;
 pub use cost::{Cost, Rates, Tokens};
@@ -21,10 +28,8 @@ use crate::config::Config;
 /// Billing configuration, from `Config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BillingSettings {
-    /// `TOLLGATE_STRICT_PRICING`: refuse records of models with no price (and no
-    /// fallback). Otherwise they are stored at zero cost with a warning.
-    pub strict_pricing: bool,
-    /// `TOLLGATE_FALLBACK_PRICE`: the price of models missing from the table.
+    /// `TOLLGATE_FALLBACK_PRICE`: the price of models missing from the table. Without
+    /// one, such models are refused at admission and their records dead-lettered.
     pub fallback: Option<Rates>,
     /// `TOLLGATE_CHARGE_ESTIMATES`: charge records whose token counts the data plane
     /// estimated; when false they are stored at zero cost (flagged `estimated`).
@@ -34,7 +39,6 @@ pub struct BillingSettings {
 impl Default for BillingSettings {
     fn default() -> Self {
         Self {
-            strict_pricing: false,
             fallback: None,
             charge_estimates: true,
         }
@@ -44,7 +48,6 @@ impl Default for BillingSettings {
 impl BillingSettings {
     pub fn from_config(c: &Config) -> Self {
         Self {
-            strict_pricing: c.strict_pricing,
             fallback: c.fallback_price.map(|p| p.0),
             charge_estimates: c.charge_estimates,
         }
@@ -64,7 +67,6 @@ mod tests {
 
         let c = crate::config::parse_flags(&[
             "cp",
-            "--strict-pricing",
             "--fallback-price",
             "1.25,10,0.125",
             "--charge-estimates",
@@ -74,7 +76,6 @@ mod tests {
         assert_eq!(
             BillingSettings::from_config(&c),
             BillingSettings {
-                strict_pricing: true,
                 fallback: Some(Rates {
                     input_per_mtok_nanos: 1_250_000_000,
                     output_per_mtok_nanos: 10_000_000_000,

@@ -1,17 +1,22 @@
-//! Which price applies to a requested model (billing.md "Prices"): the exact name, then
-//! the name without a date suffix, then its family base, then the configured fallback.
+//! Which price applies to a model name (billing.md "Prices"). For the name, then its
+//! undated form (strict `-YYYYMMDD` / `-YYYY-MM-DD` suffix), then its effort-less form
+//! (one of six known reasoning-effort suffixes): the exact price, else an explicit
+//! alias (`price_aliases`) whose target has an exact price. Then the configured
+//! fallback. Never a prefix match: `gpt-5-pro` is `gpt-5-pro` or nothing, not `gpt-5`.
 //!
-//! The table is a snapshot of the `prices` table. `ReportUsage` loads one per call (the
-//! table is a few dozen rows), so an admin `SetPrice` / `DeletePrice` applies from the
-//! next batch on. Strict-pricing admission keeps one in the admission snapshot, which
-//! both calls drop (`publish_local`) before they return.
+//! Which *name* is priced (the served model, or an operator's alias) is decided by
+//! [`super::served`]. The table is a snapshot of the `prices` and `price_aliases`
+//! tables: `ReportUsage` loads one per call; Admit keeps one in the admission snapshot,
+//! which `SetPrice` / `DeletePrice` / `price import` drop (`publish_local`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
 use super::cost::Rates;
-use crate::model::Price;
+use crate::error::Result;
+use crate::model::{Price, PriceAlias};
+use crate::storage::Store;
 
 /// Reasoning-effort suffixes clients append to a model name (`gpt-5.1-codex-high`).
 const EFFORT_SUFFIXES: [&str; 6] = ["-minimal", "-none", "-low", "-medium", "-high", "-xhigh"];
@@ -20,10 +25,10 @@ const EFFORT_SUFFIXES: [&str; 6] = ["-minimal", "-none", "-low", "-medium", "-hi
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PriceSource {
     Exact,
-    /// The name without its date suffix.
-    Undated(String),
-    /// A family base (effort suffix stripped, then the longest listed prefix).
-    Family(String),
+    /// The name without its date and/or effort suffix, priced exactly.
+    Stripped(String),
+    /// An explicit alias: (the name looked up, the model whose price it takes).
+    Alias(String, String),
     Fallback,
 }
 
@@ -31,64 +36,85 @@ impl fmt::Display for PriceSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Exact => f.write_str("exact"),
-            Self::Undated(m) => write!(f, "undated {m}"),
-            Self::Family(m) => write!(f, "family {m}"),
+            Self::Stripped(m) => write!(f, "as {m}"),
+            Self::Alias(a, m) => write!(f, "alias {a} of {m}"),
             Self::Fallback => f.write_str("fallback"),
         }
     }
 }
 
-/// A snapshot of the price table.
+/// A snapshot of the price and alias tables.
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
     by_model: HashMap<String, Rates>,
+    aliases: HashMap<String, String>,
 }
 
 impl PriceTable {
+    /// Prices only, no aliases.
     pub fn new(prices: &[Price]) -> Self {
+        Self::with_aliases(prices, &[])
+    }
+
+    pub fn with_aliases(prices: &[Price], aliases: &[PriceAlias]) -> Self {
         Self {
             by_model: prices
                 .iter()
                 .map(|p| (p.model.clone(), Rates::from(p)))
                 .collect(),
+            aliases: aliases
+                .iter()
+                .map(|a| (a.alias.clone(), a.model.clone()))
+                .collect(),
         }
+    }
+
+    /// Both tables, read now.
+    pub async fn load(store: &Store) -> Result<Self> {
+        let prices = store.list_prices().await?;
+        let aliases = store.list_price_aliases().await?;
+        Ok(Self::with_aliases(&prices, &aliases))
+    }
+
+    /// Whether `model` itself has a row (no suffix stripping, no alias).
+    pub fn has_exact(&self, model: &str) -> bool {
+        self.by_model.contains_key(model)
     }
 
     /// The price of `model` along the lookup chain; `None` when nothing matches and
     /// there is no fallback.
     pub fn lookup(&self, model: &str, fallback: Option<Rates>) -> Option<(Rates, PriceSource)> {
-        if let Some(r) = self.by_model.get(model) {
-            return Some((*r, PriceSource::Exact));
-        }
-        let undated = strip_date_suffix(model);
-        if undated != model
-            && let Some(r) = self.by_model.get(undated)
-        {
-            return Some((*r, PriceSource::Undated(undated.to_owned())));
-        }
-        if let Some(base) = self.family_base(undated) {
-            return self
-                .by_model
-                .get(base)
-                .map(|r| (*r, PriceSource::Family(base.to_owned())));
-        }
-        fallback.map(|r| (r, PriceSource::Fallback))
+        self.lookup_table(model)
+            .or_else(|| fallback.map(|r| (r, PriceSource::Fallback)))
     }
 
-    /// The effort suffix stripped, then the longest `-`-separated prefix that has a price
-    /// (the stripped name itself included). Never the name it was given (that was tried).
-    fn family_base<'m>(&self, name: &'m str) -> Option<&'m str> {
-        let stripped = strip_effort_suffix(name);
-        let mut candidate = stripped;
-        loop {
-            if candidate != name && self.by_model.contains_key(candidate) {
-                return Some(candidate);
-            }
-            candidate = &candidate[..candidate.rfind('-')?];
-            if candidate.is_empty() {
-                return None;
+    /// The chain without the fallback.
+    pub fn lookup_table(&self, model: &str) -> Option<(Rates, PriceSource)> {
+        let undated = strip_date_suffix(model);
+        let bare = strip_effort_suffix(undated);
+        let bare = strip_date_suffix(bare);
+        let mut candidates = vec![model];
+        for c in [undated, bare] {
+            if !candidates.contains(&c) {
+                candidates.push(c);
             }
         }
+        for name in &candidates {
+            if let Some(r) = self.by_model.get(*name) {
+                let source = if *name == model {
+                    PriceSource::Exact
+                } else {
+                    PriceSource::Stripped((*name).to_owned())
+                };
+                return Some((*r, source));
+            }
+            if let Some(target) = self.aliases.get(*name)
+                && let Some(r) = self.by_model.get(target)
+            {
+                return Some((*r, PriceSource::Alias((*name).to_owned(), target.clone())));
+            }
+        }
+        None
     }
 }
 
@@ -172,19 +198,40 @@ mod tests {
     }
 
     fn table() -> PriceTable {
-        PriceTable::new(&[
-            price("gpt-5", 1),
-            price("gpt-5.1", 2),
-            price("gpt-5.1-codex", 3),
-            price("gpt-5.1-codex-max", 4),
-            price("gpt-5-mini", 5),
-            price("gpt-5-2025-08-07", 6),
-        ])
+        PriceTable::with_aliases(
+            &[
+                price("gpt-5", 1),
+                price("gpt-5.1", 2),
+                price("gpt-5.1-codex", 3),
+                price("gpt-5.1-codex-max", 4),
+                price("gpt-5-mini", 5),
+                price("gpt-5-2025-08-07", 6),
+                price("gpt-5-pro", 7),
+                price("gpt-5-nano", 8),
+                price("gpt-5.1-codex-mini", 9),
+            ],
+            &[
+                PriceAlias {
+                    alias: "gpt-5-codex-mini".into(),
+                    model: "gpt-5.1-codex-mini".into(),
+                    updated_at_ms: 0,
+                },
+                PriceAlias {
+                    alias: "dangling".into(),
+                    model: "not-priced".into(),
+                    updated_at_ms: 0,
+                },
+            ],
+        )
     }
 
     fn found(t: &PriceTable, model: &str) -> Option<(i64, PriceSource)> {
         t.lookup(model, None)
             .map(|(r, s)| (r.input_per_mtok_nanos, s))
+    }
+
+    fn stripped(m: &str) -> PriceSource {
+        PriceSource::Stripped(m.into())
     }
 
     #[test]
@@ -193,35 +240,59 @@ mod tests {
         // Exact wins, even over a shorter base.
         assert_eq!(found(&t, "gpt-5.1-codex"), Some((3, PriceSource::Exact)));
         assert_eq!(found(&t, "gpt-5-2025-08-07"), Some((6, PriceSource::Exact)));
+        // Variants are priced as themselves, never as a shorter priced prefix.
+        assert_eq!(found(&t, "gpt-5-pro"), Some((7, PriceSource::Exact)));
+        assert_eq!(found(&t, "gpt-5-nano"), Some((8, PriceSource::Exact)));
+        assert_eq!(
+            found(&t, "gpt-5.1-codex-mini"),
+            Some((9, PriceSource::Exact))
+        );
+        assert_eq!(
+            found(&t, "gpt-5-pro-high"),
+            Some((7, stripped("gpt-5-pro")))
+        );
         // Date suffixes.
         assert_eq!(
             found(&t, "gpt-5.1-2025-11-13"),
-            Some((2, PriceSource::Undated("gpt-5.1".into())))
+            Some((2, stripped("gpt-5.1")))
         );
         assert_eq!(
             found(&t, "gpt-5-mini-20250807"),
-            Some((5, PriceSource::Undated("gpt-5-mini".into())))
+            Some((5, stripped("gpt-5-mini")))
         );
-        // Family bases.
+        // Effort suffixes (after the date, or before it).
         assert_eq!(
             found(&t, "gpt-5.1-codex-high"),
-            Some((3, PriceSource::Family("gpt-5.1-codex".into())))
+            Some((3, stripped("gpt-5.1-codex")))
         );
         assert_eq!(
             found(&t, "gpt-5.1-codex-max-xhigh"),
-            Some((4, PriceSource::Family("gpt-5.1-codex-max".into())))
-        );
-        assert_eq!(
-            found(&t, "gpt-5.1-codex-mini"),
-            Some((3, PriceSource::Family("gpt-5.1-codex".into())))
+            Some((4, stripped("gpt-5.1-codex-max")))
         );
         assert_eq!(
             found(&t, "gpt-5.1-codex-high-2025-01-02"),
-            Some((3, PriceSource::Family("gpt-5.1-codex".into())))
+            Some((3, stripped("gpt-5.1-codex")))
         );
         assert_eq!(
-            found(&t, "gpt-5-mini-low"),
-            Some((5, PriceSource::Family("gpt-5-mini".into())))
+            found(&t, "gpt-5-mini-2025-08-07-low"),
+            Some((5, stripped("gpt-5-mini")))
+        );
+        // Explicit aliases, also under a suffix; an alias to nothing prices nothing.
+        assert_eq!(
+            found(&t, "gpt-5-codex-mini"),
+            Some((
+                9,
+                PriceSource::Alias("gpt-5-codex-mini".into(), "gpt-5.1-codex-mini".into())
+            ))
+        );
+        assert_eq!(found(&t, "gpt-5-codex-mini-high").map(|f| f.0), Some(9));
+        assert_eq!(found(&t, "dangling"), None);
+        // No prefix rule: these were once priced as gpt-5 / gpt-5.1-codex.
+        assert_eq!(found(&t, "gpt-5-ultra"), None);
+        assert_eq!(found(&t, "gpt-5.1-codex-mini-turbo"), None);
+        assert_eq!(
+            found(&t, &format!("gpt-5.1-codex-{}", "x".repeat(300))),
+            None
         );
         // Nothing.
         assert_eq!(found(&t, "claude-3"), None);
@@ -283,16 +354,20 @@ mod tests {
 
     proptest! {
         /// Whatever the name, lookup never panics, an exact entry always wins, and a
-        /// found family base is a listed proper prefix of the name at a `-` boundary.
+        /// stripped name is the given one minus date and effort suffixes only.
         #[test]
-        fn lookup_is_total_and_prefix_bound(name in "[a-z0-9.-]{0,30}") {
+        fn lookup_is_total_and_never_a_prefix(name in "[a-z0-9.-]{0,30}") {
             let t = table();
             match t.lookup(&name, None) {
                 Some((_, PriceSource::Exact)) => prop_assert!(t.by_model.contains_key(&name)),
-                Some((_, PriceSource::Undated(m) | PriceSource::Family(m))) => {
+                Some((_, PriceSource::Stripped(m))) => {
                     prop_assert!(!t.by_model.contains_key(&name));
                     prop_assert!(t.by_model.contains_key(&m));
-                    prop_assert!(name.starts_with(&format!("{m}-")), "{} from {}", m, name);
+                    let bare = strip_date_suffix(strip_effort_suffix(strip_date_suffix(&name)));
+                    prop_assert!(m == strip_date_suffix(&name) || m == bare, "{} from {}", m, name);
+                }
+                Some((_, PriceSource::Alias(a, m))) => {
+                    prop_assert_eq!(t.aliases.get(&a), Some(&m));
                 }
                 Some((_, PriceSource::Fallback)) => prop_assert!(false, "no fallback given"),
                 None => {}

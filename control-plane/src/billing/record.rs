@@ -24,20 +24,34 @@ pub struct Checked {
     pub account_cost_multiplier: Multiplier,
 }
 
-/// Checks one report; the error is the reason sent back in `RejectedUsage`.
+/// A request id the usage table can hold: not blank, at most `MAX_ID_LEN` bytes, no
+/// control characters (a NUL is refused by Postgres).
+pub fn check_request_id(id: &str) -> Result<(), String> {
+    name("request_id", id)
+}
+
+fn name(field: &str, v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    if v.len() > MAX_ID_LEN {
+        return Err(format!("{field} is longer than {MAX_ID_LEN} bytes"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(format!("{field} contains a control character"));
+    }
+    Ok(())
+}
+
+/// Checks one report; the error is the reason it is dead-lettered with.
 pub fn check(report: pb::UsageReport) -> Result<Checked, String> {
     let r = &report;
-    if r.request_id.trim().is_empty() {
-        return Err("request_id is empty".into());
-    }
-    if r.request_id.len() > MAX_ID_LEN {
-        return Err(format!("request_id is longer than {MAX_ID_LEN} bytes"));
-    }
-    if r.model.trim().is_empty() {
-        return Err("model is empty".into());
-    }
-    if r.model.len() > MAX_ID_LEN {
-        return Err(format!("model is longer than {MAX_ID_LEN} bytes"));
+    check_request_id(&r.request_id)?;
+    name("model", &r.model)?;
+    // Empty only from data planes older than the served-model pricing (then the
+    // requested model is priced).
+    if !r.upstream_model.is_empty() {
+        name("upstream_model", &r.upstream_model)?;
     }
     if r.key_id <= 0 {
         return Err(format!("key_id {} is not a key id", r.key_id));
@@ -99,6 +113,8 @@ fn multiplier(name: &str, v: &str) -> Result<Multiplier, String> {
 }
 
 fn cut(mut s: String) -> String {
+    // Kept for operators, never a reason to lose the record: Postgres refuses NUL.
+    s.retain(|c| c != '\0');
     if s.len() > MAX_TEXT_LEN {
         let mut end = MAX_TEXT_LEN;
         while !s.is_char_boundary(end) {
@@ -123,7 +139,7 @@ impl Checked {
             subscription_id: r.subscription_id,
             account_id: r.account_id,
             model: r.model,
-            upstream_model: cut(r.upstream_model),
+            upstream_model: r.upstream_model,
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
             cached_tokens: r.cached_tokens,
@@ -181,7 +197,11 @@ mod tests {
     fn malformed_records_name_the_problem() {
         assert!(reason(|r| r.request_id = " ".into()).contains("request_id"));
         assert!(reason(|r| r.request_id = "x".repeat(300)).contains("request_id"));
+        assert!(reason(|r| r.request_id = "a\0b".into()).contains("request_id"));
         assert!(reason(|r| r.model.clear()).contains("model"));
+        assert!(reason(|r| r.model = "gpt-5\0".into()).contains("control character"));
+        assert!(reason(|r| r.model = "x".repeat(300)).contains("model is longer"));
+        assert!(reason(|r| r.upstream_model = "g\n".into()).contains("upstream_model"));
         assert!(reason(|r| r.key_id = 0).contains("key_id"));
         assert!(reason(|r| r.user_id = -1).contains("user_id"));
         assert!(reason(|r| r.input_tokens = -1).contains("input_tokens"));

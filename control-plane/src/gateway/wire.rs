@@ -21,6 +21,7 @@ impl From<pb::AdmitRequest> for AdmitRequest {
             excluded_account_ids: r.excluded_account_ids,
             user_lease_id: r.user_lease_id,
             stream: r.stream,
+            default_codex_model: r.default_codex_model,
         }
     }
 }

@@ -14,6 +14,11 @@ use super::{Store, from_json, not_found, parse_stored, to_json, unique_violation
 use crate::error::Result;
 use crate::model::{ApiKey, KeyPatch, NewApiKey, Page, Paged};
 
+/// The key's newest usage row id: `quota_used` counts the rows after it (the audit's
+/// invariant), set when the quota is reset or turned on.
+const QUOTA_BASELINE: &str =
+    "(SELECT COALESCE(MAX(u.id), 0) FROM usage_logs u WHERE u.key_id = api_keys.id)";
+
 const KEY_COLS: &str = "id, user_id, name, group_id, status, ip_allow, ip_deny, quota_nanos, \
                         quota_used_nanos, expires_at_ms, key_hint, created_at_ms, \
                         updated_at_ms, last_used_at_ms";
@@ -148,6 +153,11 @@ impl Store {
         if let Some(v) = patch.quota_nanos {
             let p = args.int(v);
             sets.push(format!("quota_nanos = {p}"));
+            // Turned on: quota_used counts from here (the audit's baseline).
+            sets.push(format!(
+                "quota_baseline_usage_id = CASE WHEN quota_nanos = 0 AND {p} > 0 \
+                 THEN {QUOTA_BASELINE} ELSE quota_baseline_usage_id END"
+            ));
             if v == 0 {
                 reactivate.push("status = 'quota_exhausted'".to_owned());
             } else {
@@ -213,11 +223,13 @@ impl Store {
         Ok(())
     }
 
-    /// `quota_used = 0`; a `quota_exhausted` key becomes `active`.
+    /// `quota_used = 0`; a `quota_exhausted` key becomes `active`. The audit counts the
+    /// key's usage from here on (`quota_baseline_usage_id`).
     pub async fn reset_key_quota(&self, id: i64) -> Result<ApiKey> {
         let mut args = Args::default();
         let sql = format!(
             "UPDATE api_keys SET quota_used_nanos = 0, updated_at_ms = {}, \
+             quota_baseline_usage_id = {QUOTA_BASELINE}, \
              status = CASE WHEN status = 'quota_exhausted' THEN {ACTIVE} ELSE status END \
              WHERE id = {} AND deleted_at_ms IS NULL RETURNING {KEY_COLS}",
             args.int(now_ms()),

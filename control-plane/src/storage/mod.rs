@@ -12,7 +12,9 @@
 mod account_state;
 mod accounts;
 mod args;
+mod audit;
 mod charge;
+mod dead_letters;
 mod error;
 mod groups;
 mod keys;
@@ -33,7 +35,9 @@ use tollgate_shared::Multiplier;
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
+pub use audit::{KeyBooks, UsageRowRef, UserBooks};
 pub use charge::ChargeOutcome;
+pub use dead_letters::DeadLetterCounts;
 pub use error::StorageError;
 
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

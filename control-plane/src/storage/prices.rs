@@ -1,6 +1,7 @@
-//! Model prices, nano-USD per million tokens. Defaults are seeded by the
-//! `0002_default_prices.sql` migration; lookup fallbacks (date suffix, family base,
-//! configured fallback) belong to the pricing code, not here.
+//! Model prices, nano-USD per million tokens, and price aliases. Defaults are seeded by
+//! the `0002_default_prices.sql` and `0003_billing_integrity.sql` migrations; the lookup
+//! chain (date and effort suffixes, aliases, configured fallback) belongs to the pricing
+//! code, not here.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -8,7 +9,7 @@ use tollgate_shared::now_ms;
 
 use super::{Store, not_found};
 use crate::error::{Error, Result};
-use crate::model::Price;
+use crate::model::{Price, PriceAlias};
 
 const PRICE_COLS: &str = "model, input_per_mtok_nanos, output_per_mtok_nanos, cached_input_per_mtok_nanos, \
      updated_at_ms";
@@ -89,5 +90,24 @@ impl Store {
             return Err(not_found("price for model", model));
         }
         Ok(())
+    }
+
+    /// Every alias, by alias name in byte order.
+    pub async fn list_price_aliases(&self) -> Result<Vec<PriceAlias>> {
+        let rows = sqlx::query("SELECT alias, model, updated_at_ms FROM price_aliases")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut aliases = rows
+            .iter()
+            .map(|row| {
+                Ok(PriceAlias {
+                    alias: row.try_get("alias")?,
+                    model: row.try_get("model")?,
+                    updated_at_ms: row.try_get("updated_at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        aliases.sort_by(|a, b| a.alias.cmp(&b.alias));
+        Ok(aliases)
     }
 }

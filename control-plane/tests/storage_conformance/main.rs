@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod books;
 mod charge;
 mod fixtures;
 mod groups;
@@ -20,6 +21,7 @@ mod usage;
 mod users;
 
 use accounts::*;
+use books::*;
 use charge::*;
 use groups::*;
 use health::*;
@@ -75,6 +77,7 @@ on_both_backends!(crate::with_store =>
     case_account_cooldowns_only_extend,
     case_account_error_snapshot_and_last_used,
     case_oauth_tokens_due_and_stored,
+    case_dead_letters_stored_once_listed_and_marked,
 );
 
 on_both_backends!(crate::with_store_and_url =>
@@ -83,4 +86,5 @@ on_both_backends!(crate::with_store_and_url =>
     case_account_credentials_encrypted_at_rest,
     case_account_clear_error_and_rate_limit,
     case_subscription_lifecycle,
+    case_audit_queries,
 );

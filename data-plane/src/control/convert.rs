@@ -75,6 +75,7 @@ pub fn admit_request(r: AdmitRequest) -> pb::AdmitRequest {
         excluded_account_ids: r.excluded_account_ids,
         user_lease_id: r.user_lease_id.unwrap_or_default(),
         stream: r.stream,
+        default_codex_model: r.default_codex_model,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct AdmitRequest {
     /// The lease already holding this request's user slot (re-admission after failover).
     pub user_lease_id: Option<String>,
     pub stream: bool,
+    /// The model subscription accounts are asked for outside the Codex family, so the
+    /// control plane prices what will be served.
+    pub default_codex_model: String,
 }
 
 /// The answer to Admit.
@@ -194,7 +197,8 @@ pub struct UsageAck {
     pub acked: Vec<String>,
     /// Refused for good (older control planes): (request id, reason).
     pub rejected: Vec<(String, String)>,
-    /// Stored in the control plane's dead-letter table: (request id, reason).
+    /// Stored in the control plane's dead-letter table for operators: (request id,
+    /// reason). Done here, like acknowledged ones.
     pub dead_lettered: Vec<(String, String)>,
 }
 

@@ -22,22 +22,6 @@ const FORWARDED: &[&str] = &[
     "x-codex-beta-features",
 ];
 
-/// Codex model families the subscription backend accepts.
-const CODEX_MODELS: &[&str] = &[
-    "gpt-5",
-    "gpt-5-codex",
-    "gpt-5-codex-mini",
-    "gpt-5.1",
-    "gpt-5.1-codex",
-    "gpt-5.1-codex-max",
-    "gpt-5.1-codex-mini",
-    "gpt-5.2",
-    "gpt-5.2-codex",
-    "codex-mini-latest",
-];
-
-const EFFORT_SUFFIXES: &[&str] = &["-minimal", "-none", "-low", "-medium", "-high", "-xhigh"];
-
 /// The rules differ by the kind of account the lease is for.
 pub use tollgate_shared::domain::AccountKind as Kind;
 
@@ -48,38 +32,8 @@ pub struct Target<'a> {
     pub default_codex_model: &'a str,
 }
 
-/// Strips a `-YYYYMMDD` / `-YYYY-MM-DD` date suffix.
-pub fn strip_date_suffix(model: &str) -> &str {
-    let b = model.as_bytes();
-    let is_digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
-    if b.len() > 9 && b[b.len() - 9] == b'-' && is_digits(&b[b.len() - 8..]) {
-        return &model[..model.len() - 9];
-    }
-    if b.len() > 11
-        && b[b.len() - 11] == b'-'
-        && b[b.len() - 6] == b'-'
-        && b[b.len() - 3] == b'-'
-        && is_digits(&b[b.len() - 10..b.len() - 6])
-        && is_digits(&b[b.len() - 5..b.len() - 3])
-        && is_digits(&b[b.len() - 2..])
-    {
-        return &model[..model.len() - 11];
-    }
-    model
-}
-
-/// `gpt-5.1-codex-high` → `gpt-5.1-codex`; unknown names → the configured default.
-pub fn normalize_codex_model(model: &str, default: &str) -> String {
-    let mut m = strip_date_suffix(model.trim()).to_ascii_lowercase();
-    if let Some(s) = EFFORT_SUFFIXES.iter().find(|s| m.ends_with(*s)) {
-        m.truncate(m.len() - s.len());
-    }
-    if CODEX_MODELS.contains(&m.as_str()) {
-        m
-    } else {
-        default.to_owned()
-    }
-}
+// One implementation for both planes: the control plane prices this very name.
+pub use tollgate_shared::served_model::{normalize_codex_model, strip_date_suffix};
 
 /// Applies the body rules; returns the model name sent upstream.
 pub fn body(json: &mut Map<String, Value>, requested_model: &str, t: &Target<'_>) -> String {

@@ -34,6 +34,7 @@ impl Flow {
             excluded_account_ids: excluded.to_vec(),
             user_lease_id: previous.map(|g| g.id.clone()),
             stream: ctx.stream,
+            default_codex_model: self.settings.default_codex_model.clone(),
         };
         let call = self.control.admit(req);
         tokio::pin!(call);

@@ -16,6 +16,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("missing or invalid admin token")]
     Unauthenticated,
+    /// An authenticated admin caller without the scope an RPC needs.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("this control plane is not the leader")]
     NotLeader,
     #[error("storage error: {0}")]
@@ -51,6 +54,7 @@ impl CodedError for Error {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorCode::AccessDenied,
             Self::NotLeader => ErrorCode::NotLeader,
             Self::Storage(_)
             | Self::Migrate(_)

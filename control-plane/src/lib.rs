@@ -66,7 +66,14 @@ pub async fn serve_on(
         invalidations.clone(),
         &config,
     ));
-    let auth = admin::AdminAuth::new(&resolved.admin_token);
+    let admin = admin::AdminGuard::new(
+        AdminServer::new(admin),
+        admin::Authenticator::new(
+            &resolved.admin_token,
+            store.clone(),
+            config.admin_cert_scopes.clone(),
+        ),
+    );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -97,7 +104,7 @@ pub async fn serve_on(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(GatewayServer::new(gateway.clone()))
-        .add_service(AdminServer::with_interceptor(admin, auth))
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
     gateway.shutdown().await;

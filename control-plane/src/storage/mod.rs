@@ -11,7 +11,9 @@
 
 mod account_health;
 mod accounts;
+mod admin_tokens;
 mod args;
+mod audit;
 mod charge;
 mod groups;
 mod keys;
@@ -32,6 +34,8 @@ use tollgate_shared::Multiplier;
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
+pub use admin_tokens::{AdminToken, NewAdminToken};
+pub use audit::{AuditEntry, AuditFilter, MAX_AUDIT_PAGE, NewAuditEntry};
 pub use charge::ChargeOutcome;
 
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

@@ -11,6 +11,7 @@
 mod common;
 
 mod accounts;
+mod admin_tokens;
 mod charge;
 mod fixtures;
 mod groups;
@@ -22,6 +23,7 @@ mod usage;
 mod users;
 
 use accounts::*;
+use admin_tokens::*;
 use charge::*;
 use common::{Backend, TestDb};
 use groups::*;
@@ -115,4 +117,11 @@ conformance! {
     case_account_cooldowns_only_extend => sqlite_account_cooldowns_only_extend, postgres_account_cooldowns_only_extend;
     case_account_error_snapshot_and_last_used => sqlite_account_error_snapshot_and_last_used, postgres_account_error_snapshot_and_last_used;
     case_oauth_tokens_due_and_stored => sqlite_oauth_tokens_due_and_stored, postgres_oauth_tokens_due_and_stored;
+}
+
+// ---------------------------------------------------------------- admin tokens, audit log
+
+conformance! {
+    case_admin_token_lifecycle => sqlite_admin_token_lifecycle, postgres_admin_token_lifecycle;
+    case_audit_filters_and_order => sqlite_audit_filters_and_order, postgres_audit_filters_and_order;
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use tollgate_shared::proto::admin::v1 as pb;
 
-use super::{accounts, groups, keys, prices, subscriptions, usage, users};
+use super::{accounts, groups, keys, prices, subscriptions, tokens, usage, users};
 
 /// Default Admin API endpoint (the control plane's default listen address).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7600";
@@ -75,6 +75,11 @@ pub enum Command {
     /// Usage records and daily totals.
     #[command(subcommand)]
     Usage(usage::UsageCmd),
+    /// Named admin tokens with a scope (read, keys, admin).
+    #[command(subcommand)]
+    Token(tokens::TokenCmd),
+    /// The audit log of Admin writes, newest first.
+    AuditLog(tokens::AuditLogArgs),
 }
 
 /// Paging of list commands.
@@ -163,6 +168,7 @@ mod tests {
             ),
             ("price", &["set", "get", "list", "delete"]),
             ("usage", &["query", "series"]),
+            ("token", &["create", "list", "revoke"]),
         ];
         let mut total = 0;
         for (resource, subs) in expected {
@@ -174,8 +180,11 @@ mod tests {
             assert_eq!(got, want, "{resource}");
             total += subs.len();
         }
-        // The Admin service has 42 RPCs.
-        assert_eq!(total, 42);
+        // ListAuditLog is the one leaf command.
+        assert!(cmd.find_subcommand("audit-log").is_some());
+        total += 1;
+        // The Admin service has 46 RPCs.
+        assert_eq!(total, 46);
     }
 
     #[test]

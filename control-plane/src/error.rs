@@ -21,10 +21,9 @@ pub enum Error {
     PermissionDenied(String),
     #[error("this control plane is not the leader")]
     NotLeader,
+    /// A database failure (`storage::StorageError` says whose fault it is).
     #[error("storage error: {0}")]
-    Storage(#[from] sqlx::Error),
-    #[error("migration error: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Storage(crate::storage::StorageError),
     #[error("configuration error: {0}")]
     Config(String),
     #[error("crypto error: {0}")]
@@ -56,11 +55,9 @@ impl CodedError for Error {
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::AccessDenied,
             Self::NotLeader => ErrorCode::NotLeader,
-            Self::Storage(_)
-            | Self::Migrate(_)
-            | Self::Config(_)
-            | Self::Crypto(_)
-            | Self::Internal(_) => ErrorCode::Internal,
+            Self::Storage(_) | Self::Config(_) | Self::Crypto(_) | Self::Internal(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 

@@ -1,26 +1,83 @@
 //! A control plane and data planes running in this test process, on real sockets.
+//!
+//! [`ControlPlane`] is the one way tests start a control plane: through its public entry
+//! point `serve_on(config, listener, shutdown)`, on `127.0.0.1:0`, waiting until it
+//! serves (it migrates before it does). Its [`Home`] (data dir and test database)
+//! outlives it, so a test can stop it, look at the database, and start it again.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tollgate_control_plane::Config;
+use tollgate_control_plane::storage::Store;
+use tollgate_shared::proto::admin::v1::admin_client::AdminClient;
+use tollgate_shared::proto::gateway::v1::gateway_client::GatewayClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
 
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+use crate::db::{Backend, TestDb};
 
-pub struct ControlPlane {
-    pub addr: SocketAddr,
-    pub data_dir: tempfile::TempDir,
-    pub config: tollgate_control_plane::Config,
-    shutdown: CancellationToken,
-    handle: JoinHandle<tollgate_control_plane::Result<()>>,
+/// The admin token of every test control plane.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// Adds `authorization: <value>` (or nothing) to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// `Bearer <ADMIN_TOKEN>`.
+    pub fn admin() -> Self {
+        Self::header(Some(&format!("Bearer {ADMIN_TOKEN}")))
+    }
+
+    /// `authorization: <header>`, or no header at all.
+    pub fn header(header: Option<&str>) -> Self {
+        Self(header.map(|h| h.parse().unwrap()))
+    }
 }
 
-/// Test defaults: known admin token, fast heartbeats, short lease grace, loopback
-/// upstreams allowed (the fake upstream is plain HTTP on 127.0.0.1).
-pub fn control_plane_config(data_dir: &std::path::Path) -> tollgate_control_plane::Config {
-    let mut config = tollgate_control_plane::Config::for_data_dir(data_dir);
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// An Admin API client that sends the admin token.
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// The Admin API of the control plane at `url`, with the admin token.
+pub fn admin_client(url: &str) -> Admin {
+    AdminClient::with_interceptor(lazy_channel(url), Bearer::admin())
+}
+
+fn lazy_channel(url: &str) -> Channel {
+    Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .timeout(Duration::from_secs(20))
+        .connect_lazy()
+}
+
+/// The configuration every test control plane starts from: defaults, its data dir and
+/// the known admin token. Built in code, so the developer's `TOLLGATE_*` variables never
+/// reach a test.
+pub fn base_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::for_data_dir(data_dir);
     config.admin_token = Some(ADMIN_TOKEN.into());
+    config
+}
+
+/// System-test defaults: fast heartbeats, short lease grace, loopback upstreams allowed
+/// (the fake upstream is plain HTTP on 127.0.0.1).
+pub fn control_plane_config(data_dir: &std::path::Path) -> Config {
+    let mut config = base_config(data_dir);
     config.lease_grace_ms = 2_000;
     config.heartbeat_interval_ms = 200;
     config.allow_insecure_upstreams = true;
@@ -28,34 +85,117 @@ pub fn control_plane_config(data_dir: &std::path::Path) -> tollgate_control_plan
     config
 }
 
-impl ControlPlane {
-    /// Starts a control plane on an ephemeral port with the embedded SQLite default.
-    pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = control_plane_config(dir.path());
-        Self::start_with(dir, config).await
+/// What a control plane keeps across restarts: its data dir (generated secrets, the
+/// embedded SQLite) and, if it has one, its test database. Cloning shares them; they are
+/// deleted when the last clone goes.
+#[derive(Clone)]
+pub struct Home {
+    data_dir: Arc<tempfile::TempDir>,
+    db: Option<Arc<TestDb>>,
+}
+
+impl Home {
+    /// A fresh data dir; the database is the embedded SQLite in it.
+    pub fn embedded() -> Self {
+        Self {
+            data_dir: Arc::new(tempfile::tempdir().unwrap()),
+            db: None,
+        }
     }
 
-    /// Starts with the given config (its `listen` port 0 = ephemeral) and data dir.
-    pub async fn start_with(
-        data_dir: tempfile::TempDir,
-        config: tollgate_control_plane::Config,
-    ) -> Self {
+    /// A fresh data dir and a fresh test database on `backend`.
+    pub async fn on(backend: Backend) -> Self {
+        Self {
+            data_dir: Arc::new(tempfile::tempdir().unwrap()),
+            db: Some(Arc::new(TestDb::new(backend).await)),
+        }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    pub fn db(&self) -> Option<&TestDb> {
+        self.db.as_deref()
+    }
+
+    /// `base_config` pointed at this home's database.
+    pub fn config(&self) -> Config {
+        let mut config = base_config(self.data_dir());
+        config.database_url = self.db.as_ref().map(|db| db.url.clone());
+        config
+    }
+}
+
+pub struct ControlPlane {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub home: Home,
+    shutdown: CancellationToken,
+    /// `None` once stopped.
+    handle: Option<JoinHandle<tollgate_control_plane::Result<()>>>,
+}
+
+impl ControlPlane {
+    /// System-test defaults ([`control_plane_config`]) on the embedded SQLite.
+    pub async fn start() -> Self {
+        let home = Home::embedded();
+        let config = control_plane_config(home.data_dir());
+        Self::start_with(home, config).await
+    }
+
+    /// A fresh test database on `backend`; `configure` adjusts [`base_config`].
+    pub async fn on(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        let home = Home::on(backend).await;
+        let mut config = home.config();
+        configure(&mut config);
+        Self::start_with(home, config).await
+    }
+
+    /// Starts with `config` (its `listen` port 0 = ephemeral) in `home`, and waits until
+    /// it serves; panics with its error if it exits first.
+    pub async fn start_with(home: Home, config: Config) -> Self {
         let listener = TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        #[allow(clippy::disallowed_methods)]
+        #[allow(clippy::disallowed_methods)] // awaited in `stop`, aborted on drop
         let handle = tokio::spawn(tollgate_control_plane::serve_on(
             config.clone(),
             listener,
             shutdown.clone(),
         ));
-        Self {
+        let cp = Self {
             addr,
-            data_dir,
             config,
+            home,
             shutdown,
-            handle,
+            handle: Some(handle),
+        };
+        cp.wait_serving().await;
+        cp
+    }
+
+    /// Health says SERVING once the store is migrated and the services are up.
+    async fn wait_serving(&self) {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let req = tonic_health::pb::HealthCheckRequest::default();
+            if let Ok(r) = health.check(req).await
+                && r.get_ref().status == ServingStatus::Serving as i32
+            {
+                return;
+            }
+            assert!(
+                !self.handle.as_ref().is_some_and(JoinHandle::is_finished),
+                "control plane exited before serving"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "control plane did not serve within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -63,20 +203,67 @@ impl ControlPlane {
         format!("http://{}", self.addr)
     }
 
-    /// Stops it and waits; returns the data dir and config (listening on the same
-    /// address) so that a restart reuses both.
-    pub async fn stop(self) -> (tempfile::TempDir, tollgate_control_plane::Config) {
+    /// A channel to it (connects on first use).
+    pub fn channel(&self) -> Channel {
+        lazy_channel(&self.url())
+    }
+
+    /// The Admin API with the admin token.
+    pub fn admin(&self) -> Admin {
+        admin_client(&self.url())
+    }
+
+    /// The Admin API sending `authorization: <header>` (or no header).
+    pub fn admin_with(&self, header: Option<&str>) -> Admin {
+        AdminClient::with_interceptor(self.channel(), Bearer::header(header))
+    }
+
+    /// The Gateway API, as a data plane calls it.
+    pub fn gateway(&self) -> GatewayClient<Channel> {
+        GatewayClient::new(self.channel())
+    }
+
+    /// The database URL it uses (the embedded SQLite's when it has no test database).
+    pub fn database_url(&self) -> String {
+        self.config.resolve().unwrap().database_url
+    }
+
+    /// A store on its database with its encryption key: to seed rows the Admin API does
+    /// not write and to read what was stored (decrypted).
+    pub async fn store(&self) -> Store {
+        let resolved = self.config.resolve().unwrap();
+        Store::connect(&resolved.database_url, resolved.secrets)
+            .await
+            .unwrap()
+    }
+
+    /// Stops it and waits; returns its home and config (listening on the same address)
+    /// so that a restart reuses both.
+    pub async fn stop(mut self) -> (Home, Config) {
         self.shutdown.cancel();
-        self.handle.await.unwrap().unwrap();
-        let mut config = self.config;
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(20), handle)
+                .await
+                .expect("control plane stops within 20 s")
+                .unwrap()
+                .unwrap();
+        }
+        let mut config = self.config.clone();
         config.listen = self.addr;
-        (self.data_dir, config)
+        (self.home.clone(), config)
     }
 
     /// Restarts on the same address, data dir and database.
     pub async fn restart(self) -> Self {
-        let (dir, config) = self.stop().await;
-        Self::start_with(dir, config).await
+        let (home, config) = self.stop().await;
+        Self::start_with(home, config).await
+    }
+}
+
+impl Drop for ControlPlane {
+    /// A test that ends without `stop` (a panic) does not leave it serving.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
@@ -124,7 +311,11 @@ impl DataPlane {
 
     /// Status code of `GET <admin>/path`, or 0 when the port does not answer.
     pub async fn admin_status(&self, path: &str) -> u16 {
-        match reqwest::get(format!("{}{path}", self.admin_url())).await {
+        match crate::http_client()
+            .get(format!("{}{path}", self.admin_url()))
+            .send()
+            .await
+        {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }
@@ -132,7 +323,9 @@ impl DataPlane {
 
     /// The value of a counter/gauge line in `/metrics` (0 when absent).
     pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.admin_url()))
+        let text = crate::http_client()
+            .get(format!("{}/metrics", self.admin_url()))
+            .send()
             .await
             .unwrap()
             .text()
@@ -200,7 +393,11 @@ impl IsolatedDataPlane {
     }
 
     pub async fn admin_status(&self, path: &str) -> u16 {
-        match reqwest::get(format!("http://{}{path}", self.admin_addr)).await {
+        match crate::http_client()
+            .get(format!("http://{}{path}", self.admin_addr))
+            .send()
+            .await
+        {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }

@@ -7,10 +7,11 @@
 //!
 //! `impl Admin` only routes: each handler module (`users`, `groups`, `keys`, `accounts`,
 //! `subscriptions`, `prices`, `usage`) validates the whole request (`validate`,
-//! `upstream_url`, `refs`, `page`), calls storage, publishes the invalidation, and converts
+//! `account_urls`, `refs`, `page`), calls storage, publishes the invalidation, and converts
 //! the result back (`convert`).
 
 mod access;
+mod account_urls;
 mod accounts;
 mod admin_tokens;
 mod audit;
@@ -29,7 +30,6 @@ mod refs;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
-mod upstream_url;
 mod usage;
 mod users;
 mod validate;

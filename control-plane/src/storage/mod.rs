@@ -9,12 +9,13 @@
 //! `$1..$n`, which both drivers accept. Aggregates are `CAST(... AS BIGINT)` because
 //! Postgres widens `SUM(bigint)` to NUMERIC.
 
-mod account_health;
+mod account_state;
 mod accounts;
 mod admin_tokens;
 mod args;
 mod audit;
 mod charge;
+mod error;
 mod groups;
 mod keys;
 mod oauth;
@@ -37,6 +38,7 @@ use crate::error::{Error, Result};
 pub use admin_tokens::{AdminToken, NewAdminToken};
 pub use audit::{AuditEntry, AuditFilter, MAX_AUDIT_PAGE, NewAuditEntry};
 pub use charge::ChargeOutcome;
+pub use error::StorageError;
 
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -162,5 +164,5 @@ pub(crate) fn unique_violation(e: sqlx::Error, what: impl FnOnce() -> String) ->
     {
         return Error::AlreadyExists(what());
     }
-    Error::Storage(e)
+    e.into()
 }

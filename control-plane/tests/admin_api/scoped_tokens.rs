@@ -14,8 +14,8 @@ use tollgate_shared::proto::admin::v1 as pb;
 use tonic::Code;
 
 use crate::admin_support::{self, Client, Harness, Snapshot, assert_code};
-use crate::common::Backend;
 use crate::helpers::{api_key_account, new_group, new_key, new_user, sha256_hex};
+use tollgate_tests::Backend;
 
 /// Creates a named token with the bootstrap client; returns it and its secret.
 pub(crate) async fn new_token(h: &Harness, name: &str, scope: &str) -> (pb::AdminToken, String) {

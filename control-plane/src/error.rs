@@ -19,8 +19,6 @@ pub enum Error {
     /// An authenticated admin caller without the scope an RPC needs.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    #[error("this control plane is not the leader")]
-    NotLeader,
     /// A database failure (`storage::StorageError` says whose fault it is).
     #[error("storage error: {0}")]
     Storage(crate::storage::StorageError),
@@ -54,7 +52,6 @@ impl CodedError for Error {
             Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::AccessDenied,
-            Self::NotLeader => ErrorCode::NotLeader,
             Self::Storage(_) | Self::Config(_) | Self::Crypto(_) | Self::Internal(_) => {
                 ErrorCode::Internal
             }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use tollgate_shared::proto::admin::v1 as pb;
 
-use super::{accounts, groups, keys, prices, subscriptions, usage, users};
+use super::{accounts, groups, keys, prices, subscriptions, tokens, usage, users};
 
 /// Default Admin API endpoint (the control plane's default listen address).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7600";
@@ -81,6 +81,11 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_dead_letter_age_hours: Option<u32>,
     },
+    /// Named admin tokens with a scope (read, keys, admin).
+    #[command(subcommand)]
+    Token(tokens::TokenCmd),
+    /// The audit log of Admin writes, newest first.
+    AuditLog(tokens::AuditLogArgs),
 }
 
 /// Paging of list commands.
@@ -170,6 +175,7 @@ mod tests {
             // `import` is SetPrice per changed model.
             ("price", &["set", "get", "list", "delete", "import"]),
             ("usage", &["query", "series", "dead-letters", "recharge"]),
+            ("token", &["create", "list", "revoke"]),
         ];
         let mut total = 0;
         for (resource, subs) in expected {
@@ -181,11 +187,12 @@ mod tests {
             assert_eq!(got, want, "{resource}");
             total += subs.iter().filter(|s| **s != "import").count();
         }
-        // AuditBooks is the top-level `audit`.
+        // AuditBooks is the top-level `audit`, ListAuditLog the top-level `audit-log`.
         assert!(cmd.find_subcommand("audit").is_some());
-        total += 1;
-        // The Admin service has 45 RPCs.
-        assert_eq!(total, 45);
+        assert!(cmd.find_subcommand("audit-log").is_some());
+        total += 2;
+        // The Admin service has 49 RPCs.
+        assert_eq!(total, 49);
     }
 
     #[test]

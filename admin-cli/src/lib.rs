@@ -1,7 +1,7 @@
 //! `tollgate-admin`: the operator CLI over the Admin gRPC API.
 //!
 //! One module per resource (`users`, `groups`, `keys`, `accounts`, `subscriptions`,
-//! `prices`, `usage`), each holding its clap subcommands, the calls they make and the
+//! `prices`, `usage`, `tokens` with the audit log), each holding its clap subcommands, the calls they make and the
 //! record it prints. `render` turns records into tables or JSON, `values` converts money
 //! (exact USD decimals ↔ nano-USD) and times (RFC 3339 ↔ unix ms), `connect` resolves the
 //! endpoint and admin token.
@@ -21,6 +21,7 @@ mod price_import;
 mod prices;
 mod render;
 mod subscriptions;
+mod tokens;
 mod usage;
 mod users;
 mod values;
@@ -51,6 +52,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Audit {
             max_dead_letter_age_hours,
         } => books::audit(&mut client, max_dead_letter_age_hours, &mut out).await,
+        Command::Token(cmd) => tokens::run(&mut client, cmd, &mut out).await,
+        Command::AuditLog(args) => tokens::audit_log(&mut client, args, &mut out).await,
     }
 }
 

@@ -61,6 +61,12 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Admin mTLS: scopes of admin client certificates by subject common name, e.g.
+    /// `billing-svc=keys,reporting=read` (scopes: read, keys, admin). Empty: client
+    /// certificates grant no Admin access.
+    #[arg(long, env = "TOLLGATE_ADMIN_CERT_SCOPES", default_value = "")]
+    pub admin_cert_scopes: crate::admin::CertScopes,
+
     /// Base64 of the 32-byte key that encrypts upstream credentials at rest.
     #[arg(long, env = "TOLLGATE_ENCRYPTION_KEY", hide_env_values = true)]
     pub encryption_key: Option<String>,
@@ -238,6 +244,7 @@ impl Config {
             production: false,
             admin_token: None,
             admin_token_file: None,
+            admin_cert_scopes: crate::admin::CertScopes::default(),
             encryption_key: None,
             encryption_key_file: None,
             allow_insecure_upstreams: false,

@@ -16,6 +16,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("missing or invalid admin token")]
     Unauthenticated,
+    /// An authenticated admin caller without the scope an RPC needs.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A database failure (`storage::StorageError` says whose fault it is).
     #[error("storage error: {0}")]
     Storage(crate::storage::StorageError),
@@ -48,6 +51,7 @@ impl CodedError for Error {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorCode::AccessDenied,
             Self::Storage(_) | Self::Config(_) | Self::Crypto(_) | Self::Internal(_) => {
                 ErrorCode::Internal
             }

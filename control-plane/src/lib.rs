@@ -75,7 +75,14 @@ pub async fn serve_on(
         invalidations.clone(),
         &config,
     ));
-    let auth = admin::AdminAuth::new(&resolved.admin_token);
+    let admin = admin::AdminGuard::new(
+        AdminServer::new(admin),
+        admin::Authenticator::new(
+            &resolved.admin_token,
+            store.clone(),
+            config.admin_cert_scopes.clone(),
+        ),
+    );
     let grpc_health = grpc_health_service().await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
@@ -86,7 +93,7 @@ pub async fn serve_on(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(GatewayServer::new(gateway))
-        .add_service(AdminServer::with_interceptor(admin, auth))
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
     // Background engines and session tasks stop with the server.

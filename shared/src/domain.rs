@@ -57,6 +57,27 @@ string_enum!(AccountKind { ApiKey => "api_key", OAuth => "oauth" });
 string_enum!(AccountStatus { Active => "active", Disabled => "disabled", Error => "error" });
 string_enum!(SubscriptionStatus { Active => "active", Expired => "expired", Suspended => "suspended" });
 string_enum!(BillingMode { Balance => "balance", Subscription => "subscription" });
+string_enum!(
+    /// What an admin credential may do. Each scope includes the ones before it:
+    /// `read` (queries and usage, no secrets) < `keys` (users' keys and balances) <
+    /// `admin` (everything, including admin tokens).
+    AdminScope { Read => "read", Keys => "keys", Admin => "admin" }
+);
+
+impl AdminScope {
+    /// Whether a credential with this scope may call an RPC that needs `needed`.
+    pub fn allows(self, needed: AdminScope) -> bool {
+        self.rank() >= needed.rank()
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Self::Read => 0,
+            Self::Keys => 1,
+            Self::Admin => 2,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -72,5 +93,13 @@ mod tests {
             e.to_string()
                 .contains("active, disabled, quota_exhausted, expired")
         );
+    }
+
+    #[test]
+    fn admin_scopes_include_the_lower_ones() {
+        use AdminScope::*;
+        assert!(Admin.allows(Keys) && Admin.allows(Read) && Admin.allows(Admin));
+        assert!(Keys.allows(Read) && Keys.allows(Keys) && !Keys.allows(Admin));
+        assert!(Read.allows(Read) && !Read.allows(Keys) && !Read.allows(Admin));
     }
 }

@@ -644,6 +644,95 @@ async fn errors_are_reported_with_code_and_exit_status() {
     assert!(err.starts_with("error: UNAVAILABLE"), "{err}");
 }
 
+#[tokio::test]
+async fn scoped_tokens_and_the_audit_log() {
+    let s = Server::start().await;
+
+    // Created with a scope; the secret is printed once.
+    let created = s
+        .json(&[
+            "token",
+            "create",
+            "reporting",
+            "--scope",
+            "read",
+            "--expires-in-days",
+            "30",
+        ])
+        .await;
+    let token = created["token"].clone();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(token["scope"], "read");
+    assert_eq!(token["created_by"], "bootstrap");
+    assert!(token["expires_at"].as_str().unwrap().ends_with('Z'));
+    let table = s.ok(&["token", "create", "ops", "--scope", "admin"]).await;
+    assert!(table.contains("shown only this once"), "{table}");
+
+    // A read token reads, and is refused a write with the scope it lacks.
+    let o = s.run_with_token(&["user", "list"], &secret).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = s
+        .run_with_token(&["user", "create", "--email", "x@example.com"], &secret)
+        .await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.starts_with("error: PERMISSION_DENIED"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("`admin` scope"), "{}", o.stderr);
+
+    let listed = s.json(&["token", "list"]).await;
+    let names: Vec<_> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["reporting", "ops"]);
+    assert!(!listed.to_string().contains(&secret));
+    let revoked = s.json(&["token", "revoke", &id(&token)]).await;
+    assert!(revoked["revoked_at"].is_string());
+    let o = s.run_with_token(&["user", "list"], &secret).await;
+    assert!(
+        o.stderr.starts_with("error: UNAUTHENTICATED"),
+        "{}",
+        o.stderr
+    );
+    let all = s.json(&["token", "list", "--all"]).await;
+    assert_eq!(all["tokens"].as_array().unwrap().len(), 2);
+
+    // The audit log: newest first, filtered, without secrets.
+    let log = s.json(&["audit-log", "--actor", "bootstrap"]).await;
+    let actions: Vec<_> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        ["RevokeAdminToken", "CreateAdminToken", "CreateAdminToken"]
+    );
+    assert!(!log.to_string().contains(&secret));
+    let log = s
+        .json(&[
+            "audit-log",
+            "--action",
+            "RevokeAdminToken",
+            "--since",
+            "2020-01-01T00:00:00Z",
+        ])
+        .await;
+    assert_eq!(log["entries"][0]["target"], id(&token));
+    let table = s.ok(&["audit-log", "--limit", "1"]).await;
+    assert!(
+        table.contains("RevokeAdminToken") && !table.contains("\"reporting\""),
+        "{table}"
+    );
+    s.stop().await;
+}
+
 /// The built binary: environment variables, token file, exit codes and streams.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_reads_environment_and_exits_with_codes() {

@@ -1,18 +1,27 @@
 //! The `Admin` gRPC service: operators and internal services manage users, groups, keys,
-//! accounts, subscriptions, prices and read usage. Every call is authenticated by
-//! [`AdminAuth`]; input is validated before anything is written.
+//! accounts, subscriptions, prices, admin tokens and read usage and the audit log. Every
+//! call passes [`AdminGuard`] first: it authenticates the caller (bootstrap token, named
+//! admin token or admin client certificate: `caller`) and checks the scope the RPC needs
+//! in the one table of `access`. Input is validated before anything is written, and
+//! every successful write is recorded in the audit log (`audit`).
 //!
 //! `impl Admin` only routes: each handler module (`users`, `groups`, `keys`, `accounts`,
 //! `subscriptions`, `prices`, `usage`) validates the whole request (`validate`,
 //! `account_urls`, `refs`, `page`), calls storage, publishes the invalidation, and converts
 //! the result back (`convert`).
 
+mod access;
 mod account_urls;
 mod accounts;
-mod auth;
+mod admin_tokens;
+mod audit;
+mod audit_log;
 mod books;
+mod caller;
+mod cert_scopes;
 mod convert;
 mod groups;
+mod guard;
 mod key_secret;
 mod keys;
 mod oauth;
@@ -30,7 +39,12 @@ use tollgate_shared::proto::admin::v1 as pb;
 use tollgate_shared::proto::admin::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
-pub use auth::AdminAuth;
+pub use access::{Access, access};
+pub use admin_tokens::TOKEN_PREFIX;
+pub use audit::REDACTED;
+pub use caller::{ActorKind, Authenticator, Caller};
+pub use cert_scopes::CertScopes;
+pub use guard::AdminGuard;
 
 use crate::config::Config;
 use crate::events::Invalidations;
@@ -91,13 +105,85 @@ fn reply<T>(result: crate::error::Result<T>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(Status::from)
 }
 
+/// The caller [`AdminGuard`] authenticated. Missing only if the service was mounted
+/// without its guard: refuse rather than write unattributed.
+fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| {
+            Status::from(crate::error::Error::Internal(
+                "Admin request without an authenticated caller".into(),
+            ))
+        })
+}
+
+impl AdminService {
+    /// Runs a write handler and, when it succeeds, records it in the audit log: the
+    /// caller, the RPC `action`, the `target` row (from the reply or the request) and the
+    /// request's allow-listed fields. Recorded right after the write commits (the handlers
+    /// own their storage transactions); see `audit::record` for a failed record.
+    async fn write<'a, Req, Res, Fut>(
+        &'a self,
+        action: &'static str,
+        request: Request<Req>,
+        target: impl FnOnce(&Req, &Res) -> String,
+        handler: impl FnOnce(&'a AdminContext, Req) -> Fut,
+    ) -> Result<Response<Res>, Status>
+    where
+        Req: prost::Message + Clone,
+        Fut: std::future::Future<Output = crate::error::Result<Res>>,
+    {
+        let caller = caller_of(&request)?;
+        let req = request.into_inner();
+        let mut entry = audit::entry(&caller, action, &req);
+        let kept = req.clone();
+        let result = handler(&self.ctx, req).await;
+        if let Ok(res) = &result {
+            entry.target = target(&kept, res);
+            audit::record(&self.ctx.store, entry).await;
+        }
+        reply(result)
+    }
+}
+
+/// Audit targets: the id in the reply, or the id the request named.
+fn reply_id<Req, Res: HasId>(_: &Req, res: &Res) -> String {
+    res.id().to_string()
+}
+
+fn request_id<Req: HasId, Res>(req: &Req, _: &Res) -> String {
+    req.id().to_string()
+}
+
+trait HasId {
+    fn id(&self) -> i64;
+}
+
+macro_rules! has_id {
+    ($($t:ty),+) => { $(impl HasId for $t { fn id(&self) -> i64 { self.id } })+ };
+}
+has_id!(
+    pb::User,
+    pb::Group,
+    pb::ApiKey,
+    pb::Account,
+    pb::Subscription,
+    pb::DeleteUserRequest,
+    pb::DeleteGroupRequest,
+    pb::KeyIdRequest,
+    pb::DeleteAccountRequest
+);
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_user(
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        reply(users::create(&self.ctx, request.into_inner()).await)
+        self.write("CreateUser", request, reply_id, users::create)
+            .await
     }
 
     async fn get_user(
@@ -118,21 +204,29 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        reply(users::update(&self.ctx, request.into_inner()).await)
+        self.write("UpdateUser", request, reply_id, users::update)
+            .await
     }
 
     async fn delete_user(
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        reply(users::delete(&self.ctx, request.into_inner()).await)
+        self.write("DeleteUser", request, request_id, users::delete)
+            .await
     }
 
     async fn adjust_balance(
         &self,
         request: Request<pb::AdjustBalanceRequest>,
     ) -> Result<Response<pb::AdjustBalanceResponse>, Status> {
-        reply(users::adjust_balance(&self.ctx, request.into_inner()).await)
+        self.write(
+            "AdjustBalance",
+            request,
+            |r: &pb::AdjustBalanceRequest, _: &_| r.user_id.to_string(),
+            users::adjust_balance,
+        )
+        .await
     }
 
     async fn list_balance_ledger(
@@ -146,7 +240,8 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::Group>, Status> {
-        reply(groups::create(&self.ctx, request.into_inner()).await)
+        self.write("CreateGroup", request, reply_id, groups::create)
+            .await
     }
 
     async fn get_group(
@@ -167,21 +262,31 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::UpdateGroupRequest>,
     ) -> Result<Response<pb::Group>, Status> {
-        reply(groups::update(&self.ctx, request.into_inner()).await)
+        self.write("UpdateGroup", request, reply_id, groups::update)
+            .await
     }
 
     async fn delete_group(
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        reply(groups::delete(&self.ctx, request.into_inner()).await)
+        self.write("DeleteGroup", request, request_id, groups::delete)
+            .await
     }
 
     async fn create_key(
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        reply(keys::create(&self.ctx, request.into_inner()).await)
+        self.write(
+            "CreateKey",
+            request,
+            |_: &_, r: &pb::CreateKeyResponse| {
+                r.key.as_ref().map(|k| k.id.to_string()).unwrap_or_default()
+            },
+            keys::create,
+        )
+        .await
     }
 
     async fn get_key(
@@ -202,49 +307,61 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::UpdateKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        reply(keys::update(&self.ctx, request.into_inner()).await)
+        self.write("UpdateKey", request, reply_id, keys::update)
+            .await
     }
 
     async fn disable_key(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        reply(keys::disable(&self.ctx, request.into_inner()).await)
+        self.write("DisableKey", request, reply_id, keys::disable)
+            .await
     }
 
     async fn enable_key(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        reply(keys::enable(&self.ctx, request.into_inner()).await)
+        self.write("EnableKey", request, reply_id, keys::enable)
+            .await
     }
 
     async fn delete_key(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
-        reply(keys::delete(&self.ctx, request.into_inner()).await)
+        self.write("DeleteKey", request, request_id, keys::delete)
+            .await
     }
 
     async fn reset_key_quota(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        reply(keys::reset_quota(&self.ctx, request.into_inner()).await)
+        self.write("ResetKeyQuota", request, reply_id, keys::reset_quota)
+            .await
     }
 
     async fn clear_key_expiration(
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        reply(keys::clear_expiration(&self.ctx, request.into_inner()).await)
+        self.write(
+            "ClearKeyExpiration",
+            request,
+            reply_id,
+            keys::clear_expiration,
+        )
+        .await
     }
 
     async fn create_account(
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(accounts::create(&self.ctx, request.into_inner()).await)
+        self.write("CreateAccount", request, reply_id, accounts::create)
+            .await
     }
 
     async fn get_account(
@@ -265,35 +382,50 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::UpdateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(accounts::update(&self.ctx, request.into_inner()).await)
+        self.write("UpdateAccount", request, reply_id, accounts::update)
+            .await
     }
 
     async fn delete_account(
         &self,
         request: Request<pb::DeleteAccountRequest>,
     ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
-        reply(accounts::delete(&self.ctx, request.into_inner()).await)
+        self.write("DeleteAccount", request, request_id, accounts::delete)
+            .await
     }
 
     async fn set_account_groups(
         &self,
         request: Request<pb::SetAccountGroupsRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(accounts::set_groups(&self.ctx, request.into_inner()).await)
+        self.write("SetAccountGroups", request, reply_id, accounts::set_groups)
+            .await
     }
 
     async fn clear_account_error(
         &self,
         request: Request<pb::AccountIdRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(accounts::clear_error(&self.ctx, request.into_inner()).await)
+        self.write(
+            "ClearAccountError",
+            request,
+            reply_id,
+            accounts::clear_error,
+        )
+        .await
     }
 
     async fn clear_account_rate_limit(
         &self,
         request: Request<pb::AccountIdRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(accounts::clear_rate_limit(&self.ctx, request.into_inner()).await)
+        self.write(
+            "ClearAccountRateLimit",
+            request,
+            reply_id,
+            accounts::clear_rate_limit,
+        )
+        .await
     }
 
     async fn generate_o_auth_url(
@@ -307,28 +439,47 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ExchangeOAuthCodeRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(oauth::exchange_code(&self.ctx, request.into_inner()).await)
+        self.write("ExchangeOAuthCode", request, reply_id, oauth::exchange_code)
+            .await
     }
 
     async fn assign_subscription(
         &self,
         request: Request<pb::AssignSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        reply(subscriptions::assign(&self.ctx, request.into_inner()).await)
+        self.write(
+            "AssignSubscription",
+            request,
+            reply_id,
+            subscriptions::assign,
+        )
+        .await
     }
 
     async fn extend_subscription(
         &self,
         request: Request<pb::ExtendSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        reply(subscriptions::extend(&self.ctx, request.into_inner()).await)
+        self.write(
+            "ExtendSubscription",
+            request,
+            reply_id,
+            subscriptions::extend,
+        )
+        .await
     }
 
     async fn revoke_subscription(
         &self,
         request: Request<pb::RevokeSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        reply(subscriptions::revoke(&self.ctx, request.into_inner()).await)
+        self.write(
+            "RevokeSubscription",
+            request,
+            reply_id,
+            subscriptions::revoke,
+        )
+        .await
     }
 
     async fn get_subscription(
@@ -349,7 +500,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetPriceRequest>,
     ) -> Result<Response<pb::Price>, Status> {
-        reply(prices::set(&self.ctx, request.into_inner()).await)
+        self.write(
+            "SetPrice",
+            request,
+            |_: &_, r: &pb::Price| r.model.clone(),
+            prices::set,
+        )
+        .await
     }
 
     async fn get_price(
@@ -370,7 +527,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeletePriceRequest>,
     ) -> Result<Response<pb::DeletePriceResponse>, Status> {
-        reply(prices::delete(&self.ctx, request.into_inner()).await)
+        self.write(
+            "DeletePrice",
+            request,
+            |r: &pb::DeletePriceRequest, _: &_| r.model.clone(),
+            prices::delete,
+        )
+        .await
     }
 
     async fn query_usage(
@@ -398,7 +561,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RechargeDeadLetterRequest>,
     ) -> Result<Response<pb::RechargeDeadLetterResponse>, Status> {
-        reply(books::recharge_dead_letter(&self.ctx, request.into_inner()).await)
+        self.write(
+            "RechargeDeadLetter",
+            request,
+            |r: &pb::RechargeDeadLetterRequest, _: &_| r.id.to_string(),
+            books::recharge_dead_letter,
+        )
+        .await
     }
 
     async fn audit_books(
@@ -406,5 +575,35 @@ impl Admin for AdminService {
         request: Request<pb::AuditBooksRequest>,
     ) -> Result<Response<pb::AuditBooksResponse>, Status> {
         reply(books::audit_books(&self.ctx, request.into_inner()).await)
+    }
+
+    async fn create_admin_token(
+        &self,
+        request: Request<pb::CreateAdminTokenRequest>,
+    ) -> Result<Response<pb::CreateAdminTokenResponse>, Status> {
+        let caller = caller_of(&request)?;
+        reply(admin_tokens::create(&self.ctx, &caller, request.into_inner()).await)
+    }
+
+    async fn list_admin_tokens(
+        &self,
+        request: Request<pb::ListAdminTokensRequest>,
+    ) -> Result<Response<pb::ListAdminTokensResponse>, Status> {
+        reply(admin_tokens::list(&self.ctx, request.into_inner()).await)
+    }
+
+    async fn revoke_admin_token(
+        &self,
+        request: Request<pb::RevokeAdminTokenRequest>,
+    ) -> Result<Response<pb::AdminToken>, Status> {
+        let caller = caller_of(&request)?;
+        reply(admin_tokens::revoke(&self.ctx, &caller, request.into_inner()).await)
+    }
+
+    async fn list_audit_log(
+        &self,
+        request: Request<pb::ListAuditLogRequest>,
+    ) -> Result<Response<pb::ListAuditLogResponse>, Status> {
+        reply(audit_log::list(&self.ctx, request.into_inner()).await)
     }
 }

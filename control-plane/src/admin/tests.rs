@@ -23,9 +23,16 @@ fn drain(rx: &mut Receiver<Invalidation>) -> Vec<Invalidation> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
+/// A request as `AdminGuard` passes it on: with its authenticated caller.
+fn request<T>(message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.extensions_mut().insert(Caller::bootstrap());
+    r
+}
+
 macro_rules! call {
     ($svc:expr, $method:ident, $req:expr) => {
-        $svc.$method(Request::new($req)).await.unwrap().into_inner()
+        $svc.$method(request($req)).await.unwrap().into_inner()
     };
 }
 
@@ -213,7 +220,7 @@ async fn refused_and_read_only_calls_publish_nothing() {
     drain(&mut rx);
 
     let bad = svc
-        .update_key(Request::new(pb::UpdateKeyRequest {
+        .update_key(request(pb::UpdateKeyRequest {
             id: key.id,
             quota_nanos: Some(-1),
             ..Default::default()
@@ -222,7 +229,7 @@ async fn refused_and_read_only_calls_publish_nothing() {
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     let missing = svc
-        .reset_key_quota(Request::new(pb::KeyIdRequest { id: 12345 }))
+        .reset_key_quota(request(pb::KeyIdRequest { id: 12345 }))
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
@@ -230,4 +237,24 @@ async fn refused_and_read_only_calls_publish_nothing() {
     call!(svc, list_keys, pb::ListKeysRequest::default());
     call!(svc, list_users, pb::ListUsersRequest::default());
     assert_eq!(drain(&mut rx), []);
+}
+
+#[tokio::test]
+async fn a_write_without_an_authenticated_caller_is_refused_and_writes_nothing() {
+    let (svc, _rx, _dir) = service().await;
+    let e = svc
+        .create_user(Request::new(pb::CreateUserRequest {
+            email: "a@example.com".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal);
+    let users = svc
+        .ctx
+        .store
+        .list_users(None, crate::model::Page::default())
+        .await
+        .unwrap();
+    assert!(users.items.is_empty());
 }

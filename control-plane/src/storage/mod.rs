@@ -11,8 +11,10 @@
 
 mod account_state;
 mod accounts;
+mod admin_tokens;
 mod args;
 mod audit;
+mod audit_log;
 mod charge;
 mod dead_letters;
 mod error;
@@ -35,7 +37,9 @@ use tollgate_shared::Multiplier;
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
+pub use admin_tokens::{AdminToken, NewAdminToken};
 pub use audit::{KeyBooks, UsageRowRef, UserBooks};
+pub use audit_log::{AuditEntry, AuditFilter, MAX_AUDIT_PAGE, NewAuditEntry};
 pub use charge::ChargeOutcome;
 pub use dead_letters::DeadLetterCounts;
 pub use error::StorageError;

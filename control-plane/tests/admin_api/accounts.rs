@@ -116,9 +116,13 @@ pub(crate) async fn account_credentials_are_encrypted_at_rest_and_never_returned
             "{s} stored in clear"
         );
     }
+    // The name (not a secret) is in the account row and in the audit log of its writes.
     assert_eq!(
         h.where_stored("openai-1").await,
-        [("accounts".to_owned(), "name".to_owned())],
+        [
+            ("accounts".to_owned(), "name".to_owned()),
+            ("audit_log".to_owned(), "details".to_owned())
+        ],
         "the search does see stored values"
     );
     let row = h.row("accounts", created.id).await;

@@ -14,6 +14,7 @@ mod accounts;
 mod auth;
 mod helpers;
 mod keys;
+mod scoped_tokens;
 mod subscriptions;
 mod usage;
 mod users;
@@ -24,6 +25,7 @@ use admin_support::Harness;
 use auth::*;
 use helpers::{api_key_account, new_key, new_user, refused};
 use keys::*;
+use scoped_tokens::*;
 use subscriptions::*;
 use tollgate_shared::proto::admin::v1 as pb;
 use tollgate_tests::{Backend, on_both_backends};
@@ -48,6 +50,11 @@ on_both_backends!(
     key_status_changes_and_delete,
     subscriptions_lifecycle,
     prices_and_usage_queries,
+    read_token_can_query_but_not_write,
+    keys_token_manages_keys_but_not_accounts,
+    revoked_and_expired_tokens_are_unauthenticated,
+    bad_token_requests_are_refused,
+    every_admin_write_is_audited_with_its_actor,
 );
 
 // ------------------------------------------------------------------ single backend

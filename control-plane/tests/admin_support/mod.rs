@@ -65,7 +65,22 @@ pub const TABLES: &[(&str, &str)] = &[
     ("subscriptions", "id"),
     ("prices", "model"),
     ("usage_logs", "id"),
+    ("admin_tokens", "id"),
+    ("audit_log", "id"),
 ];
+
+/// Every RPC of the Admin service, from the descriptor set the server registers.
+pub fn admin_methods() -> Vec<&'static str> {
+    use std::sync::LazyLock;
+    static METHODS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        let pool =
+            prost_reflect::DescriptorPool::decode(tollgate_shared::proto::FILE_DESCRIPTOR_SET)
+                .unwrap();
+        let service = pool.get_service_by_name("tollgate.admin.v1.Admin").unwrap();
+        service.methods().map(|m| m.name().to_owned()).collect()
+    });
+    METHODS.iter().map(String::as_str).collect()
+}
 
 pub struct Harness {
     pub backend: Backend,

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod admin_tokens;
 mod books;
 mod charge;
 mod fixtures;
@@ -21,6 +22,7 @@ mod usage;
 mod users;
 
 use accounts::*;
+use admin_tokens::*;
 use books::*;
 use charge::*;
 use groups::*;
@@ -78,6 +80,8 @@ on_both_backends!(crate::with_store =>
     case_account_error_snapshot_and_last_used,
     case_oauth_tokens_due_and_stored,
     case_dead_letters_stored_once_listed_and_marked,
+    case_admin_token_lifecycle,
+    case_audit_filters_and_order,
 );
 
 on_both_backends!(crate::with_store_and_url =>

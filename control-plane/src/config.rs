@@ -47,6 +47,35 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_ENCRYPTION_KEY_FILE")]
     pub encryption_key_file: Option<PathBuf>,
 
+    /// PEM certificate chain the gRPC port serves (with --tls-key and --tls-client-ca;
+    /// cert-manager's `tls.crt`). Reloaded when the file changes. Required in
+    /// production; in development a local CA and certificates are generated in the
+    /// data dir (`tls/`) when unset.
+    #[arg(long, env = "TOLLGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (cert-manager's `tls.key`).
+    #[arg(long, env = "TOLLGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle that issues data-plane client certificates (cert-manager's
+    /// `ca.crt`); only its certificates may call the Gateway service.
+    #[arg(long, env = "TOLLGATE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for rotation.
+    #[arg(
+        long,
+        env = "TOLLGATE_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub tls_reload_interval_ms: u64,
+
+    /// Serve gRPC without TLS (development only, refused in production): any peer can
+    /// then call Gateway and receive upstream credentials in leases.
+    #[arg(long, env = "TOLLGATE_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+
     /// Allow `http://` account base URLs (default: https only).
     #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_UPSTREAMS")]
     pub allow_insecure_upstreams: bool,
@@ -210,7 +239,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: defaults everywhere, given data dir.
+    /// A configuration for tests and embedding: defaults everywhere, given data dir,
+    /// plaintext gRPC (set the `tls_*` files, or clear `insecure_plaintext` for the
+    /// generated development PKI, to serve TLS).
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -221,6 +252,11 @@ impl Config {
             admin_token_file: None,
             encryption_key: None,
             encryption_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval_ms: 10_000,
+            insecure_plaintext: true,
             allow_insecure_upstreams: false,
             allow_private_upstreams: false,
             upstream_host_allowlist: Vec::new(),
@@ -298,6 +334,7 @@ impl Config {
             SecretBox::generate_key_b64,
         )?;
         let secrets = SecretBox::from_base64(&key_text)?;
+        let tls = crate::tls::resolve(self)?;
         let database_url = match &self.database_url {
             Some(u) => u.clone(),
             None => {
@@ -314,6 +351,7 @@ impl Config {
             admin_token,
             secrets,
             database_url,
+            tls,
         })
     }
 
@@ -401,6 +439,7 @@ pub struct Resolved {
     pub admin_token: String,
     pub secrets: SecretBox,
     pub database_url: String,
+    pub tls: crate::tls::TlsSetup,
 }
 
 fn read_secret_file(path: &Path) -> Result<String> {

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod model;
 pub mod oauth;
 pub mod storage;
+pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -26,7 +27,6 @@ use tollgate_shared::proto::{
     gateway::v1::gateway_server::GatewayServer,
 };
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -49,9 +49,10 @@ pub async fn serve_on(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let resolved = config.resolve()?;
+    let transport = tls::Transport::new(&resolved.tls, listener)?;
     let store = Store::connect(&resolved.database_url, resolved.secrets.clone()).await?;
     let invalidations = Invalidations::new();
-    let addr: SocketAddr = listener
+    let addr: SocketAddr = transport
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
 
@@ -90,16 +91,17 @@ pub async fn serve_on(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
-    tracing::info!(%addr, dialect = ?store.dialect(), "control plane serving");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = Server::builder()
+    tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
+    let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(GatewayServer::new(gateway.clone()))
-        .add_service(AdminServer::with_interceptor(admin, auth))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-        .await;
+        .add_service(GatewayServer::with_interceptor(
+            gateway.clone(),
+            transport.gateway_guard(),
+        ))
+        .add_service(AdminServer::with_interceptor(admin, auth));
+    let result = transport.serve(router, shutdown.clone()).await;
     gateway.shutdown().await;
     store.close().await;
     tracing::info!("control plane stopped");

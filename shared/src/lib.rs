@@ -7,6 +7,7 @@ pub mod money;
 pub mod proto;
 pub mod signal;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{CodedError, ErrorCode, ErrorType};
 pub use money::Multiplier;

@@ -5,8 +5,53 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tollgate_control_plane::tls::dev::DevPki;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// One development PKI per test process (generation costs a few milliseconds): every
+/// control plane serves its server certificate and every data plane presents its
+/// data-plane certificate, so the whole system is exercised over mutual TLS.
+pub fn test_pki() -> &'static DevPki {
+    static PKI: std::sync::OnceLock<DevPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| DevPki::generate(&[]).unwrap())
+}
+
+/// A channel to `url`: TLS trusting the test CA when `https://`, presenting
+/// `identity` (PEM certificate and key) if given.
+pub fn channel(url: &str, identity: Option<(&str, &str)>) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if !url.starts_with("https://") {
+        return endpoint.connect_lazy();
+    }
+    let config = tollgate_shared::tls::client_config(
+        test_pki().ca_cert.as_bytes(),
+        identity.map(|(c, k)| (c.as_bytes(), k.as_bytes())),
+    )
+    .unwrap();
+    endpoint.connect_with_connector_lazy(tollgate_shared::tls::TlsConnector::new(
+        tollgate_shared::tls::Reloading::fixed(config),
+    ))
+}
+
+/// Points a data-plane config without client TLS files at the test PKI (written into
+/// `dir`), when its control-plane URL is `https://`.
+fn with_test_client_tls(config: &mut tollgate_data_plane::Config, dir: &std::path::Path) {
+    if !config.control_plane_url.starts_with("https://") || config.client_cert.is_some() {
+        return;
+    }
+    let pki = test_pki();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    config.control_plane_ca = Some(write("ca.crt", &pki.ca_cert));
+    config.client_cert = Some(write("tls.crt", &pki.data_plane_cert));
+    config.client_key = Some(write("tls.key", &pki.data_plane_key));
+}
 
 pub struct ControlPlane {
     pub addr: SocketAddr,
@@ -25,6 +70,13 @@ pub fn control_plane_config(data_dir: &std::path::Path) -> tollgate_control_plan
     config.heartbeat_interval_ms = 200;
     config.allow_insecure_upstreams = true;
     config.allow_private_upstreams = true;
+    let tls = data_dir.join("test-tls");
+    test_pki().write(&tls).unwrap();
+    let paths = tollgate_control_plane::tls::dev::DevPaths::in_dir(&tls);
+    config.tls_cert = Some(paths.server_cert);
+    config.tls_key = Some(paths.server_key);
+    config.tls_client_ca = Some(paths.ca_cert);
+    config.insecure_plaintext = false;
     config
 }
 
@@ -60,7 +112,17 @@ impl ControlPlane {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.config.insecure_plaintext {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// An anonymous channel (no client certificate) to this control plane.
+    pub fn channel(&self) -> tonic::transport::Channel {
+        channel(&self.url(), None)
     }
 
     /// Stops it and waits; returns the data dir and config (listening on the same
@@ -83,6 +145,7 @@ impl ControlPlane {
 pub struct DataPlane {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    _tls_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     handle: JoinHandle<tollgate_data_plane::Result<()>>,
 }
@@ -95,7 +158,9 @@ impl DataPlane {
         .await
     }
 
-    pub async fn start_with(config: tollgate_data_plane::Config) -> Self {
+    pub async fn start_with(mut config: tollgate_data_plane::Config) -> Self {
+        let tls_dir = tempfile::tempdir().unwrap();
+        with_test_client_tls(&mut config, tls_dir.path());
         let listeners = tollgate_data_plane::Listeners::bind(&config).await.unwrap();
         let proxy_addr = listeners.proxy_addr().unwrap();
         let admin_addr = listeners.admin_addr().unwrap();
@@ -109,6 +174,7 @@ impl DataPlane {
         Self {
             proxy_addr,
             admin_addr,
+            _tls_dir: tls_dir,
             shutdown,
             handle,
         }
@@ -157,13 +223,16 @@ impl DataPlane {
 pub struct IsolatedDataPlane {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    _tls_dir: tempfile::TempDir,
     kill: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl IsolatedDataPlane {
     pub fn start(control_plane_url: &str) -> Self {
-        let config = tollgate_data_plane::Config::for_control_plane(control_plane_url);
+        let mut config = tollgate_data_plane::Config::for_control_plane(control_plane_url);
+        let tls_dir = tempfile::tempdir().unwrap();
+        with_test_client_tls(&mut config, tls_dir.path());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -190,6 +259,7 @@ impl IsolatedDataPlane {
         Self {
             proxy_addr,
             admin_addr,
+            _tls_dir: tls_dir,
             kill: Some(kill_tx),
             thread: Some(thread),
         }

@@ -28,9 +28,7 @@ impl tonic::service::Interceptor for Bearer {
 pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
 pub async fn admin_client(cp_url: &str) -> Admin {
-    let channel = tonic::transport::Endpoint::from_shared(cp_url.to_owned())
-        .unwrap()
-        .connect_lazy();
+    let channel = crate::cluster::channel(cp_url, None);
     AdminClient::with_interceptor(channel, Bearer)
 }
 

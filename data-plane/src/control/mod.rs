@@ -3,6 +3,7 @@
 
 pub mod leases;
 pub mod session;
+pub mod tls;
 pub mod usage;
 
 use std::sync::Arc;
@@ -15,15 +16,22 @@ use crate::error::{Error, Result};
 use crate::metrics::{CallLabels, Metrics};
 
 /// A lazily connecting channel: the data plane starts (and answers health) even while
-/// the control plane is down, and reconnects by itself.
-pub fn channel(url: &str) -> Result<GatewayClient<Channel>> {
+/// the control plane is down, and reconnects by itself. With `tls`, every connection is
+/// mutual TLS with the certificates current at connect time.
+pub fn channel(
+    url: &str,
+    tls: Option<tollgate_shared::tls::TlsConnector>,
+) -> Result<GatewayClient<Channel>> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::Config(format!("bad control-plane URL: {e}")))?
         .connect_timeout(std::time::Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    Ok(GatewayClient::new(endpoint.connect_lazy()))
+    Ok(GatewayClient::new(match tls {
+        Some(connector) => endpoint.connect_with_connector_lazy(connector),
+        None => endpoint.connect_lazy(),
+    }))
 }
 
 /// The Gateway client with per-method call counting.

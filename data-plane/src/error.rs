@@ -7,8 +7,6 @@ pub enum Error {
     Config(String),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
-    #[error("control plane: {0}")]
-    ControlPlane(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod fake_control_plane;
 pub mod fake_proxy;
 pub mod fake_upstream;
 pub mod fixture;

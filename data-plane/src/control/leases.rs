@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tollgate_shared::proto::gateway::v1 as pb;
 
 use super::ControlClient;
+use super::domain::HeldLease;
 use super::session::SessionState;
 
 /// What the releaser sends to the control plane.
@@ -24,7 +24,7 @@ pub enum Release {
 
 #[derive(Clone)]
 pub struct LeaseRegistry {
-    held: Arc<Mutex<HashMap<String, pb::HeldLease>>>,
+    held: Arc<Mutex<HashMap<String, HeldLease>>>,
     release_tx: mpsc::UnboundedSender<Release>,
 }
 
@@ -41,7 +41,7 @@ impl LeaseRegistry {
         )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, pb::HeldLease>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HeldLease>> {
         // Single inserts/removes only: a poisoned map is still consistent.
         self.held
             .lock()
@@ -51,7 +51,7 @@ impl LeaseRegistry {
     pub fn hold(&self, lease_id: &str, user_id: i64, account_id: i64) -> LeaseGuard {
         self.lock().insert(
             lease_id.to_owned(),
-            pb::HeldLease {
+            HeldLease {
                 lease_id: lease_id.to_owned(),
                 user_id,
                 account_id,
@@ -63,7 +63,7 @@ impl LeaseRegistry {
         }
     }
 
-    pub fn held(&self) -> Vec<pb::HeldLease> {
+    pub fn held(&self) -> Vec<HeldLease> {
         self.lock().values().cloned().collect()
     }
 
@@ -77,6 +77,12 @@ impl LeaseRegistry {
             // and the control plane frees the session's leases after the grace.
             let _ = self.release_tx.send(Release::Lease(id.to_owned()));
         }
+    }
+
+    /// A lease the control plane granted but this process cannot use (the answer was
+    /// malformed): it is never held, only given back.
+    pub fn give_back(&self, lease_id: &str) {
+        let _ = self.release_tx.send(Release::Lease(lease_id.to_owned()));
     }
 
     /// The client left while the request's Admit call was pending, and the call was
@@ -152,12 +158,10 @@ async fn send_batch(
     let mut delay = Duration::from_millis(50);
     for attempt in 0..5 {
         let session_id = session.borrow().session_id.clone().unwrap_or_default();
-        let req = pb::ReleaseRequest {
-            session_id,
-            lease_ids: lease_ids.clone(),
-            request_ids: request_ids.clone(),
-        };
-        match client.release(req).await {
+        match client
+            .release(session_id, lease_ids.clone(), request_ids.clone())
+            .await
+        {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, attempt, count = lease_ids.len(), "release failed; retrying");

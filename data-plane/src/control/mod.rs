@@ -1,6 +1,10 @@
 //! Everything that talks to the control plane: the gRPC client (every call counted in
-//! metrics, so a test can assert the hot path makes one call) and the session.
+//! metrics, so a test can assert the hot path makes one call) and the session. The
+//! generated wire types stop here: `ControlClient` takes and returns the domain types
+//! of `domain.rs`, converted and validated in `convert.rs`.
 
+mod convert;
+pub mod domain;
 pub mod leases;
 pub mod session;
 pub mod tls;
@@ -14,6 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
 use crate::metrics::{CallLabels, Metrics};
+use domain::{Admission, AdmitRequest, Authorization, Outcome, UsageAck, UsageReport};
 
 /// A lazily connecting channel: the data plane starts (and answers health) even while
 /// the control plane is down, and reconnects by itself. With `tls`, every connection is
@@ -57,36 +62,65 @@ impl ControlClient {
             .inc();
     }
 
-    pub async fn authorize(
-        &self,
-        req: pb::AuthorizeRequest,
-    ) -> Result<pb::AuthorizeResponse, tonic::Status> {
+    /// What the control plane knows about a key hash.
+    pub async fn authorize(&self, key_hash: &str) -> Result<Authorization, CallFailed> {
         self.count("authorize");
-        Ok(self.inner.clone().authorize(req).await?.into_inner())
+        let req = pb::AuthorizeRequest {
+            key_hash: key_hash.to_owned(),
+        };
+        let resp = self.inner.clone().authorize(req).await?.into_inner();
+        Ok(convert::authorization(resp))
     }
 
-    pub async fn admit(&self, req: pb::AdmitRequest) -> Result<pb::AdmitResponse, tonic::Status> {
+    /// One admission; may wait in the control plane.
+    pub async fn admit(&self, req: AdmitRequest) -> Result<Admission, CallFailed> {
         self.count("admit");
-        Ok(self.inner.clone().admit(req).await?.into_inner())
+        let resp = self
+            .inner
+            .clone()
+            .admit(convert::admit_request(req))
+            .await?
+            .into_inner();
+        Ok(convert::admission(resp))
     }
 
-    pub async fn release(&self, req: pb::ReleaseRequest) -> Result<(), tonic::Status> {
+    pub async fn release(
+        &self,
+        session_id: String,
+        lease_ids: Vec<String>,
+        request_ids: Vec<String>,
+    ) -> Result<(), CallFailed> {
         self.count("release");
+        let req = pb::ReleaseRequest {
+            session_id,
+            lease_ids,
+            request_ids,
+        };
         self.inner.clone().release(req).await?;
         Ok(())
     }
 
-    pub async fn report_usage(
-        &self,
-        req: pb::ReportUsageRequest,
-    ) -> Result<pb::ReportUsageResponse, tonic::Status> {
+    pub async fn report_usage(&self, records: Vec<UsageReport>) -> Result<UsageAck, CallFailed> {
         self.count("report_usage");
-        Ok(self.inner.clone().report_usage(req).await?.into_inner())
+        let req = pb::ReportUsageRequest {
+            records: records.into_iter().map(convert::usage_report).collect(),
+        };
+        let resp = self.inner.clone().report_usage(req).await?.into_inner();
+        Ok(convert::usage_ack(resp))
     }
 
-    pub async fn report_outcome(&self, req: pb::ReportOutcomeRequest) -> Result<(), tonic::Status> {
+    pub async fn report_outcome(&self, outcome: Outcome) -> Result<(), CallFailed> {
         self.count("report_outcome");
-        self.inner.clone().report_outcome(req).await?;
+        self.inner
+            .clone()
+            .report_outcome(convert::outcome(outcome))
+            .await?;
         Ok(())
     }
 }
+
+/// A Gateway call that did not answer (unreachable, timed out, or an error status).
+/// Callers only log it and choose their own client answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("control plane call failed: {0}")]
+pub struct CallFailed(#[from] tonic::Status);

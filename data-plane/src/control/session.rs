@@ -11,6 +11,9 @@ use tollgate_shared::proto::gateway::v1 as pb;
 use tollgate_shared::proto::gateway::v1::gateway_client::GatewayClient;
 use tonic::transport::Channel;
 
+use super::convert;
+use super::domain::{HeldLease, Invalidation};
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionState {
     /// Set while attached.
@@ -29,11 +32,11 @@ impl SessionState {
 
 /// What the session exchanges with the rest of the data plane.
 pub trait SessionHooks: Send + Sync + 'static {
-    fn invalidate(&self, msg: &pb::Invalidate);
+    fn invalidate(&self, msg: &Invalidation);
     /// Called on every (re)attach: the cache must be dropped when the epoch changed.
     fn attached(&self, epoch: u64);
     /// Leases still held, declared on (re)attach so the control plane re-adopts them.
-    fn held_leases(&self) -> Vec<pb::HeldLease>;
+    fn held_leases(&self) -> Vec<HeldLease>;
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -82,7 +85,11 @@ async fn attach_once(
     let (tx, rx) = mpsc::channel::<pb::SessionUp>(16);
     let attach = pb::Attach {
         data_plane_id: data_plane_id.to_owned(),
-        held_leases: sink.held_leases(),
+        held_leases: sink
+            .held_leases()
+            .into_iter()
+            .map(convert::held_lease)
+            .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     tx.send(pb::SessionUp {
@@ -133,7 +140,7 @@ async fn attach_once(
                 None => return Ok(()),
                 Some(Err(e)) => return Err(e),
                 Some(Ok(down)) => match down.msg {
-                    Some(pb::session_down::Msg::Invalidate(inv)) => sink.invalidate(&inv),
+                    Some(pb::session_down::Msg::Invalidate(inv)) => sink.invalidate(&convert::invalidation(inv)),
                     Some(pb::session_down::Msg::HeartbeatAck(_)) | Some(pb::session_down::Msg::Attached(_)) | None => {}
                 },
             },

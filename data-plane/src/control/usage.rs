@@ -8,25 +8,25 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tollgate_shared::proto::gateway::v1 as pb;
 
 use super::ControlClient;
+use super::domain::UsageReport;
 
 const BATCH: usize = 100;
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct UsageSender {
-    tx: mpsc::UnboundedSender<pb::UsageReport>,
+    tx: mpsc::UnboundedSender<UsageReport>,
 }
 
 impl UsageSender {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<pb::UsageReport>) {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<UsageReport>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { tx }, rx)
     }
 
-    pub fn send(&self, record: pb::UsageReport) {
+    pub fn send(&self, record: UsageReport) {
         if self.tx.send(record).is_err() {
             tracing::error!("usage reporter stopped; a usage record was not queued");
         }
@@ -36,11 +36,11 @@ impl UsageSender {
 /// Runs until `stop`, then flushes for at most `flush_deadline`.
 pub async fn run_reporter(
     client: ControlClient,
-    mut rx: mpsc::UnboundedReceiver<pb::UsageReport>,
+    mut rx: mpsc::UnboundedReceiver<UsageReport>,
     stop: CancellationToken,
     flush_deadline: Duration,
 ) {
-    let mut pending: VecDeque<pb::UsageReport> = VecDeque::new();
+    let mut pending: VecDeque<UsageReport> = VecDeque::new();
     let mut backoff = Duration::from_millis(100);
     loop {
         if pending.is_empty() {
@@ -83,26 +83,19 @@ pub async fn run_reporter(
 }
 
 /// Sends one batch from the front; returns false when the call failed.
-async fn send_batch(client: &ControlClient, pending: &mut VecDeque<pb::UsageReport>) -> bool {
+async fn send_batch(client: &ControlClient, pending: &mut VecDeque<UsageReport>) -> bool {
     let n = pending.len().min(BATCH);
-    let records: Vec<pb::UsageReport> = pending.iter().take(n).cloned().collect();
-    match client
-        .report_usage(pb::ReportUsageRequest { records })
-        .await
-    {
+    let records: Vec<UsageReport> = pending.iter().take(n).cloned().collect();
+    match client.report_usage(records).await {
         Ok(resp) => {
-            for r in &resp.rejected {
-                tracing::error!(
-                    request_id = r.request_id,
-                    reason = r.reason,
-                    "usage record rejected"
-                );
+            for (request_id, reason) in &resp.rejected {
+                tracing::error!(request_id, reason, "usage record rejected");
             }
             let done: std::collections::HashSet<&str> = resp
-                .acked_request_ids
+                .acked
                 .iter()
                 .map(String::as_str)
-                .chain(resp.rejected.iter().map(|r| r.request_id.as_str()))
+                .chain(resp.rejected.iter().map(|(id, _)| id.as_str()))
                 .collect();
             let before = pending.len();
             pending.retain(|r| !done.contains(r.request_id.as_str()));

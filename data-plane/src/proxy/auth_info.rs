@@ -1,11 +1,11 @@
 //! What the data plane knows about a key, converted from the control plane's
-//! `AuthorizeResponse` at the edge (IP lists parsed once, statuses as enums).
+//! `AuthorizeResponse` at the edge (`control/convert.rs`: IP lists parsed once,
+//! statuses as enums).
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use tollgate_shared::domain::{GroupKind, GroupStatus, KeyStatus, SubscriptionStatus, UserStatus};
-use tollgate_shared::proto::gateway::v1 as pb;
+use tollgate_shared::domain::KeyStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -61,44 +61,4 @@ pub fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
-impl From<pb::KeyAuth> for KeyInfo {
-    fn from(k: pb::KeyAuth) -> Self {
-        Self {
-            key_id: k.key_id,
-            status: k.key_status.parse().ok(),
-            quota_nanos: k.quota_nanos,
-            quota_used_nanos: k.quota_used_nanos,
-            expires_at_ms: k.expires_at_ms,
-            ip_allow: k.ip_allow.iter().filter_map(|s| parse_net(s)).collect(),
-            ip_deny: k.ip_deny.iter().filter_map(|s| parse_net(s)).collect(),
-            user: k.user.map(|u| UserInfo {
-                user_id: u.user_id,
-                active: u.status.parse::<UserStatus>() == Ok(UserStatus::Active),
-                balance_nanos: u.balance_nanos,
-                concurrency: u.concurrency,
-            }),
-            group: k.group.map(|g| GroupInfo {
-                group_id: g.group_id,
-                active: g.status.parse::<GroupStatus>() == Ok(GroupStatus::Active),
-                subscription: g.kind.parse::<GroupKind>() == Ok(GroupKind::Subscription),
-                daily_limit_nanos: g.daily_limit_nanos,
-                weekly_limit_nanos: g.weekly_limit_nanos,
-                monthly_limit_nanos: g.monthly_limit_nanos,
-                models: g.models,
-            }),
-            group_missing: k.group_missing,
-            subscription: k.subscription.map(|s| SubscriptionInfo {
-                active: s.status.parse::<SubscriptionStatus>() == Ok(SubscriptionStatus::Active),
-                expires_at_ms: s.expires_at_ms,
-                daily_usage_nanos: s.daily_usage_nanos,
-                weekly_usage_nanos: s.weekly_usage_nanos,
-                monthly_usage_nanos: s.monthly_usage_nanos,
-                daily_window_start_ms: s.daily_window_start_ms,
-                weekly_window_start_ms: s.weekly_window_start_ms,
-                monthly_window_start_ms: s.monthly_window_start_ms,
-            }),
-        }
-    }
 }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
-use tollgate_shared::proto::gateway::v1 as pb;
 
 use super::auth_info::KeyInfo;
-use crate::control::ControlClient;
+use crate::control::domain::{Invalidation, InvalidationScope};
+use crate::control::{CallFailed, ControlClient};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -55,24 +55,21 @@ impl AuthCache {
 
     /// The key's info, `Ok(None)` for an unknown key, `Err` when the control plane
     /// cannot be asked (the caller answers 503; nothing is cached).
-    pub async fn lookup(&self, key_hash: &str) -> Result<Option<Arc<KeyInfo>>, tonic::Status> {
+    pub async fn lookup(&self, key_hash: &str) -> Result<Option<Arc<KeyInfo>>, CallFailed> {
         let started_at = self.generation.load(Ordering::Acquire);
         let client = self.client.clone();
         let hash = key_hash.to_owned();
         let entry = self
             .cache
             .try_get_with(key_hash.to_owned(), async move {
-                let resp = client
-                    .authorize(pb::AuthorizeRequest { key_hash: hash })
-                    .await?;
-                let ttl = Duration::from_millis(u64::from(resp.ttl_ms.clamp(100, 300_000)));
-                Ok::<_, tonic::Status>(Entry {
-                    info: resp.key.map(|k| Arc::new(KeyInfo::from(k))),
-                    ttl,
+                let auth = client.authorize(&hash).await?;
+                Ok::<_, CallFailed>(Entry {
+                    info: auth.key.map(Arc::new),
+                    ttl: auth.ttl,
                 })
             })
             .await
-            .map_err(|e: Arc<tonic::Status>| (*e).clone())?;
+            .map_err(|e: Arc<CallFailed>| (*e).clone())?;
         if self.generation.load(Ordering::Acquire) != started_at {
             // An invalidation raced with the load; serve this answer once, don't keep it.
             self.cache.invalidate(key_hash).await;
@@ -80,21 +77,20 @@ impl AuthCache {
         Ok(entry.info)
     }
 
-    pub fn invalidate(&self, msg: &pb::Invalidate) {
-        use pb::invalidate::Scope;
+    pub fn invalidate(&self, msg: &Invalidation) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let ids = msg.ids.clone();
-        let result = match Scope::try_from(msg.scope).unwrap_or(Scope::All) {
-            Scope::Key => self.cache.invalidate_entries_if(move |_, e| {
+        let result = match msg.scope {
+            InvalidationScope::Keys => self.cache.invalidate_entries_if(move |_, e| {
                 e.info.as_ref().is_some_and(|k| ids.contains(&k.key_id))
             }),
-            Scope::User => self.cache.invalidate_entries_if(move |_, e| {
+            InvalidationScope::Users => self.cache.invalidate_entries_if(move |_, e| {
                 e.info
                     .as_ref()
                     .and_then(|k| k.user.as_ref())
                     .is_some_and(|u| ids.contains(&u.user_id))
             }),
-            Scope::Group => self.cache.invalidate_entries_if(move |_, e| {
+            InvalidationScope::Groups => self.cache.invalidate_entries_if(move |_, e| {
                 e.info
                     .as_ref()
                     .and_then(|k| k.group.as_ref())
@@ -103,8 +99,8 @@ impl AuthCache {
             // Account changes reach admission directly (the control plane selects
             // accounts); cached key info only carries a group's model list, which may
             // lag by one TTL.
-            Scope::Account => Ok(String::new()),
-            Scope::All | Scope::Unspecified => {
+            InvalidationScope::Accounts => Ok(String::new()),
+            InvalidationScope::All => {
                 self.cache.invalidate_all();
                 Ok(String::new())
             }

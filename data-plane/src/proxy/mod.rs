@@ -17,8 +17,8 @@ use std::sync::Arc;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tollgate_shared::ErrorCode;
-use tollgate_shared::proto::gateway::v1 as pb;
 
+use crate::control::domain::{HeldLease, Invalidation};
 use crate::control::leases::LeaseRegistry;
 use crate::control::session::SessionHooks;
 use crate::http_server::Body;
@@ -75,7 +75,7 @@ pub struct Hooks {
 }
 
 impl SessionHooks for Hooks {
-    fn invalidate(&self, msg: &pb::Invalidate) {
+    fn invalidate(&self, msg: &Invalidation) {
         self.metrics.invalidations.inc();
         self.cache.invalidate(msg);
     }
@@ -85,7 +85,7 @@ impl SessionHooks for Hooks {
         self.cache.attached(epoch);
     }
 
-    fn held_leases(&self) -> Vec<pb::HeldLease> {
+    fn held_leases(&self) -> Vec<HeldLease> {
         self.leases.held()
     }
 }

@@ -38,11 +38,8 @@ const CODEX_MODELS: &[&str] = &[
 
 const EFFORT_SUFFIXES: &[&str] = &["-minimal", "-none", "-low", "-medium", "-high", "-xhigh"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    ApiKey,
-    OAuth,
-}
+/// The rules differ by the kind of account the lease is for.
+pub use tollgate_shared::domain::AccountKind as Kind;
 
 pub struct Target<'a> {
     pub kind: Kind,

@@ -4,10 +4,10 @@
 //! which gives its place in the queue back.
 
 use tollgate_shared::ErrorCode;
-use tollgate_shared::proto::gateway::v1 as pb;
 
 use super::downstream::{Downstream, PING};
 use super::{Ctx, Flow};
+use crate::control::domain::{Admission, AdmitRequest, Lease};
 use crate::control::leases::LeaseGuard;
 use crate::proxy::errors::ClientError;
 
@@ -18,21 +18,21 @@ impl Flow {
         excluded: &[i64],
         previous: Option<&LeaseGuard>,
         ds: &mut Downstream,
-    ) -> Result<pb::Lease, ClientError> {
+    ) -> Result<Lease, ClientError> {
         let Some(session_id) = self.session.borrow().session_id.clone() else {
             return Err(ClientError::new(
                 ErrorCode::Unavailable,
                 "Gateway is not connected to its control plane, please retry later",
             ));
         };
-        let req = pb::AdmitRequest {
+        let req = AdmitRequest {
             session_id,
             request_id: ctx.request_id.clone(),
             key_id: ctx.key.key_id,
             model: ctx.model.clone(),
             session_hash: ctx.session_hash.clone(),
             excluded_account_ids: excluded.to_vec(),
-            user_lease_id: previous.map(|g| g.id.clone()).unwrap_or_default(),
+            user_lease_id: previous.map(|g| g.id.clone()),
             stream: ctx.stream,
         };
         let call = self.control.admit(req);
@@ -52,21 +52,19 @@ impl Flow {
             }
         };
         match result {
-            Ok(pb::AdmitResponse {
-                result: Some(pb::admit_response::Result::Lease(lease)),
-            }) => Ok(lease),
-            Ok(pb::AdmitResponse {
-                result: Some(pb::admit_response::Result::Rejection(r)),
-            }) => {
-                let code = ErrorCode::from_name(&r.code).unwrap_or(ErrorCode::Internal);
-                Err(ClientError::new(code, r.message))
+            Ok(Admission::Granted(lease)) => Ok(*lease),
+            Ok(Admission::Refused { code, message }) => Err(ClientError::new(code, message)),
+            Ok(Admission::Malformed { lease_id, reason }) => {
+                // Granted but unusable: give it back at once, or the slots stay taken
+                // until the session ends.
+                tracing::error!(reason, ?lease_id, "unusable admission answer");
+                if let Some(id) = lease_id {
+                    self.leases.give_back(&id);
+                }
+                Err(ClientError::new(ErrorCode::Internal, reason))
             }
-            Ok(pb::AdmitResponse { result: None }) => Err(ClientError::new(
-                ErrorCode::Internal,
-                "Admission returned no result",
-            )),
-            Err(status) => {
-                tracing::warn!(error = %status, "admit call failed");
+            Err(e) => {
+                tracing::warn!(error = %e, "admit call failed");
                 Err(ClientError::new(
                     ErrorCode::BillingUnavailable,
                     "Billing service temporarily unavailable. Please retry later.",

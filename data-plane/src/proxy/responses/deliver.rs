@@ -1,25 +1,27 @@
-//! One attempt on one account, and delivering its success: the SSE pump for streaming
-//! clients, the JSON response otherwise (built from the forced stream for subscription
-//! accounts). Usage is reported at the end, also when the client has left.
+//! One attempt on one account, as a sequence of named steps: build the upstream request,
+//! send it, sort the answer (fail over, pass the upstream's error through, or go on),
+//! deliver a success — the SSE pump for streaming clients, the JSON response otherwise
+//! (collected from the forced stream for subscription accounts) — and report usage,
+//! also when the client has left.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tollgate_shared::ErrorCode;
-use tollgate_shared::proto::gateway::v1 as pb;
 
 use super::downstream::{Downstream, PING};
-use super::failover::{self, LastFailure};
+use super::failover::{Source, StreamFault, UpstreamFailure};
 use super::upstream::{error_message, outcome_headers};
 use super::{Ctx, Flow};
+use crate::control::domain::{AccountLease, Lease, Outcome, OutcomeKind, UsageReport};
 use crate::control::leases::LeaseGuard;
 use crate::proxy::errors::ClientError;
 use crate::proxy::sse::{LineTooLong, Observer, Splitter, Usage};
-use crate::proxy::transform::{self, Kind};
+use crate::proxy::transform;
 
 /// How much of an error body is read (for the message and the health rules).
 const ERROR_BODY_LIMIT: usize = 64 << 10;
@@ -31,27 +33,73 @@ pub enum Attempt {
     Done,
     /// A failover-class failure: try another account.
     Failed {
-        status: LastFailure,
+        failure: UpstreamFailure,
         guard: LeaseGuard,
     },
 }
 
-enum StreamEnd {
-    Completed,
-    Cut,
-    IdleTimeout,
-    LineTooLong,
+/// The request as this account's upstream gets it.
+struct UpstreamRequest {
+    headers: HeaderMap,
+    payload: Vec<u8>,
+    /// The model name the upstream sees (after the account's mapping).
+    upstream_model: String,
 }
 
 impl Flow {
+    /// One attempt on the leased account: build → send → sort the answer → deliver →
+    /// report. A failover-class failure hands the lease back to the run loop.
     pub(super) async fn attempt(
         &self,
         ctx: &Ctx,
-        lease: &pb::Lease,
-        account: &pb::AccountLease,
+        lease: &Lease,
         guard: LeaseGuard,
         ds: &mut Downstream,
     ) -> Attempt {
+        let account = &lease.account;
+        let Some(request) = self.upstream_request(ctx, account) else {
+            ds.fail(ClientError::new(
+                ErrorCode::Internal,
+                "Failed to encode the upstream request",
+            ))
+            .await;
+            return Attempt::Done;
+        };
+        let resp = match self
+            .upstream
+            .send(account, request.headers, request.payload)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(failure) => return self.fail_over(ctx, account, failure, guard),
+        };
+        let resp = match successful(resp).await {
+            Ok(resp) => resp,
+            Err(failure) if failure.fails_over() => {
+                return self.fail_over(ctx, account, failure, guard);
+            }
+            Err(failure) => {
+                // Outside the failover set (400, 404, 422, …): the client needs the
+                // upstream's own validation message, with its status.
+                ds.fail(pass_through(&failure)).await;
+                return Attempt::Done;
+            }
+        };
+        self.report_success_headers(ctx, account, &resp);
+        let observer = Observer::new(&request.upstream_model, &ctx.model);
+        let (obs, fault) = self.deliver(ctx, resp, observer, guard, ds).await;
+        if let Some(outcome) = fault
+            .and_then(|f| UpstreamFailure::stream(f).outcome(account.account_id, &ctx.request_id))
+        {
+            self.report_outcome(outcome);
+        }
+        self.report_usage(ctx, lease, &request.upstream_model, &obs);
+        Attempt::Done
+    }
+
+    /// The body and header rules of this account's kind applied to the client's request.
+    /// `None` when the body cannot be encoded.
+    fn upstream_request(&self, ctx: &Ctx, account: &AccountLease) -> Option<UpstreamRequest> {
         let (kind, target) = self.upstream_target(ctx, account);
         let mut body = ctx.body.clone();
         let upstream_model = transform::body(&mut body, &ctx.model, &target);
@@ -67,114 +115,75 @@ impl Flow {
             &self.settings.default_originator,
             prompt_cache_key.as_deref(),
         );
-        let payload = match serde_json::to_vec(&body) {
-            Ok(p) => p,
-            Err(_) => {
-                ds.fail(ClientError::new(
-                    ErrorCode::Internal,
-                    "Failed to encode the upstream request",
-                ))
-                .await;
-                return Attempt::Done;
-            }
-        };
-        let resp = match self.upstream.send(account, headers, payload).await {
-            Ok(r) => r,
-            Err(msg) => {
-                tracing::info!(
-                    account_id = account.account_id,
-                    error = msg,
-                    "upstream connect failed; failing over"
-                );
-                self.report_outcome(outcome(
-                    ctx,
-                    account,
-                    0,
-                    pb::report_outcome_request::Kind::ConnectError,
-                    msg,
-                    Default::default(),
-                    String::new(),
-                ));
-                return Attempt::Failed {
-                    status: None,
-                    guard,
-                };
-            }
-        };
-        let status = resp.status();
-        if !status.is_success() {
-            let headers = outcome_headers(resp.headers());
-            let raw = read_prefix(resp, ERROR_BODY_LIMIT).await;
-            let message = error_message(&raw);
-            let body_text = String::from_utf8_lossy(&raw).into_owned();
-            if failover::is_failover(status, &message) {
-                tracing::info!(
-                    account_id = account.account_id,
-                    status = status.as_u16(),
-                    "upstream failure; failing over"
-                );
-                self.report_outcome(outcome(
-                    ctx,
-                    account,
-                    status.as_u16(),
-                    pb::report_outcome_request::Kind::HttpStatus,
-                    message,
-                    headers,
-                    body_text,
-                ));
-                return Attempt::Failed {
-                    status: Some(status.as_u16()),
-                    guard,
-                };
-            }
-            // Outside the failover set (400, 404, 422, …): the client needs the
-            // upstream's own validation message, with its status.
-            ds.fail(pass_through(status, &raw, &message)).await;
-            return Attempt::Done;
+        let payload = serde_json::to_vec(&body).ok()?;
+        Some(UpstreamRequest {
+            headers,
+            payload,
+            upstream_model,
+        })
+    }
+
+    /// The account failed: its health hears why, and the run loop tries another.
+    fn fail_over(
+        &self,
+        ctx: &Ctx,
+        account: &AccountLease,
+        failure: UpstreamFailure,
+        guard: LeaseGuard,
+    ) -> Attempt {
+        tracing::info!(
+            account_id = account.account_id,
+            source = ?failure.source,
+            error = failure.message,
+            "upstream failure; failing over"
+        );
+        if let Some(outcome) = failure.outcome(account.account_id, &ctx.request_id) {
+            self.report_outcome(outcome);
         }
-        let snapshot = outcome_headers(resp.headers());
-        if snapshot.keys().any(|k| k.starts_with("x-codex-")) {
-            self.report_outcome(outcome(
-                ctx,
-                account,
-                status.as_u16(),
-                pb::report_outcome_request::Kind::Success,
-                String::new(),
-                snapshot,
-                String::new(),
-            ));
+        Attempt::Failed { failure, guard }
+    }
+
+    /// A success carrying subscription usage headers is worth telling the account's
+    /// health about (it tracks the usage windows).
+    fn report_success_headers(&self, ctx: &Ctx, account: &AccountLease, resp: &reqwest::Response) {
+        let headers = outcome_headers(resp.headers());
+        if headers.keys().any(|k| k.starts_with("x-codex-")) {
+            self.report_outcome(Outcome {
+                account_id: account.account_id,
+                request_id: ctx.request_id.clone(),
+                kind: OutcomeKind::Success,
+                status: Some(resp.status().as_u16()),
+                message: String::new(),
+                headers,
+                body: String::new(),
+            });
         }
+    }
+
+    /// A success: streamed (SSE) or JSON. Returns what was observed, and how the stream
+    /// broke if it did.
+    async fn deliver(
+        &self,
+        ctx: &Ctx,
+        resp: reqwest::Response,
+        observer: Observer,
+        guard: LeaseGuard,
+        ds: &mut Downstream,
+    ) -> (Observer, Option<StreamFault>) {
         let is_sse = resp
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let observer = Observer::new(&upstream_model, &ctx.model);
-        let (obs, end) = if is_sse {
-            self.pump(ctx, resp, observer, guard, ds, kind).await
+        if is_sse {
+            self.pump(ctx, resp, observer, guard, ds).await
         } else {
-            (
-                self.json_response(resp, observer, guard, ds).await,
-                StreamEnd::Completed,
-            )
-        };
-        if matches!(end, StreamEnd::IdleTimeout) {
-            self.report_outcome(outcome(
-                ctx,
-                account,
-                0,
-                pb::report_outcome_request::Kind::StreamTimeout,
-                "stream idle timeout".into(),
-                Default::default(),
-                String::new(),
-            ));
+            (self.json_response(resp, observer, guard, ds).await, None)
         }
-        self.report_usage(ctx, lease, account, &upstream_model, &obs);
-        Attempt::Done
     }
 
-    /// Streams SSE to the client (or, for a non-streaming client of a subscription
-    /// account, collects the final response). Returns what was observed.
+    /// Streams SSE to the client (or, for a non-streaming client, collects the final
+    /// response). Returns what was observed and how the stream broke, if it did.
     async fn pump(
         &self,
         ctx: &Ctx,
@@ -182,19 +191,51 @@ impl Flow {
         mut obs: Observer,
         guard: LeaseGuard,
         ds: &mut Downstream,
-        kind: Kind,
-    ) -> (Observer, StreamEnd) {
-        let to_client = ctx.stream;
-        if to_client {
+    ) -> (Observer, Option<StreamFault>) {
+        if ctx.stream {
             ds.commit_sse(resp.headers().get("x-request-id").cloned());
         }
         let mut guard = Some(guard);
+        let fault = self
+            .relay(ctx.stream, resp, &mut obs, &mut guard, ds)
+            .await
+            .err();
+        let error = match fault {
+            // The upstream already told the client, with its own error event.
+            Some(StreamFault::Cut) if obs.saw_error_event => None,
+            f => f.map(StreamFault::client_error),
+        };
+        if ctx.stream {
+            if let Some(e) = error {
+                ds.fail(e).await;
+            }
+        } else {
+            // A non-streaming client: the forced stream of a subscription account, or
+            // an API-key upstream that streamed anyway.
+            answer_collected(&obs, error, ds).await;
+        }
+        drop(guard);
+        (obs, fault)
+    }
+
+    /// Relays the upstream's events (observed: model mapped back, usage read) to a
+    /// streaming client, with keep-alive pings while the upstream is quiet. A client
+    /// that leaves frees the slots at once (`guard` taken) but the upstream is still read
+    /// to its end for usage. `Ok` = a final response arrived.
+    async fn relay(
+        &self,
+        to_client: bool,
+        resp: reqwest::Response,
+        obs: &mut Observer,
+        guard: &mut Option<LeaseGuard>,
+        ds: &mut Downstream,
+    ) -> Result<(), StreamFault> {
         let mut split = Splitter::new(self.settings.line_limit);
         let mut upstream = resp.bytes_stream();
         let mut events: Vec<Bytes> = Vec::new();
         let mut last_upstream = Instant::now();
         let mut last_downstream = Instant::now();
-        let end = loop {
+        loop {
             let next_ping = last_downstream.max(last_upstream) + self.settings.keepalive;
             let idle_deadline = last_upstream + self.settings.idle_timeout;
             let wake = if to_client && !ds.is_gone() {
@@ -207,90 +248,40 @@ impl Flow {
                     Some(Ok(bytes)) => {
                         last_upstream = Instant::now();
                         if split.push(&bytes, &mut events) == Err(LineTooLong) {
-                            break StreamEnd::LineTooLong;
+                            return Err(StreamFault::LineTooLong);
                         }
                         for ev in events.drain(..) {
                             let out = obs.observe(ev);
                             if to_client && !ds.send(out).await {
-                                // Client gone: free the slots now, keep reading for usage.
-                                guard = None;
+                                client_left(guard);
                             }
                             last_downstream = Instant::now();
                         }
                     }
                     Some(Err(e)) => {
                         tracing::info!(error = %e, "upstream stream broke");
-                        break StreamEnd::Cut;
+                        return Err(StreamFault::Cut);
                     }
                     None => {
                         if let Some(rest) = split.finish() {
                             let out = obs.observe(rest);
                             if to_client { ds.send(out).await; }
                         }
-                        break if obs.final_response.is_some() { StreamEnd::Completed } else { StreamEnd::Cut };
+                        return if obs.final_response.is_some() { Ok(()) } else { Err(StreamFault::Cut) };
                     }
                 },
                 () = tokio::time::sleep_until(wake.into()) => {
                     if Instant::now() >= idle_deadline {
-                        break StreamEnd::IdleTimeout;
+                        return Err(StreamFault::IdleTimeout);
                     }
                     if !ds.send(PING).await {
-                        guard = None;
+                        client_left(guard);
                     }
                     last_downstream = Instant::now();
                 }
-                () = ds.closed(), if !ds.is_gone() => { guard = None; }
-            }
-        };
-        let error = match end {
-            StreamEnd::Completed => None,
-            StreamEnd::Cut if obs.saw_error_event => None,
-            StreamEnd::Cut => Some(ClientError::new(
-                ErrorCode::UpstreamFailed,
-                "Upstream stream ended unexpectedly",
-            )),
-            StreamEnd::IdleTimeout => Some(ClientError::new(
-                ErrorCode::StreamTimeout,
-                "Upstream stream timed out",
-            )),
-            StreamEnd::LineTooLong => Some(ClientError::new(
-                ErrorCode::ResponseTooLarge,
-                "Upstream response line too large",
-            )),
-        };
-        if to_client {
-            if let Some(e) = error {
-                ds.fail(e).await;
-            }
-        } else if kind == Kind::OAuth {
-            match (&obs.final_response, error) {
-                (Some(resp), None) => ds.respond(json(StatusCode::OK, resp.to_string(), None)),
-                (_, Some(e)) => ds.fail(e).await,
-                (None, None) => {
-                    ds.fail(ClientError::new(
-                        ErrorCode::UpstreamFailed,
-                        "Upstream returned no final response",
-                    ))
-                    .await
-                }
-            }
-        } else {
-            // A non-streaming client whose API-key upstream streamed anyway.
-            match (&obs.final_response, error) {
-                (Some(resp), None) => ds.respond(json(StatusCode::OK, resp.to_string(), None)),
-                (_, e) => {
-                    ds.fail(e.unwrap_or_else(|| {
-                        ClientError::new(
-                            ErrorCode::UpstreamFailed,
-                            "Upstream returned no final response",
-                        )
-                    }))
-                    .await
-                }
+                () = ds.closed(), if !ds.is_gone() => client_left(guard),
             }
         }
-        drop(guard);
-        (obs, end)
     }
 
     /// A non-streaming JSON answer: passed through with the model mapped back.
@@ -329,14 +320,7 @@ impl Flow {
         obs
     }
 
-    fn report_usage(
-        &self,
-        ctx: &Ctx,
-        lease: &pb::Lease,
-        account: &pb::AccountLease,
-        upstream_model: &str,
-        obs: &Observer,
-    ) {
+    fn report_usage(&self, ctx: &Ctx, lease: &Lease, upstream_model: &str, obs: &Observer) {
         let (usage, estimated) = match obs.usage {
             Some(u) => (u, false),
             // No usage from the upstream: estimate (≈ 4 bytes per token), flagged.
@@ -351,13 +335,13 @@ impl Flow {
             ),
         };
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        self.usage.send(pb::UsageReport {
+        self.usage.send(UsageReport {
             request_id: ctx.request_id.clone(),
             key_id: ctx.key.key_id,
             user_id: lease.user_id,
             group_id: lease.group_id,
             subscription_id: lease.subscription_id,
-            account_id: account.account_id,
+            account_id: lease.account.account_id,
             model: ctx.model.clone(),
             upstream_model: upstream_model.to_owned(),
             input_tokens: usage.input_tokens,
@@ -376,28 +360,41 @@ impl Flow {
             started_at_ms: ctx.started_ms,
             billing_mode: lease.billing_mode.clone(),
             rate_multiplier: lease.rate_multiplier.clone(),
-            account_cost_multiplier: account.cost_multiplier.clone(),
+            account_cost_multiplier: lease.account.cost_multiplier.clone(),
         });
     }
 }
 
-fn outcome(
-    ctx: &Ctx,
-    account: &pb::AccountLease,
-    status: u16,
-    kind: pb::report_outcome_request::Kind,
-    message: String,
-    headers: std::collections::HashMap<String, String>,
-    body: String,
-) -> pb::ReportOutcomeRequest {
-    pb::ReportOutcomeRequest {
-        account_id: account.account_id,
-        request_id: ctx.request_id.clone(),
-        status: u32::from(status),
-        kind: kind as i32,
-        message,
-        headers,
-        body: body.chars().take(4096).collect(),
+/// The client left mid-stream: free the slots now (the upstream is still read).
+fn client_left(guard: &mut Option<LeaseGuard>) {
+    drop(guard.take());
+}
+
+/// A success passes; a failure is read (a bounded prefix of its body) and typed.
+async fn successful(resp: reqwest::Response) -> Result<reqwest::Response, UpstreamFailure> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let headers = outcome_headers(resp.headers());
+    let raw = read_prefix(resp, ERROR_BODY_LIMIT).await;
+    let message = error_message(&raw);
+    Err(UpstreamFailure::status(status, message, headers, raw))
+}
+
+/// The final response collected from a stream, for a client that asked for JSON.
+async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut Downstream) {
+    match (&obs.final_response, error) {
+        (Some(resp), None) => ds.respond(json(StatusCode::OK, resp.to_string(), None)),
+        (_, e) => {
+            ds.fail(e.unwrap_or_else(|| {
+                ClientError::new(
+                    ErrorCode::UpstreamFailed,
+                    "Upstream returned no final response",
+                )
+            }))
+            .await
+        }
     }
 }
 
@@ -416,7 +413,8 @@ async fn read_prefix(resp: reqwest::Response, limit: usize) -> Bytes {
 
 /// The upstream's 4xx with its own OpenAI error body (re-serialized: only the error
 /// fields, never anything else the upstream sent).
-fn pass_through(status: StatusCode, raw: &[u8], message: &str) -> ClientError {
+fn pass_through(failure: &UpstreamFailure) -> ClientError {
+    let (raw, message) = (&failure.body, failure.message.as_str());
     let upstream_error = serde_json::from_slice::<Value>(raw)
         .ok()
         .and_then(|v| v.get("error").cloned());
@@ -440,7 +438,9 @@ fn pass_through(status: StatusCode, raw: &[u8], message: &str) -> ClientError {
         obj.insert("param".into(), param);
     }
     let mut e = ClientError::new(ErrorCode::InvalidRequest, message);
-    e.status = Some(status);
+    if let Source::Status(status) = failure.source {
+        e.status = Some(status);
+    }
     e.error_object = Some(obj);
     e
 }

@@ -1,25 +1,173 @@
-//! Which upstream answers move the request to another account, and what the client sees
-//! when switches run out (responses-flow.md §3.6).
+//! A failed upstream attempt as a typed value — where it failed and whether another
+//! account should be tried (decided once, where the failure is made) — and what the
+//! client sees when switches run out (responses-flow.md §3.6).
 
+use std::collections::HashMap;
+
+use bytes::Bytes;
 use http::StatusCode;
 use tollgate_shared::ErrorCode;
 
+use crate::control::domain::{Outcome, OutcomeKind};
 use crate::proxy::errors::ClientError;
 
-/// The last failed attempt: an HTTP status, or `None` for a connection that failed
-/// before any response byte.
-pub type LastFailure = Option<u16>;
+/// The largest error-body prefix sent with a health report.
+const OUTCOME_BODY_CHARS: usize = 4096;
+
+/// Where an upstream attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// No answer at all: connect refused, TLS, reset before the head, a proxy's 407.
+    Connect,
+    /// The upstream answered with this non-success status.
+    Status(StatusCode),
+    /// The stream broke after the response was under way.
+    Stream(StreamFault),
+}
+
+/// How a stream that had started went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFault {
+    /// It ended (or broke) without a final response.
+    Cut,
+    /// It went quiet past the idle timeout.
+    IdleTimeout,
+    /// One SSE line exceeded the line limit.
+    LineTooLong,
+}
+
+/// Whether another account should be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failover {
+    /// The account's fault (auth, rate limit, outage): try another.
+    Yes,
+    /// The request's fault, or too late (the client already has bytes).
+    No,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    pub source: Source,
+    pub failover: Failover,
+    /// The upstream's own message; for logs and the health report, never for clients.
+    pub message: String,
+    /// Health headers of the failed answer (`x-codex-*`, `retry-after`).
+    pub headers: HashMap<String, String>,
+    /// A prefix of the failed answer's body.
+    pub body: Bytes,
+}
+
+impl UpstreamFailure {
+    /// No answer: always the account's (or its proxy's) problem.
+    pub fn connect(message: impl Into<String>) -> Self {
+        Self {
+            source: Source::Connect,
+            failover: Failover::Yes,
+            message: message.into(),
+            headers: HashMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// A non-success answer; `message` is the upstream's `error.message`.
+    pub fn status(
+        status: StatusCode,
+        message: String,
+        headers: HashMap<String, String>,
+        body: Bytes,
+    ) -> Self {
+        let failover = if account_is_at_fault(status, &message) {
+            Failover::Yes
+        } else {
+            Failover::No
+        };
+        Self {
+            source: Source::Status(status),
+            failover,
+            message,
+            headers,
+            body,
+        }
+    }
+
+    /// A stream that broke: the client already has bytes, so never a failover.
+    pub fn stream(fault: StreamFault) -> Self {
+        let message = match fault {
+            StreamFault::Cut => "stream ended unexpectedly",
+            StreamFault::IdleTimeout => "stream idle timeout",
+            StreamFault::LineTooLong => "stream line too long",
+        };
+        Self {
+            source: Source::Stream(fault),
+            failover: Failover::No,
+            message: message.to_owned(),
+            headers: HashMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn fails_over(&self) -> bool {
+        self.failover == Failover::Yes
+    }
+
+    /// The report for the account's health, if this kind of failure is one.
+    pub fn outcome(&self, account_id: i64, request_id: &str) -> Option<Outcome> {
+        let (kind, status) = match self.source {
+            Source::Connect => (OutcomeKind::ConnectError, None),
+            Source::Status(s) => (OutcomeKind::HttpStatus, Some(s.as_u16())),
+            Source::Stream(StreamFault::IdleTimeout) => (OutcomeKind::StreamTimeout, None),
+            // A cut or an oversized line says nothing about the account.
+            Source::Stream(StreamFault::Cut | StreamFault::LineTooLong) => return None,
+        };
+        Some(Outcome {
+            account_id,
+            request_id: request_id.to_owned(),
+            kind,
+            status,
+            message: self.message.clone(),
+            headers: self.headers.clone(),
+            body: String::from_utf8_lossy(&self.body)
+                .chars()
+                .take(OUTCOME_BODY_CHARS)
+                .collect(),
+        })
+    }
+}
 
 /// 401, 402, 403, 429, 529 and every 5xx fail over; so does a 400 saying the upstream
 /// organization is disabled (the account is dead, the request is fine).
-pub fn is_failover(status: StatusCode, message: &str) -> bool {
+fn account_is_at_fault(status: StatusCode, message: &str) -> bool {
     matches!(status.as_u16(), 401 | 402 | 403 | 429 | 529)
         || status.is_server_error()
         || (status == StatusCode::BAD_REQUEST && message.contains("organization has been disabled"))
 }
 
-pub fn exhausted(last: LastFailure) -> ClientError {
-    let (code, msg) = match last {
+impl StreamFault {
+    /// The SSE `error` event (or JSON error) the client gets.
+    pub fn client_error(self) -> ClientError {
+        match self {
+            Self::Cut => ClientError::new(
+                ErrorCode::UpstreamFailed,
+                "Upstream stream ended unexpectedly",
+            ),
+            Self::IdleTimeout => {
+                ClientError::new(ErrorCode::StreamTimeout, "Upstream stream timed out")
+            }
+            Self::LineTooLong => ClientError::new(
+                ErrorCode::ResponseTooLarge,
+                "Upstream response line too large",
+            ),
+        }
+    }
+}
+
+/// What the client sees when the switches ran out, by the last failure.
+pub fn exhausted(last: Option<&UpstreamFailure>) -> ClientError {
+    let status = match last.map(|f| f.source) {
+        Some(Source::Status(s)) => Some(s.as_u16()),
+        _ => None,
+    };
+    let (code, msg) = match status {
         Some(401) => (
             ErrorCode::UpstreamAuthFailed,
             "Upstream authentication failed, please contact administrator",
@@ -49,6 +197,15 @@ pub fn exhausted(last: LastFailure) -> ClientError {
 mod tests {
     use super::*;
 
+    fn status(s: u16, message: &str) -> UpstreamFailure {
+        UpstreamFailure::status(
+            StatusCode::from_u16(s).unwrap(),
+            message.into(),
+            HashMap::new(),
+            Bytes::new(),
+        )
+    }
+
     #[test]
     fn mapping_table() {
         let cases = [
@@ -61,13 +218,18 @@ mod tests {
             (Some(402), 502, "upstream_error"),
             (None, 502, "upstream_error"),
         ];
-        for (last, status, ty) in cases {
-            let e = exhausted(last);
-            assert_eq!(e.status().as_u16(), status, "{last:?}");
+        for (last, code, ty) in cases {
+            let failure = match last {
+                Some(s) => status(s, ""),
+                None => UpstreamFailure::connect("refused"),
+            };
+            let e = exhausted(Some(&failure));
+            assert_eq!(e.status().as_u16(), code, "{last:?}");
             assert_eq!(e.code.error_type().as_str(), ty);
         }
+        assert_eq!(exhausted(None).status().as_u16(), 502);
         assert_eq!(
-            exhausted(Some(529)).message,
+            exhausted(Some(&status(529, ""))).message,
             "Upstream service overloaded, please retry later"
         );
     }
@@ -75,17 +237,37 @@ mod tests {
     #[test]
     fn failover_set() {
         for s in [401, 402, 403, 429, 500, 502, 503, 504, 529] {
-            assert!(is_failover(StatusCode::from_u16(s).unwrap(), ""), "{s}");
+            assert!(status(s, "").fails_over(), "{s}");
         }
         for s in [400, 404, 422] {
-            assert!(
-                !is_failover(StatusCode::from_u16(s).unwrap(), "bad input"),
-                "{s}"
-            );
+            assert!(!status(s, "bad input").fails_over(), "{s}");
         }
-        assert!(is_failover(
-            StatusCode::BAD_REQUEST,
-            "Your organization has been disabled."
-        ));
+        assert!(status(400, "Your organization has been disabled.").fails_over());
+        assert!(UpstreamFailure::connect("refused").fails_over());
+        for fault in [
+            StreamFault::Cut,
+            StreamFault::IdleTimeout,
+            StreamFault::LineTooLong,
+        ] {
+            assert!(!UpstreamFailure::stream(fault).fails_over(), "{fault:?}");
+        }
+    }
+
+    #[test]
+    fn health_reports_by_source() {
+        let kind = |f: UpstreamFailure| f.outcome(1, "r").map(|o| (o.kind, o.status));
+        assert_eq!(
+            kind(UpstreamFailure::connect("x")),
+            Some((OutcomeKind::ConnectError, None))
+        );
+        assert_eq!(
+            kind(status(429, "")),
+            Some((OutcomeKind::HttpStatus, Some(429)))
+        );
+        assert_eq!(
+            kind(UpstreamFailure::stream(StreamFault::IdleTimeout)),
+            Some((OutcomeKind::StreamTimeout, None))
+        );
+        assert_eq!(kind(UpstreamFailure::stream(StreamFault::Cut)), None);
     }
 }

@@ -22,7 +22,6 @@ use serde_json::{Map, Value};
 use tokio::sync::{oneshot, watch};
 use tokio_util::task::TaskTracker;
 use tollgate_shared::ErrorCode;
-use tollgate_shared::proto::gateway::v1 as pb;
 
 use super::auth_info::KeyInfo;
 use super::cache::AuthCache;
@@ -30,12 +29,13 @@ use super::errors::ClientError;
 use super::{body, checks, extract, transform};
 use crate::config::FlowConfig;
 use crate::control::ControlClient;
+use crate::control::domain::{AccountLease, Outcome};
 use crate::control::leases::{LeaseGuard, LeaseRegistry};
 use crate::control::session::SessionState;
 use crate::control::usage::UsageSender;
 use crate::http_server::Body;
 use downstream::Downstream;
-use failover::LastFailure;
+use failover::UpstreamFailure;
 use upstream::UpstreamPool;
 
 /// Bundled default instructions for clients other than Codex CLI.
@@ -202,7 +202,7 @@ impl Flow {
     /// client leaves, so the upstream's usage is still reported.
     async fn run(self: Arc<Self>, ctx: Ctx, mut ds: Downstream) {
         let mut excluded: Vec<i64> = Vec::new();
-        let mut last_failure: Option<LastFailure> = None;
+        let mut last_failure: Option<UpstreamFailure> = None;
         // The lease of the previous attempt holds this request's user slot until the
         // next admission (which shares it) has answered.
         let mut previous: Option<LeaseGuard> = None;
@@ -215,43 +215,36 @@ impl Flow {
                 Err(e) => {
                     // After a failed attempt, running out of accounts means the
                     // switches ran out: answer with the mapping table.
-                    let err = match (last_failure, e.code) {
-                        (Some(last), ErrorCode::NoAvailableAccounts) => failover::exhausted(last),
+                    let err = match (&last_failure, e.code) {
+                        (Some(last), ErrorCode::NoAvailableAccounts) => {
+                            failover::exhausted(Some(last))
+                        }
                         _ => e,
                     };
                     ds.fail(err).await;
                     return;
                 }
             };
-            let Some(account) = lease.account.clone() else {
-                ds.fail(ClientError::new(
-                    ErrorCode::Internal,
-                    "Admission returned no account",
-                ))
-                .await;
-                return;
-            };
-            let guard = self
-                .leases
-                .hold(&lease.lease_id, lease.user_id, account.account_id);
+            let account_id = lease.account.account_id;
+            let guard = self.leases.hold(&lease.lease_id, lease.user_id, account_id);
             drop(previous.take());
-            match self.attempt(&ctx, &lease, &account, guard, &mut ds).await {
+            match self.attempt(&ctx, &lease, guard, &mut ds).await {
                 deliver::Attempt::Done => return,
-                deliver::Attempt::Failed { status, guard } => {
-                    excluded.push(account.account_id);
-                    last_failure = Some(status);
+                deliver::Attempt::Failed { failure, guard } => {
+                    excluded.push(account_id);
+                    last_failure = Some(failure);
                     previous = Some(guard);
                 }
             }
         }
         drop(previous);
-        ds.fail(failover::exhausted(last_failure.flatten())).await;
+        ds.fail(failover::exhausted(last_failure.as_ref())).await;
     }
 
-    fn report_outcome(&self, req: pb::ReportOutcomeRequest) {
+    fn report_outcome(&self, outcome: Outcome) {
         let control = self.control.clone();
         self.tasks.spawn(async move {
-            if let Err(e) = control.report_outcome(req).await {
+            if let Err(e) = control.report_outcome(outcome).await {
                 tracing::warn!(error = %e, "outcome report failed");
             }
         });
@@ -260,13 +253,9 @@ impl Flow {
     fn upstream_target<'a>(
         &'a self,
         ctx: &Ctx,
-        account: &'a pb::AccountLease,
+        account: &'a AccountLease,
     ) -> (transform::Kind, transform::Target<'a>) {
-        let kind = if account.kind == "oauth" {
-            transform::Kind::OAuth
-        } else {
-            transform::Kind::ApiKey
-        };
+        let kind = account.kind;
         let target = transform::Target {
             kind,
             model_mapping: &account.model_mapping,

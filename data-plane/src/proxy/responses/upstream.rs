@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::HeaderMap;
-use tollgate_shared::proto::gateway::v1 as pb;
+
+use super::failover::UpstreamFailure;
+use crate::control::domain::AccountLease;
 
 #[derive(Clone)]
 pub struct UpstreamPool {
@@ -54,18 +56,20 @@ impl UpstreamPool {
     }
 
     /// `Err` = no response at all (connect refused, TLS, reset before the head), or a
-    /// proxy's 407.
+    /// proxy's 407: a `Connect` failure.
     pub async fn send(
         &self,
-        account: &pb::AccountLease,
+        account: &AccountLease,
         headers: HeaderMap,
         body: Vec<u8>,
-    ) -> Result<reqwest::Response, String> {
-        let client = self.client(account.account_id, &account.proxy_url)?;
+    ) -> Result<reqwest::Response, UpstreamFailure> {
+        let client = self
+            .client(account.account_id, account.proxy_url.expose())
+            .map_err(UpstreamFailure::connect)?;
         let mut req = client
             .post(&account.upstream_url)
             .headers(headers)
-            .bearer_auth(&account.bearer)
+            .bearer_auth(account.bearer.expose())
             .body(body);
         if !account.chatgpt_account_id.is_empty() {
             req = req.header("chatgpt-account-id", &account.chatgpt_account_id);
@@ -74,12 +78,14 @@ impl UpstreamPool {
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("upstream connection failed: {e}"))?;
+            .map_err(|e| UpstreamFailure::connect(format!("upstream connection failed: {e}")))?;
         // An `http://` upstream through an HTTP proxy gets the proxy's refusal as a
         // response (an `https://` one gets it as a CONNECT error): a failure to reach the
         // upstream, never an answer to pass through to the client.
         if resp.status() == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-            return Err("upstream connection failed: proxy authentication required (407)".into());
+            return Err(UpstreamFailure::connect(
+                "upstream connection failed: proxy authentication required (407)",
+            ));
         }
         Ok(resp)
     }

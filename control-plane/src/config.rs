@@ -71,6 +71,11 @@ pub struct Config {
     )]
     pub tls_reload_interval_ms: u64,
 
+    /// Optional plaintext port serving only gRPC health (for Kubernetes gRPC probes,
+    /// which cannot speak TLS), e.g. 0.0.0.0:7601.
+    #[arg(long, env = "TOLLGATE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Serve gRPC without TLS (development only, refused in production): any peer can
     /// then call Gateway and receive upstream credentials in leases.
     #[arg(long, env = "TOLLGATE_INSECURE_PLAINTEXT")]
@@ -257,6 +262,7 @@ impl Config {
             tls_client_ca: None,
             tls_reload_interval_ms: 10_000,
             insecure_plaintext: true,
+            health_listen: None,
             allow_insecure_upstreams: false,
             allow_private_upstreams: false,
             upstream_host_allowlist: Vec::new(),

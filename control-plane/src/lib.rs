@@ -49,7 +49,8 @@ pub async fn serve_on(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let resolved = config.resolve()?;
-    let transport = tls::Transport::new(&resolved.tls, listener)?;
+    let mut transport = tls::Transport::new(&resolved.tls, listener)?;
+    transport.bind_health_port(config.health_listen).await?;
     let store = Store::connect(&resolved.database_url, resolved.secrets.clone()).await?;
     let invalidations = Invalidations::new();
     let addr: SocketAddr = transport
@@ -92,6 +93,7 @@ pub async fn serve_on(
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
     tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
+    let health_port = Server::builder().add_service(health_service.clone());
     let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -101,7 +103,7 @@ pub async fn serve_on(
             transport.gateway_guard(),
         ))
         .add_service(AdminServer::with_interceptor(admin, auth));
-    let result = transport.serve(router, shutdown.clone()).await;
+    let result = transport.serve(router, health_port, shutdown.clone()).await;
     gateway.shutdown().await;
     store.close().await;
     tracing::info!("control plane stopped");

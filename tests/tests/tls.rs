@@ -358,3 +358,50 @@ async fn rotated_certificates_are_used_by_new_connections_and_sessions_survive()
     }
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn the_health_port_answers_kubernetes_probes_in_plaintext() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let health_addr = free.local_addr().unwrap();
+    drop(free);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tollgate_tests::cluster::control_plane_config(dir.path());
+    config.health_listen = Some(health_addr);
+    let cp = ControlPlane::start_with(dir, config).await;
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{health_addr}"))
+        .unwrap()
+        .connect_lazy();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(plain);
+    eventually("health port up", Duration::from_secs(10), || {
+        let mut health = health.clone();
+        async move {
+            let req = tonic_health::pb::HealthCheckRequest::default();
+            health.check(req).await.is_ok()
+        }
+    })
+    .await;
+    let req = tonic_health::pb::HealthCheckRequest {
+        service: GATEWAY.into(),
+    };
+    assert_eq!(
+        health.check(req).await.unwrap().into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // Only health is served there: no Gateway, no Admin.
+    let mut grpc = tonic::client::Grpc::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{health_addr}"))
+            .unwrap()
+            .connect_lazy(),
+    );
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let r = grpc
+        .unary(
+            tonic::Request::new(()),
+            format!("/{GATEWAY}/Authorize").parse().unwrap(),
+            codec,
+        )
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
+    cp.stop().await;
+}

@@ -9,6 +9,7 @@ pub mod dev;
 pub mod guard;
 pub mod server;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,10 +96,12 @@ pub fn resolve(c: &Config) -> Result<TlsSetup> {
     }
 }
 
-/// The listener with its TLS (or not), ready to serve a router.
+/// The listener with its TLS (or not), ready to serve a router, and the optional
+/// plaintext health port (Kubernetes gRPC probes cannot speak TLS).
 pub struct Transport {
     listener: TcpListener,
     tls: Option<(Reloading<ServerTls>, Duration)>,
+    health: Option<TcpListener>,
 }
 
 impl Transport {
@@ -118,10 +121,27 @@ impl Transport {
                 Some((tls, f.reload_interval))
             }
         };
-        Ok(Self { listener, tls })
+        Ok(Self {
+            listener,
+            tls,
+            health: None,
+        })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+    /// Binds the plaintext health-only port (`TOLLGATE_HEALTH_LISTEN`), if configured.
+    pub async fn bind_health_port(&mut self, addr: Option<SocketAddr>) -> Result<()> {
+        if let Some(addr) = addr {
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                Error::Config(format!(
+                    "cannot listen on {addr} (TOLLGATE_HEALTH_LISTEN): {e}"
+                ))
+            })?;
+            self.health = Some(l);
+        }
+        Ok(())
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
@@ -134,26 +154,44 @@ impl Transport {
         GatewayGuard::new(self.is_tls())
     }
 
-    /// Serves `router` until `shutdown`; with TLS, also watches the certificate files.
+    /// Serves `router` until `shutdown`, and `health_router` on the health port if bound;
+    /// with TLS, also watches the certificate files.
     pub async fn serve(
         self,
         router: Router,
+        health_router: Router,
         shutdown: CancellationToken,
     ) -> std::result::Result<(), tonic::transport::Error> {
-        let Some((tls, interval)) = self.tls else {
-            let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-            return router
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-                .await;
-        };
         // Also stopped when the server fails on its own, so the wait below ends.
         let stop = shutdown.child_token();
         let tasks = TaskTracker::new();
-        tasks.spawn(tls.clone().watch(interval, stop.clone()));
-        let incoming = server::incoming(self.listener, tls, &tasks, stop.clone());
-        let result = router
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-            .await;
+        if let Some(l) = self.health {
+            let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                if let Err(e) = health_router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                    .await
+                {
+                    tracing::error!(error = %e, "health port failed");
+                }
+            });
+        }
+        let result = match self.tls {
+            None => {
+                let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                    .await
+            }
+            Some((tls, interval)) => {
+                tasks.spawn(tls.clone().watch(interval, stop.clone()));
+                let incoming = server::incoming(self.listener, tls, &tasks, stop.clone());
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                    .await
+            }
+        };
         stop.cancel();
         tasks.close();
         tasks.wait().await;

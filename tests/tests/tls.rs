@@ -405,3 +405,50 @@ async fn the_health_port_answers_kubernetes_probes_in_plaintext() {
     assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_cli_speaks_tls_with_the_control_planes_ca_and_no_client_certificate() {
+    let cp = ControlPlane::start().await;
+    let ca = cp.data_dir.path().join("test-tls").join("ca.crt");
+    let url = cp.url();
+    let run = |args: Vec<String>| async move {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = tollgate_control_plane::cli::main_with(args, &mut out, &mut err).await;
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    };
+    let base = |extra: &[&str]| -> Vec<String> {
+        [
+            "tollgate-admin",
+            "--endpoint",
+            &url,
+            "--token",
+            tollgate_tests::cluster::ADMIN_TOKEN,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let ca_arg = ca.to_str().unwrap();
+    let (code, out, err) = run(base(&["--ca-cert", ca_arg, "--json", "user", "list"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Another CA does not vouch for the control plane's certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.crt");
+    std::fs::write(&other, DevPki::generate(&[]).unwrap().ca_cert).unwrap();
+    let (code, _, err) = run(base(&[
+        "--ca-cert",
+        other.to_str().unwrap(),
+        "user",
+        "list",
+    ]))
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    cp.stop().await;
+}

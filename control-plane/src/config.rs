@@ -133,7 +133,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TOLLGATE_CODEX_URL",
-        default_value = crate::admission::upstream_url::DEFAULT_CODEX_URL
+        default_value = crate::admission::lease_url::DEFAULT_CODEX_URL
     )]
     pub codex_url: String,
 
@@ -190,7 +190,7 @@ pub struct Config {
     /// (keywords case-insensitive, any one matches, none = any). A match makes the
     /// account temporarily unschedulable for that many minutes.
     #[arg(long, env = "TOLLGATE_UNSCHEDULABLE_RULES", default_value = "[]")]
-    pub unschedulable_rules: crate::admission::rules::UnschedulableRules,
+    pub unschedulable_rules: crate::admission::unschedulable_rules::UnschedulableRules,
 
     /// OAuth token endpoint of subscription logins (refresh and code exchange).
     #[arg(long, env = "TOLLGATE_OAUTH_TOKEN_URL", default_value = crate::oauth::DEFAULT_TOKEN_URL)]
@@ -273,7 +273,7 @@ impl Config {
             fallback_price: None,
             charge_estimates: true,
             log_json: false,
-            codex_url: crate::admission::upstream_url::DEFAULT_CODEX_URL.to_owned(),
+            codex_url: crate::admission::lease_url::DEFAULT_CODEX_URL.to_owned(),
             user_wait_timeout_ms: 30_000,
             user_extra_pending: 20,
             account_wait_timeout_ms: 30_000,
@@ -283,7 +283,8 @@ impl Config {
             sticky_ttl_ms: 3_600_000,
             rate_limit_cooldown_ms: 300_000,
             overload_cooldown_ms: 600_000,
-            unschedulable_rules: crate::admission::rules::UnschedulableRules::default(),
+            unschedulable_rules: crate::admission::unschedulable_rules::UnschedulableRules::default(
+            ),
             oauth_token_url: crate::oauth::DEFAULT_TOKEN_URL.to_owned(),
             oauth_client_id: crate::oauth::DEFAULT_CLIENT_ID.to_owned(),
             oauth_authorize_url: crate::oauth::DEFAULT_AUTHORIZE_URL.to_owned(),
@@ -479,6 +480,17 @@ fn generate_admin_token() -> String {
     let mut b = [0u8; 24];
     rand::rng().fill_bytes(&mut b);
     format!("tga-{}", hex::encode(b))
+}
+
+/// Parses command-line flags alone, with every `TOLLGATE_*` variable ignored: unit tests
+/// of the flags must not depend on the developer's environment.
+#[cfg(test)]
+pub(crate) fn parse_flags(args: &[&str]) -> std::result::Result<Config, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Config::command()
+        .mut_args(|a| a.env(None::<&str>))
+        .try_get_matches_from(args)?;
+    Config::from_arg_matches(&matches)
 }
 
 #[cfg(test)]

@@ -18,10 +18,9 @@ pub enum Error {
     Unauthenticated,
     #[error("this control plane is not the leader")]
     NotLeader,
+    /// A database failure (`storage::StorageError` says whose fault it is).
     #[error("storage error: {0}")]
-    Storage(#[from] sqlx::Error),
-    #[error("migration error: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Storage(crate::storage::StorageError),
     #[error("configuration error: {0}")]
     Config(String),
     #[error("crypto error: {0}")]
@@ -52,11 +51,9 @@ impl CodedError for Error {
             Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::NotLeader => ErrorCode::NotLeader,
-            Self::Storage(_)
-            | Self::Migrate(_)
-            | Self::Config(_)
-            | Self::Crypto(_)
-            | Self::Internal(_) => ErrorCode::Internal,
+            Self::Storage(_) | Self::Config(_) | Self::Crypto(_) | Self::Internal(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 

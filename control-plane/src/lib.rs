@@ -19,9 +19,11 @@ pub mod storage;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tollgate_shared::proto::{
     FILE_DESCRIPTOR_SET, admin::v1::admin_server::AdminServer,
     gateway::v1::gateway_server::GatewayServer,
@@ -31,7 +33,12 @@ use tonic::transport::Server;
 pub use config::Config;
 pub use error::{Error, Result};
 
+use crate::admission::{Admission, AdmissionSettings};
+use crate::billing::BillingSettings;
 use crate::events::Invalidations;
+use crate::gateway::session::Sessions;
+use crate::gateway::{GatewayParts, GatewayService, SessionSettings};
+use crate::oauth::{OAuthSettings, TokenRefresher};
 use crate::storage::Store;
 
 /// Binds `config.listen` and serves until `shutdown` is cancelled.
@@ -43,6 +50,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
 }
 
 /// Serves on an already bound listener (tests bind `127.0.0.1:0` and read the port).
+///
+/// The composition root: builds storage, the engines and the services, wires them
+/// together, and owns the one task tracker every background task runs on.
 pub async fn serve_on(
     config: Config,
     listener: TcpListener,
@@ -57,10 +67,10 @@ pub async fn serve_on(
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
 
-    let gateway = gateway::GatewayService::new(
-        store.clone(),
-        invalidations.clone(),
-        gateway::SessionSettings::from_config(&config),
+    let tasks = TaskTracker::new();
+    let gateway = GatewayService::new(
+        gateway_parts(&config, &store, &invalidations, &tasks, &shutdown),
+        tasks.clone(),
         shutdown.clone(),
     );
     let admin = admin::AdminService::new(admin::AdminContext::new(
@@ -69,18 +79,94 @@ pub async fn serve_on(
         &config,
     ));
     let auth = admin::AdminAuth::new(&resolved.admin_token);
+    let grpc_health = grpc_health_service().await;
+    let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<GatewayServer<gateway::GatewayService>>()
+    tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
+    let health_port = Server::builder().add_service(grpc_health.clone());
+    let router = Server::builder()
+        .add_service(grpc_health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(GatewayServer::with_interceptor(
+            gateway,
+            transport.gateway_guard(),
+        ))
+        .add_service(AdminServer::with_interceptor(admin, auth));
+    let result = transport.serve(router, health_port, shutdown.clone()).await;
+    // Background engines and session tasks stop with the server.
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    store.close().await;
+    tracing::info!("control plane stopped");
+    result.map_err(|e| Error::Internal(format!("gRPC server: {e}")))
+}
+
+/// The engines behind the Gateway service, with their background tasks on `tasks`:
+/// the token refresher, admission (lease reaper, sticky pruning, last-used writes) and
+/// the snapshot admission reads through (applies invalidations).
+fn gateway_parts(
+    config: &Config,
+    store: &Store,
+    invalidations: &Invalidations,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> GatewayParts {
+    let sessions = Sessions::default();
+    let tokens = TokenRefresher::new(
+        store.clone(),
+        invalidations.clone(),
+        OAuthSettings::from_config(config),
+        tasks.clone(),
+        shutdown.clone(),
+    );
+    tasks.spawn(tokens.clone().run_background());
+    let admission = Admission::new(
+        store.clone(),
+        invalidations.clone(),
+        Arc::new(sessions.clone()),
+        tokens,
+        AdmissionSettings::from_config(config),
+    );
+    tasks.spawn(admission.clone().run_background(shutdown.clone()));
+    tasks.spawn(admission.snapshot().clone().follow(shutdown.clone()));
+    GatewayParts {
+        store: store.clone(),
+        invalidations: invalidations.clone(),
+        sessions,
+        admission,
+        session: SessionSettings::from_config(config),
+        billing: BillingSettings::from_config(config),
+    }
+}
+
+/// The standard gRPC health-checking service (`grpc.health.v1`), reporting both
+/// services and the server as a whole as serving.
+async fn grpc_health_service()
+-> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<GatewayServer<GatewayService>>()
         .await;
-    health_reporter
+    reporter
         .set_serving::<AdminServer<admin::AdminService>>()
         .await;
-    health_reporter
+    reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    service
+}
 
+/// Server reflection (v1 and v1alpha) over our services and the health service.
+fn reflection_services() -> Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -92,20 +178,5 @@ pub async fn serve_on(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
-    tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
-    let health_port = Server::builder().add_service(health_service.clone());
-    let router = Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(GatewayServer::with_interceptor(
-            gateway.clone(),
-            transport.gateway_guard(),
-        ))
-        .add_service(AdminServer::with_interceptor(admin, auth));
-    let result = transport.serve(router, health_port, shutdown.clone()).await;
-    gateway.shutdown().await;
-    store.close().await;
-    tracing::info!("control plane stopped");
-    result.map_err(|e| Error::Internal(format!("gRPC server: {e}")))
+    Ok((reflection_v1, reflection_v1alpha))
 }

@@ -11,15 +11,9 @@
 //! - a key crossing its quota is invalidated on every attached data plane.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Backend, TestDb};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tollgate_control_plane::Config;
 use tollgate_control_plane::billing::FallbackPrice;
 use tollgate_control_plane::model::{NewApiKey, NewUser, UsageFilter, UsageRecord};
@@ -27,73 +21,29 @@ use tollgate_control_plane::storage::Store;
 use tollgate_shared::domain::{KeyStatus, UserRole};
 use tollgate_shared::proto::gateway::v1 as pb;
 use tollgate_shared::proto::gateway::v1::gateway_client::GatewayClient;
+use tollgate_tests::cluster::{ControlPlane, Home};
+use tollgate_tests::{Backend, on_both_backends};
 use tonic::Streaming;
 use tonic::transport::Channel;
 
 // ------------------------------------------------------------------ harness
 
-struct ControlPlane {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<tollgate_control_plane::Result<()>>,
-}
-
-impl ControlPlane {
-    async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        #[allow(clippy::disallowed_methods)]
-        let task = tokio::spawn(tollgate_control_plane::serve_on(
-            config,
-            listener,
-            shutdown.clone(),
-        ));
-        Self {
-            addr,
-            shutdown,
-            task,
-        }
-    }
-
-    async fn client(&self) -> GatewayClient<Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .timeout(Duration::from_secs(20))
-            .connect()
-            .await
-            .unwrap();
-        GatewayClient::new(channel)
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 /// One test's world: a database, a data dir (secrets survive restarts), a store on the
 /// same database for setup and checks.
 struct World {
-    db: TestDb,
-    dir: tempfile::TempDir,
+    home: Home,
     store: Store,
 }
 
 impl World {
     async fn new(backend: Backend) -> Self {
-        let db = TestDb::new(backend).await;
-        let store = db.store().await;
-        Self {
-            db,
-            dir: tempfile::tempdir().unwrap(),
-            store,
-        }
+        let home = Home::on(backend).await;
+        let store = home.db().unwrap().store().await;
+        Self { home, store }
     }
 
     fn config(&self) -> Config {
-        let mut c = Config::for_data_dir(self.dir.path());
-        c.database_url = Some(self.db.url.clone());
+        let mut c = self.home.config();
         // Sessions here send no heartbeats; keep them alive for the whole test.
         c.lease_grace_ms = 120_000;
         c.heartbeat_interval_ms = 60_000;
@@ -101,7 +51,11 @@ impl World {
     }
 
     async fn start(&self) -> ControlPlane {
-        ControlPlane::start(self.config()).await
+        self.start_with(self.config()).await
+    }
+
+    async fn start_with(&self, config: Config) -> ControlPlane {
+        ControlPlane::start_with(self.home.clone(), config).await
     }
 
     /// A user with `balance` nano-USD and a key (no group) with `quota` (0 = none).
@@ -155,7 +109,6 @@ impl World {
 
     async fn finish(self) {
         self.store.close().await;
-        self.db.cleanup().await;
     }
 }
 
@@ -247,22 +200,7 @@ async fn report(
         .into_inner()
 }
 
-macro_rules! on_both {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(crate::common::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(crate::common::Backend::Postgres).await
-            }
-        }
-    )+};
-}
-
-on_both!(
+on_both_backends!(
     reported_twice_charged_once,
     restart_between_commit_and_ack_charges_once,
     rejections_and_pricing,
@@ -279,7 +217,7 @@ async fn reported_twice_charged_once(backend: Backend) {
     let w = World::new(backend).await;
     let (user, key) = w.user_and_key("twice", TEN_USD, 0).await;
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let mut session = attach(&mut c).await;
 
     let rec = record("req-twice", user, key);
@@ -354,7 +292,7 @@ async fn restart_between_commit_and_ack_charges_once(backend: Backend) {
     let rec = record("req-restart", user, key);
 
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let _session = attach(&mut c).await;
     // Committed, but the data plane never sees this answer: the control plane goes away.
     let _lost = report(&mut c, vec![rec.clone()]).await;
@@ -364,7 +302,7 @@ async fn restart_between_commit_and_ack_charges_once(backend: Backend) {
 
     // A new control plane on the same database; the data plane re-attaches and replays.
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let _session = attach(&mut c).await;
     let resp = report(&mut c, vec![rec]).await;
     assert_eq!(resp.acked_request_ids, vec!["req-restart".to_owned()]);
@@ -382,7 +320,7 @@ async fn rejections_and_pricing(backend: Backend) {
     let w = World::new(backend).await;
     let (user, key) = w.user_and_key("pricing", TEN_USD, 0).await;
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
 
     let mut negative = record("req-negative", user, key);
     negative.output_tokens = -1;
@@ -455,8 +393,8 @@ async fn rejections_and_pricing(backend: Backend) {
     // Strict pricing: an unpriced model is refused, naming it.
     let mut strict = w.config();
     strict.strict_pricing = true;
-    let cp = ControlPlane::start(strict.clone()).await;
-    let mut c = cp.client().await;
+    let cp = w.start_with(strict.clone()).await;
+    let mut c = cp.gateway();
     let mut unpriced = record("req-strict", user, key);
     unpriced.model = "o-unknown".into();
     let resp = report(&mut c, vec![unpriced.clone()]).await;
@@ -472,8 +410,8 @@ async fn rejections_and_pricing(backend: Backend) {
 
     // A fallback price covers it, strict or not.
     strict.fallback_price = Some("1,2,0.5".parse::<FallbackPrice>().unwrap());
-    let cp = ControlPlane::start(strict).await;
-    let mut c = cp.client().await;
+    let cp = w.start_with(strict).await;
+    let mut c = cp.gateway();
     let resp = report(&mut c, vec![unpriced]).await;
     assert_eq!(resp.acked_request_ids, vec!["req-strict"]);
     // 900 × 1000 + 200 × 2000 + 100 × 500 nano-USD (1, 2 and 0.5 USD per million
@@ -498,7 +436,7 @@ async fn estimates_follow_the_setting(backend: Backend) {
     let (user, key) = w.user_and_key("estimates", TEN_USD, 0).await;
 
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let mut est = record("req-est-charged", user, key);
     est.estimated = true;
     let resp = report(&mut c, vec![est]).await;
@@ -509,8 +447,8 @@ async fn estimates_follow_the_setting(backend: Backend) {
 
     let mut config = w.config();
     config.charge_estimates = false;
-    let cp = ControlPlane::start(config).await;
-    let mut c = cp.client().await;
+    let cp = w.start_with(config).await;
+    let mut c = cp.gateway();
     let mut est = record("req-est-free", user, key);
     est.estimated = true;
     let resp = report(&mut c, vec![est]).await;
@@ -541,9 +479,9 @@ async fn quota_exhaustion_reaches_data_planes(backend: Backend) {
     // Room for two charges exactly.
     let (user, key) = w.user_and_key("quota", TEN_USD, 2 * CHARGE).await;
     let cp = w.start().await;
-    let mut c = cp.client().await;
+    let mut c = cp.gateway();
     let mut one = attach(&mut c).await;
-    let mut c2 = cp.client().await;
+    let mut c2 = cp.gateway();
     let mut two = attach(&mut c2).await;
 
     let resp = report(

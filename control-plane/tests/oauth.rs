@@ -1,22 +1,12 @@
 //! OAuth token storage on both dialects (SQLite and Postgres): which logins the
 //! background refresher finds due, and storing a refreshed credential (encrypted, only
 //! on live OAuth accounts, the ChatGPT account id replaced only when given). Plus the
-//! onboarding round trip through `tollgate-admin` against a real control plane and a
-//! minimal token endpoint. (The full flows with data planes are in `tests/tests/oauth.rs`.)
+//! onboarding round trip through `tollgate-admin` against a real control plane and the
+//! test kit's fake token endpoint. (The full flows with data planes are in `tests/tests/oauth.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use std::sync::{Arc, Mutex};
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Backend, TestDb};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::Connection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tollgate_control_plane::cli;
 use tollgate_control_plane::model::{Credential, NewAccount};
 use tollgate_control_plane::oauth::pkce::challenge_s256;
@@ -24,6 +14,9 @@ use tollgate_control_plane::storage::Store;
 use tollgate_shared::Multiplier;
 use tollgate_shared::domain::{AccountStatus, Platform};
 use tollgate_shared::now_ms;
+use tollgate_tests::cluster::{ADMIN_TOKEN, ControlPlane, Home, base_config};
+use tollgate_tests::fake_upstream::{FakeUpstream, OAuthScript};
+use tollgate_tests::{Backend, TestDb, on_both_backends};
 
 const MIN: i64 = 60_000;
 
@@ -93,7 +86,6 @@ async fn due_accounts(backend: Backend) {
             .is_empty()
     );
     store.close().await;
-    db.cleanup().await;
 }
 
 async fn store_tokens(backend: Backend) {
@@ -198,109 +190,16 @@ async fn store_tokens(backend: Backend) {
             .unwrap()
     );
     store.close().await;
-    db.cleanup().await;
 }
 
-#[tokio::test]
-async fn sqlite_due_accounts() {
-    due_accounts(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_due_accounts() {
-    due_accounts(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn sqlite_store_tokens() {
-    store_tokens(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_store_tokens() {
-    store_tokens(Backend::Postgres).await;
-}
+on_both_backends!(due_accounts, store_tokens);
 
 // ---------------------------------------------------------------- CLI onboarding
-
-const TOKEN: &str = "oauth-test-admin-token-0123456789";
-
-/// A token endpoint answering every POST with one grant whose id token names
-/// `acct-cli` / `cli@example.com` / plan `team`; returns its URL and the form bodies.
-async fn token_endpoint(stop: CancellationToken) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
-    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = bodies.clone();
-    let payload = json!({
-        "email": "cli@example.com",
-        "https://api.openai.com/auth": {
-            "chatgpt_account_id": "acct-cli",
-            "chatgpt_plan_type": "team",
-        },
-    });
-    let id_token = format!(
-        "{}.{}.{}",
-        URL_SAFE_NO_PAD.encode("{}"),
-        URL_SAFE_NO_PAD.encode(payload.to_string()),
-        URL_SAFE_NO_PAD.encode("sig")
-    );
-    let answer = json!({
-        "access_token": "at-cli",
-        "refresh_token": "rt-cli",
-        "id_token": id_token,
-        "expires_in": 3600,
-    })
-    .to_string();
-    #[allow(clippy::disallowed_methods)]
-    tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = tokio::select! {
-                () = stop.cancelled() => return,
-                a = listener.accept() => a.unwrap(),
-            };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body = loop {
-                let n = sock.read(&mut chunk).await.unwrap_or(0);
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                let Some(end) = text.find("\r\n\r\n") else {
-                    continue;
-                };
-                let len = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break Some(text[end + 4..end + 4 + len].to_owned());
-                }
-            };
-            let Some(body) = body else { continue };
-            seen.lock().unwrap().push(body);
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        }
-    });
-    (url, bodies)
-}
 
 async fn cli_json(endpoint: &str, args: &[&str]) -> Value {
     let mut argv = vec!["tollgate-admin", "--json"];
     argv.extend_from_slice(args);
-    argv.extend_from_slice(&["--endpoint", endpoint, "--token", TOKEN]);
+    argv.extend_from_slice(&["--endpoint", endpoint, "--token", ADMIN_TOKEN]);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = cli::main_with(argv, &mut out, &mut err).await;
     let (out, err) = (
@@ -313,20 +212,21 @@ async fn cli_json(endpoint: &str, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn cli_onboarding_round_trip() {
-    let stop = CancellationToken::new();
-    let (token_url, bodies) = token_endpoint(stop.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = tollgate_control_plane::Config::for_data_dir(dir.path());
-    config.admin_token = Some(TOKEN.into());
-    config.oauth_token_url = token_url;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    #[allow(clippy::disallowed_methods)]
-    let server = tokio::spawn(tollgate_control_plane::serve_on(
-        config,
-        listener,
-        stop.clone(),
-    ));
+    let up = FakeUpstream::start().await;
+    up.set_oauth_default(
+        OAuthScript::grant()
+            .access_token("at-cli")
+            .refresh_token("rt-cli")
+            .email("cli@example.com")
+            .account_id("acct-cli")
+            .plan_type("team")
+            .expires_in(3600),
+    );
+    let home = Home::embedded();
+    let mut config = base_config(home.data_dir());
+    config.oauth_token_url = up.oauth_token_url();
+    let cp = ControlPlane::start_with(home, config).await;
+    let endpoint = cp.url();
 
     let started = cli_json(&endpoint, &["account", "oauth-url"]).await;
     let auth_url = started["auth_url"].as_str().unwrap();
@@ -367,17 +267,12 @@ async fn cli_onboarding_round_trip() {
     let printed = account.to_string();
     assert!(!printed.contains("at-cli") && !printed.contains("rt-cli"));
 
-    let form: std::collections::HashMap<String, String> = {
-        let bodies = bodies.lock().unwrap();
-        assert_eq!(bodies.len(), 1);
-        url::form_urlencoded::parse(bodies[0].as_bytes())
-            .into_owned()
-            .collect()
-    };
+    let calls = up.oauth_calls();
+    assert_eq!(calls.len(), 1);
+    let form = &calls[0].params;
     assert_eq!(form["grant_type"], "authorization_code");
     assert_eq!(form["code"], "the-code");
     assert_eq!(challenge_s256(&form["code_verifier"]), challenge);
 
-    stop.cancel();
-    server.await.unwrap().unwrap();
+    cp.stop().await;
 }

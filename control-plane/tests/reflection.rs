@@ -6,16 +6,12 @@
 //! methods with a dynamic codec. No generated Tollgate type is used for the calls.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use prost::Message;
 use prost_reflect::prost_types::FileDescriptorProto;
 use prost_reflect::{
     DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, ReflectMessage, Value,
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tollgate_tests::cluster::{ADMIN_TOKEN, ControlPlane, Home, base_config};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -26,55 +22,17 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1alpha as refl_alpha;
 
-const TOKEN: &str = "reflection-test-admin-token-0123456789";
 const ADMIN: &str = "tollgate.admin.v1.Admin";
 const GATEWAY: &str = "tollgate.gateway.v1.Gateway";
 const HEALTH: &str = "grpc.health.v1.Health";
 
 // ------------------------------------------------------------------ server
 
-struct Server {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<tollgate_control_plane::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = tollgate_control_plane::Config::for_data_dir(dir.path());
-        config.admin_token = Some(TOKEN.into());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        #[allow(clippy::disallowed_methods)]
-        let task = tokio::spawn(tollgate_control_plane::serve_on(
-            config,
-            listener,
-            shutdown.clone(),
-        ));
-        Self {
-            addr,
-            shutdown,
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .timeout(Duration::from_secs(20))
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
+/// A control plane from the test kit on its embedded SQLite, with nothing else set.
+async fn start_server() -> ControlPlane {
+    let home = Home::embedded();
+    let config = base_config(home.data_dir());
+    ControlPlane::start_with(home, config).await
 }
 
 // ------------------------------------------------------------------ reflection client
@@ -201,8 +159,8 @@ fn string(v: &str) -> Value {
 
 #[tokio::test]
 async fn reflection_alone_lists_and_calls_both_services() {
-    let server = Server::start().await;
-    let channel = server.channel().await;
+    let server = start_server().await;
+    let channel = server.channel();
 
     // List: both Tollgate services, health, and reflection itself.
     let services = list_services(&channel).await;
@@ -231,7 +189,9 @@ async fn reflection_alone_lists_and_calls_both_services() {
     req.set_field_by_name("email", string("reflected@example.com"));
     req.set_field_by_name("name", string("Reflected"));
     req.set_field_by_name("initial_balance_nanos", Value::I64(2_500_000_000));
-    let user = call(&channel, &create, req, Some(TOKEN)).await.unwrap();
+    let user = call(&channel, &create, req, Some(ADMIN_TOKEN))
+        .await
+        .unwrap();
     let id = user.get_field_by_name("id").unwrap().as_i64().unwrap();
     assert!(id > 0);
     assert_eq!(
@@ -247,7 +207,7 @@ async fn reflection_alone_lists_and_calls_both_services() {
     page.set_field_by_name("limit", Value::U32(10));
     let mut req = DynamicMessage::new(list.input());
     req.set_field_by_name("page", Value::Message(page));
-    let resp = call(&channel, &list, req, Some(TOKEN)).await.unwrap();
+    let resp = call(&channel, &list, req, Some(ADMIN_TOKEN)).await.unwrap();
     let users = resp.get_field_by_name("users").unwrap();
     let users = users.as_list().unwrap();
     let emails: Vec<String> = users
@@ -316,8 +276,8 @@ async fn reflection_alone_lists_and_calls_both_services() {
 
 #[tokio::test]
 async fn v1alpha_reflection_lists_the_same_services() {
-    let server = Server::start().await;
-    let channel = server.channel().await;
+    let server = start_server().await;
+    let channel = server.channel();
     let mut client =
         refl_alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = refl_alpha::ServerReflectionRequest {

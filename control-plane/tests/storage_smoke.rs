@@ -1,20 +1,16 @@
 //! Both backends start: migrations apply on SQLite and Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use tollgate_tests::{Backend, TestDb, on_both_backends};
 
-use common::{Backend, TestDb};
+on_both_backends!(migrations_apply);
 
-#[tokio::test]
-async fn migrations_apply_on_both_backends() {
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let db = TestDb::new(backend).await;
-        let store = db.store().await;
-        store.ping().await.unwrap();
-        store.close().await;
-        // A second connect finds the migrations applied and does nothing.
-        let again = db.store().await;
-        again.close().await;
-        db.cleanup().await;
-    }
+async fn migrations_apply(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    store.ping().await.unwrap();
+    store.close().await;
+    // A second connect finds the migrations applied and does nothing.
+    let again = db.store().await;
+    again.close().await;
 }

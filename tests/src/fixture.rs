@@ -5,32 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tollgate_shared::proto::admin::v1 as admin;
-use tollgate_shared::proto::admin::v1::admin_client::AdminClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-use crate::cluster::{ADMIN_TOKEN, ControlPlane, DataPlane, control_plane_config};
+pub use crate::cluster::{Admin, admin_client};
+use crate::cluster::{ControlPlane, DataPlane, Home, control_plane_config};
 use crate::fake_upstream::FakeUpstream;
-
-#[derive(Clone)]
-pub struct Bearer;
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
-        );
-        Ok(req)
-    }
-}
-
-pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
-
-pub async fn admin_client(cp_url: &str) -> Admin {
-    let channel = crate::cluster::channel(cp_url, None);
-    AdminClient::with_interceptor(channel, Bearer)
-}
 
 pub struct Gateway {
     pub up: FakeUpstream,
@@ -68,12 +46,12 @@ impl Gateway {
 
     pub async fn start_with(opts: Options) -> Self {
         let up = FakeUpstream::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = control_plane_config(dir.path());
+        let home = Home::embedded();
+        let mut config = control_plane_config(home.data_dir());
         config.codex_url = up.codex_url();
         config.oauth_token_url = up.oauth_token_url();
         (opts.control_plane)(&mut config);
-        let cp = ControlPlane::start_with(dir, config).await;
+        let cp = ControlPlane::start_with(home, config).await;
         let mut dps = Vec::new();
         for _ in 0..opts.data_planes {
             let mut c = tollgate_data_plane::Config::for_control_plane(cp.url());
@@ -86,11 +64,8 @@ impl Gateway {
             })
             .await;
         }
-        let admin = admin_client(&cp.url()).await;
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
+        let admin = admin_client(&cp.url());
+        let http = crate::http_client();
         Self {
             up,
             cp,
@@ -289,29 +264,4 @@ pub struct Basic {
     pub account: i64,
     pub key_id: i64,
     pub key: String,
-}
-
-/// Parses an SSE body into (event name, data JSON) pairs; comments (pings) are counted.
-pub fn parse_sse(text: &str) -> (Vec<(String, serde_json::Value)>, usize) {
-    let mut events = Vec::new();
-    let mut pings = 0;
-    for block in text.split("\n\n") {
-        let mut name = String::new();
-        let mut data = String::new();
-        for line in block.lines() {
-            if line.starts_with(':') {
-                pings += 1;
-            } else if let Some(v) = line.strip_prefix("event:") {
-                name = v.trim().to_owned();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            }
-        }
-        if !data.is_empty() {
-            let json = serde_json::from_str(&data)
-                .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {data}"));
-            events.push((name, json));
-        }
-    }
-    (events, pings)
 }

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tollgate_shared::proto::admin::v1 as admin;
 use tollgate_tests::eventually;
 use tollgate_tests::fake_upstream::{Gate, Script};
-use tollgate_tests::fixture::{Gateway, Options, parse_sse};
+use tollgate_tests::fixture::{Gateway, Options};
+use tollgate_tests::sse::parse_sse;
 
 fn body(stream: bool) -> Value {
     json!({"model": "gpt-5.1", "input": "hi", "stream": stream})
@@ -123,10 +124,11 @@ async fn slot_timeout_pings_streaming_clients_then_errors_as_event() {
     assert_eq!(r.status(), 200, "the first ping commits 200");
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let text = r.text().await.unwrap();
-    let (events, pings) = parse_sse(&text);
-    assert!(pings >= 1, "pinged while waiting: {text:?}");
-    let (name, data) = events.last().unwrap();
-    assert_eq!(name, "error");
+    let sse = parse_sse(&text);
+    assert!(!sse.comments.is_empty(), "pinged while waiting: {text:?}");
+    let last = sse.last().unwrap();
+    let data = last.json();
+    assert_eq!(last.name(), "error");
     assert_eq!(data["error"]["type"], "rate_limit_error");
     assert_eq!(
         data["error"]["message"],
@@ -272,8 +274,8 @@ async fn failover_to_the_next_account_is_invisible_to_the_client() {
         gw.up.push_for("first", script);
         let r = gw.post(0, &key, body(true)).await;
         assert_eq!(r.status(), 200);
-        let (events, _) = parse_sse(&r.text().await.unwrap());
-        assert_eq!(events.last().unwrap().0, "response.completed");
+        let events = parse_sse(&r.text().await.unwrap());
+        assert_eq!(events.last().unwrap().name(), "response.completed");
         assert_eq!(gw.up.last().unwrap().bearer.as_deref(), Some("second"));
         // The overload cool-down parks "first"; clear it for the next case.
         let accounts = gw

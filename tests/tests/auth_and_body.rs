@@ -27,7 +27,7 @@ fn assert_error(got: &(u16, Value), status: u16, ty: &str, code: Option<&str>) {
 }
 
 async fn sqlite(gw: &Gateway) -> sqlx::SqlitePool {
-    let path = gw.cp.data_dir.path().join("tollgate.db");
+    let path = gw.cp.home.data_dir().join("tollgate.db");
     sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap()

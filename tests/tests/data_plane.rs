@@ -15,7 +15,7 @@ use tollgate_tests::fake_control_plane::{
     ACCOUNT_ID, AdmitScript, BEARER, FakeControlPlane, UsageScript, api_key_account,
 };
 use tollgate_tests::fake_upstream::{FakeUpstream, Script, refused_url};
-use tollgate_tests::fixture::parse_sse;
+use tollgate_tests::sse::{Sse, parse_sse};
 
 const WAIT: Duration = Duration::from_secs(10);
 const KEY: &str = "sk-client-key-for-the-fake";
@@ -339,14 +339,14 @@ async fn events_are_flushed_one_by_one() {
     while r.chunk().await.unwrap().is_some() {}
 }
 
-async fn stream_error(s: &Stage, script: Script) -> (Vec<(String, Value)>, String) {
+async fn stream_error(s: &Stage, script: Script) -> (Sse, String) {
     s.up.push(script);
     let r = s
         .post(json!({"model": "gpt-5.1", "input": "hi", "stream": true}))
         .await;
     assert_eq!(r.status(), 200, "once streaming, errors are events");
     let text = r.text().await.unwrap();
-    (parse_sse(&text).0, text)
+    (parse_sse(&text), text)
 }
 
 #[tokio::test]
@@ -359,12 +359,12 @@ async fn stream_errors_are_sse_events_with_valid_json() {
     .await;
 
     let (events, _) = stream_error(&s, Script::cut_stream(3)).await;
-    let (name, data) = events.last().unwrap();
+    let (name, data) = (events.last().unwrap().name(), events.last().unwrap().json());
     assert_eq!(name, "error");
     assert_eq!(data["error"]["type"], "upstream_error");
 
     let (events, text) = stream_error(&s, Script::silent_stream(2, Duration::from_secs(5))).await;
-    let (name, data) = events.last().unwrap();
+    let (name, data) = (events.last().unwrap().name(), events.last().unwrap().json());
     assert_eq!(name, "error");
     assert_eq!(data["error"]["code"], "stream_timeout");
     assert!(
@@ -373,7 +373,7 @@ async fn stream_errors_are_sse_events_with_valid_json() {
     );
 
     let (events, _) = stream_error(&s, Script::long_line(256 << 10)).await;
-    let (name, data) = events.last().unwrap();
+    let (name, data) = (events.last().unwrap().name(), events.last().unwrap().json());
     assert_eq!(name, "error");
     assert_eq!(data["error"]["code"], "response_too_large");
 

@@ -28,6 +28,7 @@ const FULL_SEQUENCE: [&str; 12] = [
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()

@@ -8,8 +8,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tollgate_tests::eventually_some;
 use tollgate_tests::fake_upstream::Script;
-use tollgate_tests::fixture::{Gateway, parse_sse};
+use tollgate_tests::fixture::Gateway;
+use tollgate_tests::sse::parse_sse;
 
 #[tokio::test]
 async fn streaming_passes_events_through_with_sse_headers() {
@@ -34,14 +36,14 @@ async fn streaming_passes_events_through_with_sse_headers() {
     assert_eq!(h["x-accel-buffering"], "no");
     assert_eq!(h["x-request-id"], "req_up_1");
     let text = r.text().await.unwrap();
-    let (events, _) = parse_sse(&text);
-    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let events = parse_sse(&text);
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
     assert_eq!(names.first(), Some(&"response.created"));
     assert_eq!(names.last(), Some(&"response.completed"));
     let deltas: String = events
         .iter()
-        .filter(|(n, _)| n == "response.output_text.delta")
-        .map(|(_, d)| d["delta"].as_str().unwrap().to_owned())
+        .filter(|e| e.name() == "response.output_text.delta")
+        .map(|e| e.json()["delta"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(deltas, "Hello");
 
@@ -56,6 +58,87 @@ async fn streaming_passes_events_through_with_sse_headers() {
             .is_some_and(|s| !s.is_empty())
     );
     assert_eq!(got.path, "/v1/responses");
+}
+
+/// The client gets the upstream's stream byte for byte: CRLF and LF framing, multi-line
+/// `data:`, `id:`/`retry:` fields, comments and keep-alives, chunk boundaries anywhere
+/// (here even between a CR and its LF) — the data plane reads usage from the stream
+/// without re-framing it.
+#[tokio::test]
+async fn client_receives_exactly_the_upstream_bytes() {
+    let gw = Gateway::start(1).await;
+    let b = gw.basic().await;
+    let completed = json!({
+        "type": "response.completed",
+        "sequence_number": 3,
+        "response": {
+            "id": "resp_bytes", "object": "response", "status": "completed",
+            "model": "gpt-5.1", "output": [],
+            "usage": {
+                "input_tokens": 11, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 18,
+            },
+        },
+    });
+    let chunks = [
+        ": keep-alive\r\n\r\n".to_owned(),
+        "retry: 1500\r\nid: 1\r\nevent: response.created\r\n".to_owned(),
+        "data: {\"type\":\"response.created\",\r\ndata:  \"sequence_number\":0,\r".to_owned(),
+        "\ndata: \"response\":{\"id\":\"resp_bytes\",\"status\":\"in_progress\"}}\r\n\r\n".to_owned(),
+        ":\n\n".to_owned(),
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",".to_owned(),
+        "\"sequence_number\":1,\"delta\":\"two\\nlines\"}\n\n".to_owned(),
+        "event: response.output_text.delta\r\n: a comment inside an event\r\ndata:{\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"delta\":\" \"}\r\n\r\n".to_owned(),
+        format!("event: response.completed\r\ndata: {completed}\r\n\r\n"),
+    ];
+    let sent = chunks.concat();
+    gw.up
+        .push(Script::raw(200, "text/event-stream", chunks.clone()));
+    let r = gw
+        .post(
+            0,
+            &b.key,
+            json!({"model": "gpt-5.1", "input": "hi", "stream": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let got = r.bytes().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        sent,
+        "the client gets exactly the upstream's bytes"
+    );
+
+    // Parsed by the rules, the stream means what the upstream meant.
+    let sse = parse_sse(&sent);
+    let names: Vec<&str> = sse.iter().map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.completed"
+        ]
+    );
+    assert_eq!(sse[0].id.as_deref(), Some("1"));
+    assert_eq!(sse[0].json()["response"]["status"], "in_progress");
+    assert_eq!(sse[1].json()["delta"], "two\nlines");
+    assert_eq!(sse[2].json()["delta"], " ");
+    assert_eq!(
+        sse.comments,
+        [" keep-alive", "", " a comment inside an event"]
+    );
+    // And it was metered from those bytes.
+    let usage = eventually_some("the usage record", Duration::from_secs(10), || async {
+        let records = usage_records(&gw, b.user).await;
+        (!records.is_empty()).then_some(records)
+    })
+    .await;
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].input_tokens, 11);
+    assert_eq!(usage[0].output_tokens, 7);
 }
 
 #[tokio::test]
@@ -90,10 +173,9 @@ async fn model_name_is_mapped_back() {
         "gpt-5.1",
         "upstream gets the mapped name"
     );
-    let (events, _) = parse_sse(&text);
-    for (name, data) in &events {
-        if let Some(m) = data.pointer("/response/model") {
-            assert_eq!(m, "my-alias", "{name}");
+    for e in parse_sse(&text).iter() {
+        if let Some(m) = e.json().pointer("/response/model") {
+            assert_eq!(m, "my-alias", "{}", e.name());
         }
     }
     assert!(

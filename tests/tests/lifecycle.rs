@@ -17,7 +17,9 @@ async fn data_plane_attaches_and_reports_ready() {
         dp.admin_status("/readyz").await == 200
     })
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", dp.admin_url()))
+    let metrics = tollgate_tests::http_client()
+        .get(format!("{}/metrics", dp.admin_url()))
+        .send()
         .await
         .unwrap()
         .text()
@@ -28,7 +30,9 @@ async fn data_plane_attaches_and_reports_ready() {
         "{metrics}"
     );
     // Unknown routes on the proxy port get an OpenAI-shaped 404.
-    let r = reqwest::get(format!("{}/nope", dp.proxy_url()))
+    let r = tollgate_tests::http_client()
+        .get(format!("{}/nope", dp.proxy_url()))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);

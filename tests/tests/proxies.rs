@@ -21,7 +21,8 @@ use tokio_util::task::TaskTracker;
 use tollgate_shared::proto::admin::v1 as admin;
 use tollgate_tests::fake_proxy::{HttpProxy, Socks5Proxy, SocksTarget};
 use tollgate_tests::fake_upstream::Script;
-use tollgate_tests::fixture::{Gateway, parse_sse};
+use tollgate_tests::fixture::Gateway;
+use tollgate_tests::sse::parse_sse;
 
 /// A password with characters that must be percent-encoded in a URL.
 const HTTP_PASS: &str = "p@ss:w/rd%42";
@@ -88,8 +89,8 @@ async fn ok_stream(gw: &Gateway, key: &str) -> (Vec<String>, String) {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
-    let (events, _) = parse_sse(&r.text().await.unwrap());
-    let names: Vec<String> = events.iter().map(|(n, _)| n.clone()).collect();
+    let events = parse_sse(&r.text().await.unwrap());
+    let names: Vec<String> = events.iter().map(|e| e.name().to_owned()).collect();
     assert_eq!(names.first().map(String::as_str), Some("response.created"));
     assert_eq!(
         names.last().map(String::as_str),
@@ -98,8 +99,8 @@ async fn ok_stream(gw: &Gateway, key: &str) -> (Vec<String>, String) {
     );
     let text = events
         .iter()
-        .filter(|(n, _)| n == "response.output_text.delta")
-        .map(|(_, d)| d["delta"].as_str().unwrap().to_owned())
+        .filter(|e| e.name() == "response.output_text.delta")
+        .map(|e| e.json()["delta"].as_str().unwrap().to_owned())
         .collect();
     (names, text)
 }

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tollgate_tests::cluster::IsolatedDataPlane;
 use tollgate_tests::eventually;
 use tollgate_tests::fake_upstream::{Gate, Script};
-use tollgate_tests::fixture::{Gateway, Options, parse_sse};
+use tollgate_tests::fixture::{Gateway, Options};
+use tollgate_tests::sse::parse_sse;
 
 fn body(stream: bool) -> Value {
     json!({"model": "gpt-5.1", "input": "hi", "stream": stream})
@@ -120,7 +121,10 @@ async fn reattached_data_plane_keeps_live_leases_counted_once() {
 
     gate.open();
     let text = live.await.unwrap();
-    assert_eq!(parse_sse(&text).0.last().unwrap().0, "response.completed");
+    assert_eq!(
+        parse_sse(&text).last().unwrap().name(),
+        "response.completed"
+    );
     // Released once: the slot is free again (not double-counted, or this would 429).
     eventually(
         "slot free after the stream",
@@ -151,7 +155,7 @@ async fn draining_data_plane_finishes_open_streams() {
         text.push_str(&String::from_utf8_lossy(&c));
     }
     assert_eq!(
-        parse_sse(&text).0.last().unwrap().0,
+        parse_sse(&text).last().unwrap().name(),
         "response.completed",
         "not truncated by the drain"
     );

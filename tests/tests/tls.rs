@@ -204,12 +204,11 @@ async fn production_control_plane_refuses_to_start_without_tls() {
 
 #[tokio::test]
 async fn development_mode_generates_a_private_pki_once_and_data_planes_use_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = tollgate_control_plane::Config::for_data_dir(dir.path());
+    let home = tollgate_tests::cluster::Home::embedded();
+    let mut config = tollgate_tests::cluster::base_config(home.data_dir());
     config.insecure_plaintext = false;
-    config.admin_token = Some(tollgate_tests::cluster::ADMIN_TOKEN.into());
-    let cp = ControlPlane::start_with(dir, config).await;
-    let paths = DevPaths::in_dir(&cp.data_dir.path().join("tls"));
+    let cp = ControlPlane::start_with(home, config).await;
+    let paths = DevPaths::in_dir(&cp.home.data_dir().join("tls"));
     let files = [
         &paths.ca_cert,
         &paths.server_cert,
@@ -364,10 +363,10 @@ async fn the_health_port_answers_kubernetes_probes_in_plaintext() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let health_addr = free.local_addr().unwrap();
     drop(free);
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = tollgate_tests::cluster::control_plane_config(dir.path());
+    let home = tollgate_tests::cluster::Home::embedded();
+    let mut config = tollgate_tests::cluster::control_plane_config(home.data_dir());
     config.health_listen = Some(health_addr);
-    let cp = ControlPlane::start_with(dir, config).await;
+    let cp = ControlPlane::start_with(home, config).await;
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{health_addr}"))
         .unwrap()
         .connect_lazy();
@@ -409,7 +408,7 @@ async fn the_health_port_answers_kubernetes_probes_in_plaintext() {
 #[tokio::test]
 async fn the_admin_cli_speaks_tls_with_the_control_planes_ca_and_no_client_certificate() {
     let cp = ControlPlane::start().await;
-    let ca = cp.data_dir.path().join("test-tls").join("ca.crt");
+    let ca = cp.home.data_dir().join("test-tls").join("ca.crt");
     let url = cp.url();
     let run = |args: Vec<String>| async move {
         let (mut out, mut err) = (Vec::new(), Vec::new());

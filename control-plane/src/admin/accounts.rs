@@ -8,7 +8,7 @@ use tollgate_shared::domain::{AccountKind, AccountStatus, Platform};
 use tollgate_shared::proto::admin::v1 as pb;
 use tollgate_shared::proto::admin::v1::{create_account_request, update_account_request};
 
-use super::upstream_url::{self, DEFAULT_BASE_URL};
+use super::account_urls::{self, DEFAULT_BASE_URL};
 use super::{AdminContext, convert, page, refs, validate as v};
 use crate::error::{Error, Result};
 use crate::events::{Change, Invalidation};
@@ -50,7 +50,7 @@ pub async fn create(ctx: &AdminContext, req: pb::CreateAccountRequest) -> Result
         req.priority
     };
     let model_mapping = model_mapping(&req.model_mapping)?;
-    let proxy_url = upstream_url::proxy_url("proxy_url", &req.proxy_url)?;
+    let proxy_url = account_urls::proxy_url("proxy_url", &req.proxy_url)?;
     let user_agent = v::header_text("user_agent", &req.user_agent)?;
     let cost_multiplier =
         v::multiplier_or("cost_multiplier", &req.cost_multiplier, Multiplier::ONE)?;
@@ -131,7 +131,7 @@ pub async fn update(ctx: &AdminContext, req: pb::UpdateAccountRequest) -> Result
         proxy_url: req
             .proxy_url
             .as_deref()
-            .map(|p| upstream_url::proxy_url("proxy_url", p))
+            .map(|p| account_urls::proxy_url("proxy_url", p))
             .transpose()?,
         user_agent: req
             .user_agent
@@ -269,7 +269,7 @@ fn optional_secret(field: &str, value: &str) -> Result<String> {
 fn base_url_for(ctx: &AdminContext, kind: AccountKind, value: &str) -> Result<String> {
     match kind {
         AccountKind::ApiKey if value.trim().is_empty() => Ok(DEFAULT_BASE_URL.to_owned()),
-        AccountKind::ApiKey => upstream_url::base_url(&ctx.upstream_policy, "base_url", value),
+        AccountKind::ApiKey => account_urls::base_url(&ctx.upstream_policy, "base_url", value),
         AccountKind::OAuth if value.trim().is_empty() => Ok(String::new()),
         AccountKind::OAuth => Err(Error::invalid(
             "base_url",

@@ -5,7 +5,7 @@
 
 use tollgate_shared::proto::admin::v1 as pb;
 
-use super::upstream_url::strip_credentials;
+use super::account_urls::strip_credentials;
 use crate::model;
 
 pub fn user(u: model::User) -> pb::User {

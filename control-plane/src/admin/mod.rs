@@ -4,9 +4,10 @@
 //!
 //! `impl Admin` only routes: each handler module (`users`, `groups`, `keys`, `accounts`,
 //! `subscriptions`, `prices`, `usage`) validates the whole request (`validate`,
-//! `upstream_url`, `refs`, `page`), calls storage, publishes the invalidation, and converts
+//! `account_urls`, `refs`, `page`), calls storage, publishes the invalidation, and converts
 //! the result back (`convert`).
 
+mod account_urls;
 mod accounts;
 mod auth;
 mod convert;
@@ -20,7 +21,6 @@ mod refs;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
-mod upstream_url;
 mod usage;
 mod users;
 mod validate;

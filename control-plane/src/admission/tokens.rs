@@ -8,25 +8,16 @@
 //!   selects again without it.
 //! - A reported 401 forces a refresh; only if that fails is the account retired.
 //!
-//! Without a refresher attached (engines built for tests), tokens are leased as stored
-//! and a 401 retires the account like an API key's.
+//! The refresher is handed to [`Admission::new`] by the composition root (`serve_on`).
 
 use tollgate_shared::now_ms;
 
 use super::slots::SlotPermit;
 use super::{Admission, AdmitRequest, Rejection};
 use crate::model::Account;
-use crate::oauth::TokenRefresher;
 use crate::oauth::refresh::Unauthorized;
 
 impl Admission {
-    /// Connects the refresher (once; later calls are ignored).
-    pub fn attach_tokens(&self, tokens: TokenRefresher) {
-        if self.inner.tokens.set(tokens).is_err() {
-            tracing::warn!("a token refresher is already attached");
-        }
-    }
-
     /// The selected account with a token fit for use, and its slot. A refresh that
     /// fails retires that account (the refresher set it to `error`) and the request
     /// selects among the others.
@@ -37,9 +28,7 @@ impl Admission {
         mut account: Account,
         mut permit: SlotPermit,
     ) -> Result<(Account, SlotPermit), Rejection> {
-        let Some(tokens) = self.inner.tokens.get() else {
-            return Ok((account, permit));
-        };
+        let tokens = &self.inner.tokens;
         let mut retry: Option<AdmitRequest> = None;
         loop {
             if !tokens.needs_refresh_on_use(&account, now_ms()) {
@@ -72,16 +61,11 @@ impl Admission {
     /// A 401 for `account_id`: `true` when a token refresh put it back in order (a
     /// subscription login), `false` when it should be retired.
     pub(super) async fn recovered_by_refresh(&self, account_id: i64) -> bool {
-        match self.inner.tokens.get() {
-            Some(tokens) => tokens.on_unauthorized(account_id).await == Unauthorized::Recovered,
-            None => false,
-        }
+        self.inner.tokens.on_unauthorized(account_id).await == Unauthorized::Recovered
     }
 
     /// A successful answer for `account_id`.
     pub(super) fn token_worked(&self, account_id: i64) {
-        if let Some(tokens) = self.inner.tokens.get() {
-            tokens.on_success(account_id);
-        }
+        self.inner.tokens.on_success(account_id);
     }
 }

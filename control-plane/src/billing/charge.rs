@@ -163,8 +163,7 @@ pub async fn report_usage(
 /// An error caused by this record's data rather than by the database being away.
 fn belongs_to_record(e: &Error) -> bool {
     match e {
-        Error::Storage(sqlx::Error::Database(_)) => true,
-        Error::Storage(_) => false,
+        Error::Storage(e) => e.is_rejected_data(),
         _ => true,
     }
 }

@@ -53,18 +53,16 @@ impl BillingSettings {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
     #[test]
     fn settings_from_flags() {
-        let c = Config::try_parse_from(["cp"]).unwrap();
+        let c = crate::config::parse_flags(&["cp"]).unwrap();
         assert_eq!(BillingSettings::from_config(&c), BillingSettings::default());
         let d = Config::for_data_dir("/tmp/unused");
         assert_eq!(BillingSettings::from_config(&d), BillingSettings::default());
 
-        let c = Config::try_parse_from([
+        let c = crate::config::parse_flags(&[
             "cp",
             "--strict-pricing",
             "--fallback-price",
@@ -85,7 +83,7 @@ mod tests {
                 charge_estimates: false,
             }
         );
-        let e = Config::try_parse_from(["cp", "--fallback-price", "1.25,10"])
+        let e = crate::config::parse_flags(&["cp", "--fallback-price", "1.25,10"])
             .unwrap_err()
             .to_string();
         assert!(e.contains("input,output,cached"), "{e}");

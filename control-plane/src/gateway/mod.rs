@@ -3,6 +3,7 @@
 
 mod authorize;
 pub mod session;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -12,22 +13,20 @@ use tollgate_shared::proto::gateway::v1 as pb;
 use tollgate_shared::proto::gateway::v1::gateway_server::Gateway;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admission::{self, Admission, AdmissionSettings, HeldLease};
+use crate::admission::{self, Admission, HeldLease};
+use crate::billing::BillingSettings;
 use crate::config::Config;
 use crate::events::Invalidations;
 use crate::storage::Store;
 use session::Sessions;
 
+/// What a data-plane session is told at Attach and held to.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub heartbeat_interval: Duration,
+    /// Leases of a session gone this long are freed (the data plane is told; admission
+    /// enforces it).
     pub lease_grace: Duration,
-    /// Pricing and charging of usage reports.
-    pub billing: crate::billing::BillingSettings,
-    /// Slots, queues, selection and account health (the service owns the engine).
-    pub admission: AdmissionSettings,
-    /// Subscription token refresh (the service runs the refresher).
-    pub oauth: crate::oauth::OAuthSettings,
 }
 
 impl SessionSettings {
@@ -35,81 +34,51 @@ impl SessionSettings {
         Self {
             heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
             lease_grace: Duration::from_millis(c.lease_grace_ms),
-            billing: crate::billing::BillingSettings::from_config(c),
-            admission: AdmissionSettings::from_config(c),
-            oauth: crate::oauth::OAuthSettings::from_config(c),
         }
     }
 }
 
+/// The engines and state the Gateway service answers from, built by the composition
+/// root (`serve_on`).
+#[derive(Debug, Clone)]
+pub struct GatewayParts {
+    pub store: Store,
+    pub invalidations: Invalidations,
+    /// The session table; admission reads it through `SessionLiveness`.
+    pub sessions: Sessions,
+    pub admission: Admission,
+    pub session: SessionSettings,
+    /// Pricing and charging of usage reports.
+    pub billing: BillingSettings,
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayService {
-    store: Store,
-    invalidations: Invalidations,
-    settings: SessionSettings,
-    shutdown: CancellationToken,
+    parts: GatewayParts,
+    /// Session tasks run here; the composition root waits for them at shutdown.
     tasks: TaskTracker,
-    sessions: Sessions,
-    admission: Admission,
+    shutdown: CancellationToken,
     /// Random per process start: a data plane that sees a new epoch drops its whole
     /// cache, since invalidations published while it was away were lost.
     epoch: u64,
 }
 
 impl GatewayService {
-    pub fn new(
-        store: Store,
-        invalidations: Invalidations,
-        settings: SessionSettings,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let sessions = Sessions::default();
-        let admission = Admission::new(
-            store.clone(),
-            invalidations.clone(),
-            sessions.clone(),
-            settings.admission.clone(),
-        );
-        let tasks = TaskTracker::new();
-        // Lease reaper, sticky-binding pruning, last-used persistence.
-        tasks.spawn(admission.clone().run_background(shutdown.clone()));
-        // Applies invalidations to the snapshot Admit reads through.
-        tasks.spawn(admission.snapshot().clone().follow(shutdown.clone()));
-        // Subscription tokens: refreshed before expiry, on use and after a 401.
-        let tokens = crate::oauth::TokenRefresher::new(
-            store.clone(),
-            invalidations.clone(),
-            settings.oauth.clone(),
-            tasks.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(tokens.clone().run_background());
-        admission.attach_tokens(tokens);
+    pub fn new(parts: GatewayParts, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
         Self {
-            store,
-            invalidations,
-            settings,
-            shutdown,
+            parts,
             tasks,
-            sessions,
-            admission,
+            shutdown,
             epoch: rand::random::<u64>(),
         }
     }
 
     pub fn sessions(&self) -> &Sessions {
-        &self.sessions
+        &self.parts.sessions
     }
 
     pub fn admission(&self) -> &Admission {
-        &self.admission
-    }
-
-    /// Stops session tasks and waits for them.
-    pub async fn shutdown(&self) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        &self.parts.admission
     }
 }
 
@@ -125,7 +94,7 @@ impl Gateway for GatewayService {
         request: Request<Streaming<pb::SessionUp>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut incoming = request.into_inner();
-        let first = tokio::time::timeout(self.settings.lease_grace, incoming.message())
+        let first = tokio::time::timeout(self.parts.session.lease_grace, incoming.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Attach received"))??;
         let attach = match first.and_then(|m| m.msg) {
@@ -146,12 +115,12 @@ impl Gateway for GatewayService {
         // handed to the session as its Attached reply goes out (unbound, they are freed
         // after the grace period like any orphan).
         let held: Vec<HeldLease> = attach.held_leases.iter().map(HeldLease::from).collect();
-        let adoption = self.admission.adopt(&held);
-        let invalidations = session::subscribe(&self.invalidations);
+        let adoption = self.parts.admission.adopt(&held);
+        let invalidations = session::subscribe(&self.parts.invalidations);
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         self.tasks.spawn(session::run(
-            self.sessions.clone(),
-            self.settings.clone(),
+            self.parts.sessions.clone(),
+            self.parts.session.clone(),
             self.epoch,
             attach,
             incoming,
@@ -160,7 +129,7 @@ impl Gateway for GatewayService {
             self.shutdown.clone(),
             adoption.adopted_lease_ids.clone(),
         ));
-        let engine = self.admission.clone();
+        let engine = self.parts.admission.clone();
         let provisional = adoption.provisional_owner;
         let has_adopted = !adoption.adopted_lease_ids.is_empty();
         let stream = futures::StreamExt::inspect(
@@ -182,7 +151,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::AuthorizeRequest>,
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
-        let resp = authorize::authorize(&self.store, &request.get_ref().key_hash).await?;
+        let resp = authorize::authorize(&self.parts.store, &request.get_ref().key_hash).await?;
         Ok(Response::new(resp))
     }
 
@@ -191,8 +160,8 @@ impl Gateway for GatewayService {
         request: Request<pb::AdmitRequest>,
     ) -> Result<Response<pb::AdmitResponse>, Status> {
         let req = admission::AdmitRequest::from(request.into_inner());
-        let result = self.admission.admit(req).await;
-        Ok(Response::new(admission::wire::admit_response(result)?))
+        let result = self.parts.admission.admit(req).await;
+        Ok(Response::new(wire::admit_response(result)?))
     }
 
     async fn release(
@@ -200,9 +169,11 @@ impl Gateway for GatewayService {
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let req = request.into_inner();
-        self.admission
+        self.parts
+            .admission
             .release(&req.session_id, req.lease_ids.iter().map(String::as_str));
-        self.admission
+        self.parts
+            .admission
             .release_requests(req.request_ids.iter().map(String::as_str));
         Ok(Response::new(pb::ReleaseResponse {}))
     }
@@ -212,9 +183,9 @@ impl Gateway for GatewayService {
         request: Request<pb::ReportUsageRequest>,
     ) -> Result<Response<pb::ReportUsageResponse>, Status> {
         let resp = crate::billing::report_usage(
-            &self.store,
-            &self.invalidations,
-            &self.settings.billing,
+            &self.parts.store,
+            &self.parts.invalidations,
+            &self.parts.billing,
             request.into_inner().records,
             tollgate_shared::now_ms(),
         )
@@ -226,8 +197,8 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::ReportOutcomeRequest>,
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
-        let outcome = admission::wire::outcome(request.into_inner())?;
-        self.admission.report_outcome(outcome).await?;
+        let outcome = wire::outcome(request.into_inner())?;
+        self.parts.admission.report_outcome(outcome).await?;
         Ok(Response::new(pb::ReportOutcomeResponse {}))
     }
 }

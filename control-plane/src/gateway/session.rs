@@ -15,6 +15,7 @@ use tollgate_shared::proto::gateway::v1 as pb;
 use tonic::{Status, Streaming};
 
 use super::SessionSettings;
+use crate::admission::SessionLiveness;
 use crate::events::{Invalidation, Invalidations, Scope};
 
 #[derive(Debug, Clone)]
@@ -108,6 +109,17 @@ pub(super) fn to_pb(inv: &Invalidation, epoch: u64) -> pb::Invalidate {
 
 fn down(msg: pb::session_down::Msg) -> Result<pb::SessionDown, Status> {
     Ok(pb::SessionDown { msg: Some(msg) })
+}
+
+/// Admission's view of the sessions (it frees the leases of those gone too long).
+impl SessionLiveness for Sessions {
+    fn is_connected(&self, session_id: &str) -> bool {
+        Sessions::is_connected(self, session_id)
+    }
+
+    fn take_expired(&self, grace: std::time::Duration) -> Vec<String> {
+        Sessions::take_expired(self, grace)
+    }
 }
 
 /// Runs one session until the data plane hangs up, the stream errors, or shutdown.

@@ -9,10 +9,11 @@
 //! `$1..$n`, which both drivers accept. Aggregates are `CAST(... AS BIGINT)` because
 //! Postgres widens `SUM(bigint)` to NUMERIC.
 
-mod account_health;
+mod account_state;
 mod accounts;
 mod args;
 mod charge;
+mod error;
 mod groups;
 mod keys;
 mod oauth;
@@ -33,6 +34,7 @@ use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
 pub use charge::ChargeOutcome;
+pub use error::StorageError;
 
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -158,5 +160,5 @@ pub(crate) fn unique_violation(e: sqlx::Error, what: impl FnOnce() -> String) ->
     {
         return Error::AlreadyExists(what());
     }
-    Error::Storage(e)
+    e.into()
 }

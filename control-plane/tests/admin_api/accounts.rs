@@ -6,8 +6,8 @@ use tollgate_shared::proto::admin::v1 as pb;
 use tollgate_shared::proto::admin::v1::{create_account_request, update_account_request};
 
 use crate::admin_support::Harness;
-use crate::common::Backend;
 use crate::helpers::{api_key_account, new_group};
+use tollgate_tests::Backend;
 
 // ------------------------------------------------------------------ 7. account secrets
 

@@ -5,8 +5,8 @@ use tollgate_shared::proto::admin::v1::assign_subscription_request::Expiry as Su
 use tonic::Code;
 
 use crate::admin_support::{self, Harness, assert_code};
-use crate::common::Backend;
 use crate::helpers::{MISSING, new_group, new_key, new_user};
+use tollgate_tests::Backend;
 
 // ------------------------------------------------------------------ 6. auth and codes
 

@@ -8,8 +8,8 @@ use tollgate_shared::proto::admin::v1::create_key_request::Expiry;
 use tonic::Code;
 
 use crate::admin_support::{Client, Harness, Value, assert_code};
-use crate::common::Backend;
 use crate::helpers::{DAY_MS, api_key_account, new_group, new_key, new_user, sha256_hex};
+use tollgate_tests::Backend;
 
 // ------------------------------------------------------------------ 1. secrets
 

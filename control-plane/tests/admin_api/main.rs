@@ -1,17 +1,14 @@
 //! The Admin gRPC API end to end: a real control plane on `127.0.0.1:0`, the generated
 //! client over TCP with the bearer token, and direct database reads to check what was (and
-//! was not) stored. The important tests run on both SQLite and Postgres (`on_both!`).
+//! was not) stored. The important tests run on both SQLite and Postgres (`on_both_backends!`).
 //!
 //! The tests live in one module per concern (`keys`, `validation`, `auth`, …) with shared
-//! helpers in `helpers`; the `on_both!` list and the two single-backend tests stay here, at
+//! helpers in `helpers`; the `on_both_backends!` list and the two single-backend tests stay here, at
 //! the crate root, so every test keeps the name it had before the split.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
 #[path = "../admin_support/mod.rs"]
 mod admin_support;
-#[path = "../common/mod.rs"]
-mod common;
 
 mod accounts;
 mod auth;
@@ -25,16 +22,16 @@ mod validation;
 use accounts::*;
 use admin_support::Harness;
 use auth::*;
-use common::Backend;
 use helpers::{api_key_account, new_key, new_user, refused};
 use keys::*;
 use subscriptions::*;
 use tollgate_shared::proto::admin::v1 as pb;
+use tollgate_tests::{Backend, on_both_backends};
 use usage::*;
 use users::*;
 use validation::*;
 
-on_both!(
+on_both_backends!(
     key_secret_is_shown_once_and_only_its_hash_is_stored,
     reset_quota_reactivates_an_exhausted_key,
     clear_expiration_reactivates_an_expired_key,

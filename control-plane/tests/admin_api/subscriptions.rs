@@ -5,8 +5,8 @@ use tollgate_shared::proto::admin::v1 as pb;
 use tollgate_shared::proto::admin::v1::assign_subscription_request::Expiry as SubExpiry;
 
 use crate::admin_support::Harness;
-use crate::common::Backend;
 use crate::helpers::{DAY_MS, new_user};
+use tollgate_tests::Backend;
 
 pub(crate) async fn subscriptions_lifecycle(backend: Backend) {
     let h = Harness::start(backend).await;

@@ -7,8 +7,8 @@ use tollgate_shared::proto::admin::v1 as pb;
 use tonic::Code;
 
 use crate::admin_support::{Harness, assert_code};
-use crate::common::Backend;
 use crate::helpers::{DAY_MS, new_key, new_user};
+use tollgate_tests::Backend;
 
 pub(crate) async fn prices_and_usage_queries(backend: Backend) {
     let h = Harness::start(backend).await;

@@ -4,8 +4,8 @@ use tollgate_shared::proto::admin::v1 as pb;
 use tonic::Code;
 
 use crate::admin_support::{Harness, assert_code};
-use crate::common::Backend;
 use crate::helpers::new_user;
+use tollgate_tests::Backend;
 
 pub(crate) async fn users_balance_and_pagination(backend: Backend) {
     let h = Harness::start(backend).await;

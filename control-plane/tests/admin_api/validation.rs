@@ -8,8 +8,8 @@ use tollgate_shared::proto::admin::v1::create_key_request::Expiry;
 use tollgate_shared::proto::admin::v1::{create_account_request, update_account_request};
 
 use crate::admin_support::Harness;
-use crate::common::Backend;
 use crate::helpers::{MISSING, api_key_account, new_group, new_key, new_user, refused};
+use tollgate_tests::Backend;
 
 // ------------------------------------------------------------------ 5. validation
 

@@ -1,47 +1,23 @@
-//! A real control plane on `127.0.0.1:0` for Admin API tests, a gRPC client that sends the
-//! admin token, and direct database access (sqlx) so tests can look at rows the way an
-//! attacker with a database dump would, and write rows the way billing would.
+//! The Admin API tests' harness: a control plane from the test kit on a fresh database,
+//! an Admin API client that sends the admin token, and direct database access (sqlx) so
+//! tests can look at rows the way an attacker with a database dump would, and write rows
+//! the way billing would.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow, install_default_drivers};
 use sqlx::{AnyPool, Column, Row};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tollgate_control_plane::Config;
-use tollgate_control_plane::crypto::SecretBox;
 use tollgate_control_plane::storage::Store;
-use tollgate_shared::proto::admin::v1 as pb;
-use tollgate_shared::proto::admin::v1::admin_client::AdminClient;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tollgate_tests::Backend;
+use tollgate_tests::cluster::ControlPlane;
+use tonic::{Code, Status};
 
-use crate::common::{Backend, TestDb};
+pub use tollgate_tests::cluster::ADMIN_TOKEN as TOKEN;
 
-pub const TOKEN: &str = "test-admin-token-0123456789abcdef";
-
-/// Adds `authorization: Bearer <token>` (or nothing) to every call.
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-pub type Client = AdminClient<InterceptedService<Channel, Bearer>>;
+pub type Client = tollgate_tests::cluster::Admin;
 
 /// Rows of every table, in a stable order, for "nothing was written" checks.
 pub type Snapshot = BTreeMap<&'static str, Vec<DbRow>>;
@@ -93,17 +69,12 @@ pub const TABLES: &[(&str, &str)] = &[
 
 pub struct Harness {
     pub backend: Backend,
-    pub addr: SocketAddr,
     /// Direct database access, bypassing the control plane.
     pub pool: AnyPool,
     /// A store on the same database with the control plane's encryption key, to check
     /// what was stored (decrypted) and to seed rows the Admin API does not write.
     pub store: Store,
-    channel: Channel,
-    shutdown: CancellationToken,
-    server: JoinHandle<tollgate_control_plane::Result<()>>,
-    db: TestDb,
-    _dir: tempfile::TempDir,
+    cp: ControlPlane,
 }
 
 impl Harness {
@@ -113,71 +84,37 @@ impl Harness {
 
     /// Starts with a configuration adjusted by `configure` (upstream policy, prefix, …).
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
-        let db = TestDb::new(backend).await;
-        let dir = tempfile::tempdir().unwrap();
-        let key_b64 = SecretBox::generate_key_b64();
-        let mut config = Config::for_data_dir(dir.path());
-        config.database_url = Some(db.url.clone());
-        config.admin_token = Some(TOKEN.to_owned());
-        config.encryption_key = Some(key_b64.clone());
-        configure(&mut config);
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        #[allow(clippy::disallowed_methods)]
-        let server = tokio::spawn(tollgate_control_plane::serve_on(
-            config,
-            listener,
-            shutdown.clone(),
-        ));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        wait_ready(&channel, &server).await;
-
+        let cp = ControlPlane::on(backend, configure).await;
         // Only now: the control plane has migrated the database.
         install_default_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(2)
-            .connect(&db.url)
+            .connect(&cp.database_url())
             .await
             .unwrap();
-        let store = Store::connect(&db.url, SecretBox::from_base64(&key_b64).unwrap())
-            .await
-            .unwrap();
+        let store = cp.store().await;
         Self {
             backend,
-            addr,
             pool,
             store,
-            channel,
-            shutdown,
-            server,
-            db,
-            _dir: dir,
+            cp,
         }
     }
 
     /// A client that sends the right admin token.
     pub fn client(&self) -> Client {
-        self.client_with(Some(&format!("Bearer {TOKEN}")))
+        self.cp.admin()
     }
 
     /// A client that sends `authorization: <header>` (or no header at all).
     pub fn client_with(&self, header: Option<&str>) -> Client {
-        let value = header.map(|h| h.parse().unwrap());
-        AdminClient::with_interceptor(self.channel.clone(), Bearer(value))
+        self.cp.admin_with(header)
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         self.store.close().await;
         self.pool.close().await;
-        self.db.cleanup().await;
+        self.cp.stop().await;
     }
 
     /// Every row of every table.
@@ -233,20 +170,6 @@ impl Harness {
     }
 }
 
-/// Waits until the server answers (it migrates the database before it serves).
-async fn wait_ready(channel: &Channel, server: &JoinHandle<tollgate_control_plane::Result<()>>) {
-    let header = format!("Bearer {TOKEN}").parse().unwrap();
-    let mut c = AdminClient::with_interceptor(channel.clone(), Bearer(Some(header)));
-    for _ in 0..400 {
-        if c.list_prices(pb::ListPricesRequest {}).await.is_ok() {
-            return;
-        }
-        assert!(!server.is_finished(), "control plane exited early");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("control plane did not become ready");
-}
-
 fn decode_row(row: &AnyRow) -> DbRow {
     let mut out = DbRow::new();
     for (i, col) in row.columns().iter().enumerate() {
@@ -283,21 +206,4 @@ pub fn assert_code<T: std::fmt::Debug>(
         status.message()
     );
     status
-}
-
-/// `on_both!(name)` makes the tests `name::sqlite` and `name::postgres` out of
-/// `async fn name(backend: Backend)`.
-macro_rules! on_both {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(crate::common::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(crate::common::Backend::Postgres).await
-            }
-        }
-    )+};
 }

@@ -9,7 +9,6 @@ use tollgate_control_plane::storage::Store;
 use tollgate_shared::Multiplier;
 use tollgate_shared::domain::{AccountKind, AccountStatus, GroupKind};
 
-use crate::common;
 use crate::fixtures::{
     assert_invalid, assert_not_found, member, new_account, new_group, raw_exec, walk,
 };
@@ -202,7 +201,9 @@ pub(crate) async fn case_account_credentials_encrypted_at_rest(store: &Store, ur
     conn.close().await.unwrap();
 
     // Another encryption key cannot read the credential: it fails cleanly.
-    let other = Store::connect(url, common::secrets()).await.unwrap();
+    let other = Store::connect(url, tollgate_tests::db::secrets())
+        .await
+        .unwrap();
     assert!(matches!(
         other.get_account(a.id).await,
         Err(Error::Crypto(_))

@@ -43,12 +43,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::sse::{SseEvent, parse_sse};
 pub use oauth::{
     IdTokenClaims, OAuthCall, OAuthKind, OAuthScript, TokenGrant, decode_jwt_payload, make_id_token,
 };
 pub use record::Received;
 pub use script::{ErrorSpec, Gate, Kind, Script, Usage};
-pub use sse::{SseEvent, parse_sse};
 
 /// The API-key Responses path.
 pub const RESPONSES_PATH: &str = "/v1/responses";

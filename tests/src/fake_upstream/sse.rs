@@ -1,4 +1,5 @@
-//! Responses API objects and the SSE event sequence, shaped like OpenAI's.
+//! Responses API objects and the SSE event sequence, shaped like OpenAI's. (Parsing
+//! streams is `crate::sse`.)
 
 use serde_json::{Value, json};
 
@@ -255,73 +256,4 @@ fn push_long_delta(s: &mut Seq, mut data: Value, line_bytes: usize) {
     let base = format!("data: {data}").len();
     data["delta"] = "x".repeat(line_bytes.saturating_sub(base)).into();
     s.push("response.output_text.delta", data);
-}
-
-/// One parsed SSE event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SseEvent {
-    /// The `event:` field, if any.
-    pub event: Option<String>,
-    /// The `data:` lines joined with `\n`.
-    pub data: String,
-}
-
-impl SseEvent {
-    /// `data` as JSON (`Value::Null` when it is not JSON).
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or(Value::Null)
-    }
-
-    /// `event:`, else the `type` of the data.
-    pub fn kind(&self) -> Option<String> {
-        self.event.clone().or_else(|| {
-            self.json()
-                .get("type")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-    }
-}
-
-/// Parses an SSE text (as read from the wire) into its events; comments (`:` lines, e.g.
-/// keep-alive pings) and blocks without data are skipped. An unterminated last block is
-/// included.
-pub fn parse_sse(text: &str) -> Vec<SseEvent> {
-    let mut out = Vec::new();
-    let mut event = None;
-    let mut data: Option<String> = None;
-    let mut flush = |event: &mut Option<String>, data: &mut Option<String>| {
-        if let Some(d) = data.take() {
-            out.push(SseEvent {
-                event: event.take(),
-                data: d,
-            });
-        }
-        *event = None;
-    };
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            flush(&mut event, &mut data);
-            continue;
-        }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => event = Some(value.to_string()),
-            "data" => match &mut data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => data = Some(value.to_string()),
-            },
-            _ => {}
-        }
-    }
-    flush(&mut event, &mut data);
-    out
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::health::{Outcome, OutcomeKind};
+use super::outcome_policy::{Outcome, OutcomeKind};
 use crate::error::Result;
 use crate::storage::Store;
 
@@ -275,15 +275,14 @@ mod tests {
 
     #[test]
     fn config_flag_and_start_check_name_the_variable() {
-        use clap::Parser;
-        let c = crate::Config::try_parse_from([
+        let c = crate::config::parse_flags(&[
             "cp",
             "--unschedulable-rules",
             r#"[{"status":503,"keywords":["capacity"],"minutes":5}]"#,
         ])
         .unwrap();
         assert_eq!(c.unschedulable_rules.0[0].minutes, 5);
-        let e = crate::Config::try_parse_from(["cp", "--unschedulable-rules", "[{}]"])
+        let e = crate::config::parse_flags(&["cp", "--unschedulable-rules", "[{}]"])
             .unwrap_err()
             .to_string();
         assert!(e.contains(ENV), "{e}");

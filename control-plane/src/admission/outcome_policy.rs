@@ -1,6 +1,7 @@
-//! Account-health rules for reported upstream outcomes (accounts.md, "Outcomes and
+//! What a reported upstream outcome does to its account (accounts.md, "Outcomes and
 //! account health"), as pure functions: what a 401/402/403/429/529/5xx does to an
-//! account, and when a rate limit resets.
+//! account, and when a rate limit resets. Applying the decision (storage, counters,
+//! token refresh) is `report_outcome.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -30,14 +31,14 @@ pub struct Outcome {
 
 /// Cool-down lengths.
 #[derive(Debug, Clone, Copy)]
-pub struct HealthSettings {
+pub struct Cooldowns {
     /// A 429 with no reset information.
     pub rate_limit_default: Duration,
     /// A 529.
     pub overload_cooldown: Duration,
 }
 
-impl Default for HealthSettings {
+impl Default for Cooldowns {
     fn default() -> Self {
         Self {
             rate_limit_default: Duration::from_secs(5 * 60),
@@ -48,7 +49,7 @@ impl Default for HealthSettings {
 
 /// What the outcome does to the account's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthChange {
+pub enum AccountChange {
     /// Status `error` with this message.
     Error(String),
     RateLimitedUntil(i64),
@@ -68,7 +69,7 @@ pub enum Counted {
 /// The change, plus the latest `x-codex-*` usage snapshot when the response carried one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub change: HealthChange,
+    pub change: AccountChange,
     pub codex_usage: Option<BTreeMap<String, String>>,
     /// A 401: a subscription account gets a forced token refresh first and is retired
     /// only if that fails (`Admission::report_outcome`, `tokens.rs`).
@@ -102,34 +103,34 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-pub fn decide(o: &Outcome, now_ms: i64, settings: &HealthSettings) -> Decision {
+pub fn decide(o: &Outcome, now_ms: i64, settings: &Cooldowns) -> Decision {
     let codex_usage = codex_snapshot(&o.headers, now_ms);
     let mut wants_token_refresh = false;
     let change = match o.kind {
-        OutcomeKind::Success => HealthChange::None,
-        OutcomeKind::ConnectError => HealthChange::Counted(Counted::ConnectError),
-        OutcomeKind::StreamTimeout => HealthChange::Counted(Counted::StreamTimeout),
+        OutcomeKind::Success => AccountChange::None,
+        OutcomeKind::ConnectError => AccountChange::Counted(Counted::ConnectError),
+        OutcomeKind::StreamTimeout => AccountChange::Counted(Counted::StreamTimeout),
         OutcomeKind::HttpStatus => match o.status {
             401 => {
                 wants_token_refresh = true;
-                HealthChange::Error(format!("Authentication failed (401): {}", detail(o)))
+                AccountChange::Error(format!("Authentication failed (401): {}", detail(o)))
             }
-            402 => HealthChange::Error(format!("Payment required (402): {}", detail(o))),
-            403 => HealthChange::Error(format!("Access forbidden (403): {}", detail(o))),
+            402 => AccountChange::Error(format!("Payment required (402): {}", detail(o))),
+            403 => AccountChange::Error(format!("Access forbidden (403): {}", detail(o))),
             400 if organization_disabled(o) => {
-                HealthChange::Error(format!("Organization disabled (400): {}", detail(o)))
+                AccountChange::Error(format!("Organization disabled (400): {}", detail(o)))
             }
-            429 => HealthChange::RateLimitedUntil(rate_limit_reset(
+            429 => AccountChange::RateLimitedUntil(rate_limit_reset(
                 &o.headers,
                 &o.body,
                 now_ms,
                 settings.rate_limit_default,
             )),
-            529 => {
-                HealthChange::OverloadedUntil(now_ms.saturating_add(ms(settings.overload_cooldown)))
-            }
-            500..=599 => HealthChange::Counted(Counted::ServerError),
-            _ => HealthChange::None,
+            529 => AccountChange::OverloadedUntil(
+                now_ms.saturating_add(ms(settings.overload_cooldown)),
+            ),
+            500..=599 => AccountChange::Counted(Counted::ServerError),
+            _ => AccountChange::None,
         },
     };
     Decision {
@@ -444,20 +445,20 @@ mod tests {
 
     #[test]
     fn status_rules() {
-        let s = HealthSettings::default();
+        let s = Cooldowns::default();
         let d = |o: Outcome| decide(&o, NOW, &s).change;
         assert_eq!(
             d(outcome(401, "invalid token", HashMap::new(), "")),
-            HealthChange::Error("Authentication failed (401): invalid token".into())
+            AccountChange::Error("Authentication failed (401): invalid token".into())
         );
         assert!(decide(&outcome(401, "", HashMap::new(), ""), NOW, &s).wants_token_refresh);
         assert_eq!(
             d(outcome(402, "pay", HashMap::new(), "")),
-            HealthChange::Error("Payment required (402): pay".into())
+            AccountChange::Error("Payment required (402): pay".into())
         );
         assert_eq!(
             d(outcome(403, "", HashMap::new(), "forbidden body")),
-            HealthChange::Error("Access forbidden (403): forbidden body".into())
+            AccountChange::Error("Access forbidden (403): forbidden body".into())
         );
         assert!(matches!(
             d(outcome(
@@ -466,27 +467,27 @@ mod tests {
                 HashMap::new(),
                 ""
             )),
-            HealthChange::Error(_)
+            AccountChange::Error(_)
         ));
         assert_eq!(
             d(outcome(400, "bad request", HashMap::new(), "")),
-            HealthChange::None
+            AccountChange::None
         );
         assert_eq!(
             d(outcome(429, "", HashMap::new(), "")),
-            HealthChange::RateLimitedUntil(NOW + 5 * MIN)
+            AccountChange::RateLimitedUntil(NOW + 5 * MIN)
         );
         assert_eq!(
             d(outcome(529, "", HashMap::new(), "")),
-            HealthChange::OverloadedUntil(NOW + 10 * MIN)
+            AccountChange::OverloadedUntil(NOW + 10 * MIN)
         );
         assert_eq!(
             d(outcome(502, "", HashMap::new(), "")),
-            HealthChange::Counted(Counted::ServerError)
+            AccountChange::Counted(Counted::ServerError)
         );
         let mut o = outcome(0, "", HashMap::new(), "");
         o.kind = OutcomeKind::StreamTimeout;
-        assert_eq!(d(o), HealthChange::Counted(Counted::StreamTimeout));
+        assert_eq!(d(o), AccountChange::Counted(Counted::StreamTimeout));
     }
 
     #[test]
@@ -495,8 +496,8 @@ mod tests {
         o.kind = OutcomeKind::Success;
         o.headers
             .insert("content-type".into(), "text/event-stream".into());
-        let dec = decide(&o, NOW, &HealthSettings::default());
-        assert_eq!(dec.change, HealthChange::None);
+        let dec = decide(&o, NOW, &Cooldowns::default());
+        assert_eq!(dec.change, AccountChange::None);
         let snap = dec.codex_usage.unwrap();
         assert_eq!(snap["x-codex-primary-used-percent"], "12");
         assert_eq!(snap["five_hour_used_percent"], "12");
@@ -504,19 +505,16 @@ mod tests {
         assert!(!snap.contains_key("content-type"));
         let mut plain = outcome(200, "", HashMap::new(), "");
         plain.kind = OutcomeKind::Success;
-        assert_eq!(
-            decide(&plain, NOW, &HealthSettings::default()).codex_usage,
-            None
-        );
+        assert_eq!(decide(&plain, NOW, &Cooldowns::default()).codex_usage, None);
     }
 
     #[test]
     fn long_messages_are_truncated() {
         let long = "é".repeat(600);
-        let HealthChange::Error(m) = decide(
+        let AccountChange::Error(m) = decide(
             &outcome(402, &long, HashMap::new(), ""),
             NOW,
-            &HealthSettings::default(),
+            &Cooldowns::default(),
         )
         .change
         else {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use tollgate_shared::proto::gateway::v1 as pb;
 use tonic::Status;
 
-use super::health::{Outcome, OutcomeKind};
-use super::{AdmitError, AdmitRequest, Granted, HeldLease, Rejection};
+use crate::admission::outcome_policy::{Outcome, OutcomeKind};
+use crate::admission::{AdmitError, AdmitRequest, Granted, HeldLease, Rejection};
 use crate::model::Credential;
 
 impl From<pb::AdmitRequest> for AdmitRequest {

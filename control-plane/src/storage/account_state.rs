@@ -1,4 +1,5 @@
-//! Account health and last-used updates written by admission and outcome reports.
+//! Account state that admission writes (not operators): the `error` status, cool-downs,
+//! the latest `x-codex-*` usage, and last-used times.
 //! Cool-downs only ever extend: `SET x = CASE WHEN x IS NULL OR x < $1 THEN $1 ELSE x END`.
 //! Each method returns whether a live account was updated.
 

@@ -8,6 +8,28 @@ use std::path::{Path, PathBuf};
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
+/// Every default that both the flags and `Config::for_data_dir` use, written once.
+mod defaults {
+    pub const KEY_PREFIX: &str = "sk-";
+    pub const LEASE_GRACE_MS: u64 = 10_000;
+    pub const HEARTBEAT_INTERVAL_MS: u64 = 2_000;
+    pub const CHARGE_ESTIMATES: bool = true;
+    pub const USER_WAIT_TIMEOUT_MS: u64 = 30_000;
+    pub const USER_EXTRA_PENDING: u32 = 20;
+    pub const ACCOUNT_WAIT_TIMEOUT_MS: u64 = 30_000;
+    pub const ACCOUNT_MAX_WAITERS: u32 = 100;
+    pub const STICKY_WAIT_TIMEOUT_MS: u64 = 120_000;
+    pub const STICKY_MAX_WAITERS: u32 = 3;
+    pub const STICKY_TTL_MS: u64 = 3_600_000;
+    pub const RATE_LIMIT_COOLDOWN_MS: u64 = 300_000;
+    pub const OVERLOAD_COOLDOWN_MS: u64 = 600_000;
+    pub const OAUTH_REFRESH_MARGIN_MS: u64 = 1_800_000;
+    pub const OAUTH_REFRESH_INTERVAL_MS: u64 = 300_000;
+    pub const OAUTH_USE_MARGIN_MS: u64 = 60_000;
+    pub const OAUTH_REFRESH_RETRIES: u32 = 3;
+    pub const OAUTH_REFRESH_BACKOFF_MS: u64 = 1_000;
+}
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "tollgate-control-plane",
@@ -94,15 +116,15 @@ pub struct Config {
     pub upstream_host_allowlist: Vec<String>,
 
     /// Prefix of generated API keys.
-    #[arg(long, env = "TOLLGATE_KEY_PREFIX", default_value = "sk-")]
+    #[arg(long, env = "TOLLGATE_KEY_PREFIX", default_value = defaults::KEY_PREFIX)]
     pub key_prefix: String,
 
     /// A data-plane session gone longer than this loses its leases.
-    #[arg(long, env = "TOLLGATE_LEASE_GRACE_MS", default_value_t = 10_000)]
+    #[arg(long, env = "TOLLGATE_LEASE_GRACE_MS", default_value_t = defaults::LEASE_GRACE_MS)]
     pub lease_grace_ms: u64,
 
     /// Heartbeat interval asked of data planes.
-    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL_MS", default_value_t = 2_000)]
+    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL_MS", default_value_t = defaults::HEARTBEAT_INTERVAL_MS)]
     pub heartbeat_interval_ms: u64,
 
     /// Refuse usage of a model with no price and no fallback (default: record it at
@@ -120,7 +142,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TOLLGATE_CHARGE_ESTIMATES",
-        default_value_t = true,
+        default_value_t = defaults::CHARGE_ESTIMATES,
         action = clap::ArgAction::Set
     )]
     pub charge_estimates: bool,
@@ -138,51 +160,51 @@ pub struct Config {
     pub codex_url: String,
 
     /// How long a request waits for one of its user's concurrency slots.
-    #[arg(long, env = "TOLLGATE_USER_WAIT_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "TOLLGATE_USER_WAIT_TIMEOUT_MS", default_value_t = defaults::USER_WAIT_TIMEOUT_MS)]
     pub user_wait_timeout_ms: u64,
 
     /// Requests of one user waiting or running: max(concurrency, 1) + this.
-    #[arg(long, env = "TOLLGATE_USER_EXTRA_PENDING", default_value_t = 20)]
+    #[arg(long, env = "TOLLGATE_USER_EXTRA_PENDING", default_value_t = defaults::USER_EXTRA_PENDING)]
     pub user_extra_pending: u32,
 
     /// How long a request waits for an account slot when every account is busy.
     #[arg(
         long,
         env = "TOLLGATE_ACCOUNT_WAIT_TIMEOUT_MS",
-        default_value_t = 30_000
+        default_value_t = defaults::ACCOUNT_WAIT_TIMEOUT_MS
     )]
     pub account_wait_timeout_ms: u64,
 
     /// Waiters per account beyond which requests are turned away.
-    #[arg(long, env = "TOLLGATE_ACCOUNT_MAX_WAITERS", default_value_t = 100)]
+    #[arg(long, env = "TOLLGATE_ACCOUNT_MAX_WAITERS", default_value_t = defaults::ACCOUNT_MAX_WAITERS)]
     pub account_max_waiters: u32,
 
     /// How long a sticky session waits for its bound account.
     #[arg(
         long,
         env = "TOLLGATE_STICKY_WAIT_TIMEOUT_MS",
-        default_value_t = 120_000
+        default_value_t = defaults::STICKY_WAIT_TIMEOUT_MS
     )]
     pub sticky_wait_timeout_ms: u64,
 
     /// Waiters on a bound account beyond which a sticky session picks another account.
-    #[arg(long, env = "TOLLGATE_STICKY_MAX_WAITERS", default_value_t = 3)]
+    #[arg(long, env = "TOLLGATE_STICKY_MAX_WAITERS", default_value_t = defaults::STICKY_MAX_WAITERS)]
     pub sticky_max_waiters: u32,
 
     /// Lifetime of a sticky-session binding, refreshed on use.
-    #[arg(long, env = "TOLLGATE_STICKY_TTL_MS", default_value_t = 3_600_000)]
+    #[arg(long, env = "TOLLGATE_STICKY_TTL_MS", default_value_t = defaults::STICKY_TTL_MS)]
     pub sticky_ttl_ms: u64,
 
     /// Cool-down of a rate-limited (429) account when the upstream gives no reset time.
     #[arg(
         long,
         env = "TOLLGATE_RATE_LIMIT_COOLDOWN_MS",
-        default_value_t = 300_000
+        default_value_t = defaults::RATE_LIMIT_COOLDOWN_MS
     )]
     pub rate_limit_cooldown_ms: u64,
 
     /// Cool-down of an overloaded (529) account.
-    #[arg(long, env = "TOLLGATE_OVERLOAD_COOLDOWN_MS", default_value_t = 600_000)]
+    #[arg(long, env = "TOLLGATE_OVERLOAD_COOLDOWN_MS", default_value_t = defaults::OVERLOAD_COOLDOWN_MS)]
     pub overload_cooldown_ms: u64,
 
     /// Operator rules for other 5xx answers and stream timeouts / connect errors (status
@@ -212,7 +234,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TOLLGATE_OAUTH_REFRESH_MARGIN_MS",
-        default_value_t = 1_800_000
+        default_value_t = defaults::OAUTH_REFRESH_MARGIN_MS
     )]
     pub oauth_refresh_margin_ms: u64,
 
@@ -220,25 +242,25 @@ pub struct Config {
     #[arg(
         long,
         env = "TOLLGATE_OAUTH_REFRESH_INTERVAL_MS",
-        default_value_t = 300_000
+        default_value_t = defaults::OAUTH_REFRESH_INTERVAL_MS
     )]
     pub oauth_refresh_interval_ms: u64,
 
     /// A selected account whose access token expires within this is refreshed before
     /// it is leased.
-    #[arg(long, env = "TOLLGATE_OAUTH_USE_MARGIN_MS", default_value_t = 60_000)]
+    #[arg(long, env = "TOLLGATE_OAUTH_USE_MARGIN_MS", default_value_t = defaults::OAUTH_USE_MARGIN_MS)]
     pub oauth_use_margin_ms: u64,
 
     /// Retries of a failing token refresh (transient failures only) before the account
     /// goes to `error`.
-    #[arg(long, env = "TOLLGATE_OAUTH_REFRESH_RETRIES", default_value_t = 3)]
+    #[arg(long, env = "TOLLGATE_OAUTH_REFRESH_RETRIES", default_value_t = defaults::OAUTH_REFRESH_RETRIES)]
     pub oauth_refresh_retries: u32,
 
     /// Wait before the first refresh retry; doubles per retry (at most 30 s).
     #[arg(
         long,
         env = "TOLLGATE_OAUTH_REFRESH_BACKOFF_MS",
-        default_value_t = 1_000
+        default_value_t = defaults::OAUTH_REFRESH_BACKOFF_MS
     )]
     pub oauth_refresh_backoff_ms: u64,
 }
@@ -266,34 +288,34 @@ impl Config {
             allow_insecure_upstreams: false,
             allow_private_upstreams: false,
             upstream_host_allowlist: Vec::new(),
-            key_prefix: "sk-".into(),
-            lease_grace_ms: 10_000,
-            heartbeat_interval_ms: 2_000,
+            key_prefix: defaults::KEY_PREFIX.into(),
+            lease_grace_ms: defaults::LEASE_GRACE_MS,
+            heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_MS,
             strict_pricing: false,
             fallback_price: None,
-            charge_estimates: true,
+            charge_estimates: defaults::CHARGE_ESTIMATES,
             log_json: false,
             codex_url: crate::admission::lease_url::DEFAULT_CODEX_URL.to_owned(),
-            user_wait_timeout_ms: 30_000,
-            user_extra_pending: 20,
-            account_wait_timeout_ms: 30_000,
-            account_max_waiters: 100,
-            sticky_wait_timeout_ms: 120_000,
-            sticky_max_waiters: 3,
-            sticky_ttl_ms: 3_600_000,
-            rate_limit_cooldown_ms: 300_000,
-            overload_cooldown_ms: 600_000,
+            user_wait_timeout_ms: defaults::USER_WAIT_TIMEOUT_MS,
+            user_extra_pending: defaults::USER_EXTRA_PENDING,
+            account_wait_timeout_ms: defaults::ACCOUNT_WAIT_TIMEOUT_MS,
+            account_max_waiters: defaults::ACCOUNT_MAX_WAITERS,
+            sticky_wait_timeout_ms: defaults::STICKY_WAIT_TIMEOUT_MS,
+            sticky_max_waiters: defaults::STICKY_MAX_WAITERS,
+            sticky_ttl_ms: defaults::STICKY_TTL_MS,
+            rate_limit_cooldown_ms: defaults::RATE_LIMIT_COOLDOWN_MS,
+            overload_cooldown_ms: defaults::OVERLOAD_COOLDOWN_MS,
             unschedulable_rules: crate::admission::unschedulable_rules::UnschedulableRules::default(
             ),
             oauth_token_url: crate::oauth::DEFAULT_TOKEN_URL.to_owned(),
             oauth_client_id: crate::oauth::DEFAULT_CLIENT_ID.to_owned(),
             oauth_authorize_url: crate::oauth::DEFAULT_AUTHORIZE_URL.to_owned(),
             oauth_redirect_uri: crate::oauth::DEFAULT_REDIRECT_URI.to_owned(),
-            oauth_refresh_margin_ms: 1_800_000,
-            oauth_refresh_interval_ms: 300_000,
-            oauth_use_margin_ms: 60_000,
-            oauth_refresh_retries: 3,
-            oauth_refresh_backoff_ms: 1_000,
+            oauth_refresh_margin_ms: defaults::OAUTH_REFRESH_MARGIN_MS,
+            oauth_refresh_interval_ms: defaults::OAUTH_REFRESH_INTERVAL_MS,
+            oauth_use_margin_ms: defaults::OAUTH_USE_MARGIN_MS,
+            oauth_refresh_retries: defaults::OAUTH_REFRESH_RETRIES,
+            oauth_refresh_backoff_ms: defaults::OAUTH_REFRESH_BACKOFF_MS,
         }
     }
 
@@ -496,6 +518,19 @@ pub(crate) fn parse_flags(args: &[&str]) -> std::result::Result<Config, clap::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_process_defaults_are_the_flag_defaults() {
+        // A bare `tollgate-control-plane`, the environment ignored.
+        let flags = parse_flags(&["tollgate-control-plane"]).unwrap();
+        let mut embedded = Config::for_data_dir(&flags.data_dir);
+        // Only the listen address and plaintext differ on purpose: tests and embedders
+        // take an ephemeral port, and serve TLS when given files (or asked to generate).
+        embedded.listen = flags.listen;
+        assert!(embedded.insecure_plaintext && !flags.insecure_plaintext);
+        embedded.insecure_plaintext = flags.insecure_plaintext;
+        assert_eq!(format!("{embedded:?}"), format!("{flags:?}"));
+    }
 
     #[test]
     fn production_requires_secrets() {

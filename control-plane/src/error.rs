@@ -16,8 +16,6 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("missing or invalid admin token")]
     Unauthenticated,
-    #[error("this control plane is not the leader")]
-    NotLeader,
     /// A database failure (`storage::StorageError` says whose fault it is).
     #[error("storage error: {0}")]
     Storage(crate::storage::StorageError),
@@ -50,7 +48,6 @@ impl CodedError for Error {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
-            Self::NotLeader => ErrorCode::NotLeader,
             Self::Storage(_) | Self::Config(_) | Self::Crypto(_) | Self::Internal(_) => {
                 ErrorCode::Internal
             }

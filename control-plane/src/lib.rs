@@ -7,7 +7,6 @@
 pub mod admin;
 pub mod admission;
 pub mod billing;
-pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 use sqlx::Connection;
-use tollgate_control_plane::cli;
+use tollgate_admin as cli;
 use tollgate_control_plane::model::{Credential, NewAccount};
 use tollgate_control_plane::oauth::pkce::challenge_s256;
 use tollgate_control_plane::storage::Store;

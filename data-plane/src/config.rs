@@ -6,6 +6,23 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// Every default that both the flags and the in-process constructors
+/// (`FlowConfig::default`, `Config::for_control_plane`) use, written once.
+mod defaults {
+    pub const DRAIN_TIMEOUT_SECS: u64 = 30;
+    pub const BODY_LIMIT_BYTES: usize = 100 << 20;
+    pub const PING_INTERVAL_SECS: u64 = 10;
+    pub const STREAM_KEEPALIVE_MS: u64 = 10_000;
+    pub const STREAM_IDLE_TIMEOUT_MS: u64 = 180_000;
+    pub const STREAM_LINE_LIMIT_BYTES: usize = 40 << 20;
+    pub const MAX_ACCOUNT_SWITCHES: u32 = 3;
+    pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 10_000;
+    pub const MAX_IN_FLIGHT: usize = 10_000;
+    pub const AUTH_CACHE_CAPACITY: u64 = 100_000;
+    pub const DEFAULT_CODEX_MODEL: &str = "gpt-5.1-codex";
+    pub const DEFAULT_ORIGINATOR: &str = "codex_cli_rs";
+}
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "tollgate-data-plane",
@@ -66,7 +83,7 @@ pub struct Config {
     pub data_plane_id: Option<String>,
 
     /// On SIGTERM, how long in-flight requests and streams may run before being cut.
-    #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT_SECS", default_value_t = defaults::DRAIN_TIMEOUT_SECS)]
     pub drain_timeout_secs: u64,
 
     /// Structured JSON logs.
@@ -81,38 +98,38 @@ pub struct Config {
 #[derive(Debug, Clone, clap::Args)]
 pub struct FlowConfig {
     /// Maximum request body, bytes.
-    #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = 100 << 20)]
+    #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = defaults::BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
 
     /// SSE ping interval while a streaming request waits for a slot, seconds (5-30).
-    #[arg(long, env = "TOLLGATE_PING_INTERVAL_SECS", default_value_t = 10)]
+    #[arg(long, env = "TOLLGATE_PING_INTERVAL_SECS", default_value_t = defaults::PING_INTERVAL_SECS)]
     pub ping_interval_secs: u64,
 
     /// Keep-alive comment interval while the upstream stream is silent, milliseconds.
-    #[arg(long, env = "TOLLGATE_STREAM_KEEPALIVE_MS", default_value_t = 10_000)]
+    #[arg(long, env = "TOLLGATE_STREAM_KEEPALIVE_MS", default_value_t = defaults::STREAM_KEEPALIVE_MS)]
     pub stream_keepalive_ms: u64,
 
     /// Upstream stream silent this long → `stream_timeout`, milliseconds.
     #[arg(
         long,
         env = "TOLLGATE_STREAM_IDLE_TIMEOUT_MS",
-        default_value_t = 180_000
+        default_value_t = defaults::STREAM_IDLE_TIMEOUT_MS
     )]
     pub stream_idle_timeout_ms: u64,
 
     /// Longest single SSE line accepted from the upstream, bytes.
-    #[arg(long, env = "TOLLGATE_STREAM_LINE_LIMIT_BYTES", default_value_t = 40 << 20)]
+    #[arg(long, env = "TOLLGATE_STREAM_LINE_LIMIT_BYTES", default_value_t = defaults::STREAM_LINE_LIMIT_BYTES)]
     pub stream_line_limit_bytes: usize,
 
     /// Account switches on failover-class upstream answers.
-    #[arg(long, env = "TOLLGATE_MAX_ACCOUNT_SWITCHES", default_value_t = 3)]
+    #[arg(long, env = "TOLLGATE_MAX_ACCOUNT_SWITCHES", default_value_t = defaults::MAX_ACCOUNT_SWITCHES)]
     pub max_account_switches: u32,
 
     /// Upstream connect timeout, milliseconds.
     #[arg(
         long,
         env = "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = defaults::UPSTREAM_CONNECT_TIMEOUT_MS
     )]
     pub upstream_connect_timeout_ms: u64,
 
@@ -124,7 +141,7 @@ pub struct FlowConfig {
     #[arg(
         long,
         env = "TOLLGATE_DEFAULT_CODEX_MODEL",
-        default_value = "gpt-5.1-codex"
+        default_value = defaults::DEFAULT_CODEX_MODEL
     )]
     pub default_codex_model: String,
 
@@ -132,7 +149,7 @@ pub struct FlowConfig {
     #[arg(
         long,
         env = "TOLLGATE_DEFAULT_ORIGINATOR",
-        default_value = "codex_cli_rs"
+        default_value = defaults::DEFAULT_ORIGINATOR
     )]
     pub default_originator: String,
 
@@ -142,30 +159,30 @@ pub struct FlowConfig {
 
     /// Requests being processed at once (up to their response head) before new ones are
     /// shed with 503; streams in progress don't count once their head is sent.
-    #[arg(long, env = "TOLLGATE_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    #[arg(long, env = "TOLLGATE_MAX_IN_FLIGHT", default_value_t = defaults::MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
     /// Authorization cache capacity (entries).
-    #[arg(long, env = "TOLLGATE_AUTH_CACHE_CAPACITY", default_value_t = 100_000)]
+    #[arg(long, env = "TOLLGATE_AUTH_CACHE_CAPACITY", default_value_t = defaults::AUTH_CACHE_CAPACITY)]
     pub auth_cache_capacity: u64,
 }
 
 impl Default for FlowConfig {
     fn default() -> Self {
         Self {
-            body_limit_bytes: 100 << 20,
-            ping_interval_secs: 10,
-            stream_keepalive_ms: 10_000,
-            stream_idle_timeout_ms: 180_000,
-            stream_line_limit_bytes: 40 << 20,
-            max_account_switches: 3,
-            upstream_connect_timeout_ms: 10_000,
+            body_limit_bytes: defaults::BODY_LIMIT_BYTES,
+            ping_interval_secs: defaults::PING_INTERVAL_SECS,
+            stream_keepalive_ms: defaults::STREAM_KEEPALIVE_MS,
+            stream_idle_timeout_ms: defaults::STREAM_IDLE_TIMEOUT_MS,
+            stream_line_limit_bytes: defaults::STREAM_LINE_LIMIT_BYTES,
+            max_account_switches: defaults::MAX_ACCOUNT_SWITCHES,
+            upstream_connect_timeout_ms: defaults::UPSTREAM_CONNECT_TIMEOUT_MS,
             default_instructions_file: None,
-            default_codex_model: "gpt-5.1-codex".into(),
-            default_originator: "codex_cli_rs".into(),
+            default_codex_model: defaults::DEFAULT_CODEX_MODEL.into(),
+            default_originator: defaults::DEFAULT_ORIGINATOR.into(),
             trusted_proxies: Vec::new(),
-            auth_cache_capacity: 100_000,
-            max_in_flight: 10_000,
+            auth_cache_capacity: defaults::AUTH_CACHE_CAPACITY,
+            max_in_flight: defaults::MAX_IN_FLIGHT,
         }
     }
 }
@@ -183,7 +200,7 @@ impl Config {
             allow_plaintext_control_plane: false,
             tls_reload_interval_ms: 10_000,
             data_plane_id: None,
-            drain_timeout_secs: 30,
+            drain_timeout_secs: defaults::DRAIN_TIMEOUT_SECS,
             log_json: false,
             flow: FlowConfig::default(),
         }
@@ -243,5 +260,39 @@ impl Config {
             let suffix = uuid::Uuid::new_v4().simple().to_string();
             format!("{host}-{}", &suffix[..8])
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// The flags with no arguments and no environment: what a bare `tollgate-data-plane`
+    /// runs with.
+    fn flag_defaults() -> Config {
+        let matches = Config::command()
+            .mut_args(|a| a.env(None))
+            .try_get_matches_from(["tollgate-data-plane"])
+            .unwrap();
+        Config::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn in_process_defaults_are_the_flag_defaults() {
+        let flags = flag_defaults();
+        let mut embedded = Config::for_control_plane(flags.control_plane_url.clone());
+        // Only the listen addresses differ on purpose: tests and embedders take ephemeral ports.
+        embedded.listen = flags.listen;
+        embedded.admin_listen = flags.admin_listen;
+        assert_eq!(format!("{embedded:?}"), format!("{flags:?}"));
+        // The default URL is https: valid once the TLS files are named.
+        let e = embedded.validate().unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_DP_CLIENT_CERT"), "{e}");
+        embedded.control_plane_ca = Some("ca.crt".into());
+        embedded.client_cert = Some("tls.crt".into());
+        embedded.client_key = Some("tls.key".into());
+        embedded.validate().unwrap();
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tollgate_shared::ErrorCode;
-use tower::{BoxError, Service, ServiceBuilder};
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -76,10 +76,7 @@ where
         ))
         // Rescue the layers' own errors (only load shedding produces one): a 503 in the
         // OpenAI shape, written at once.
-        .layer(tower::layer::layer_fn(|inner| Rescue {
-            inner,
-            failed: false,
-        }))
+        .layer(tower::layer::layer_fn(|inner| Rescue { inner }))
         // Load shedding: past the in-flight limit refuse at once instead of queueing in
         // memory (fair waiting happens in the control plane, not here).
         .load_shed()
@@ -136,18 +133,21 @@ where
 }
 
 /// Turns the error of the layers below into an OpenAI-shaped 503, so the server only
-/// ever sees responses.
+/// ever sees responses. Always ready: the load shedder below never waits either (it turns
+/// "not ready" into an `Overloaded` error from `call`), and its readiness cannot fail (the
+/// concurrency limit's semaphore is never closed and `Counted` is infallible), so each call
+/// drives a clone of the layers below through readiness and call in one step and maps any
+/// error there to the 503.
 #[derive(Clone)]
 struct Rescue<S> {
     inner: S,
-    /// Set when readiness failed: the next call answers 503 without reaching `inner`.
-    failed: bool,
 }
 
 impl<S, B> Service<Request<B>> for Rescue<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Request<B>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -157,27 +157,13 @@ where
 
     fn poll_ready(
         &mut self,
-        cx: &mut std::task::Context<'_>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Infallible>> {
-        match self.inner.poll_ready(cx) {
-            std::task::Poll::Ready(Err(e)) => {
-                tracing::warn!(error = %e, "proxy stack not ready");
-                self.failed = true;
-                std::task::Poll::Ready(Ok(()))
-            }
-            std::task::Poll::Ready(Ok(())) => {
-                self.failed = false;
-                std::task::Poll::Ready(Ok(()))
-            }
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
+        std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.failed {
-            return Box::pin(async { Ok(overloaded()) });
-        }
-        let fut = self.inner.call(req);
+        let fut = self.inner.clone().oneshot(req);
         Box::pin(async move { Ok(fut.await.unwrap_or_else(|_| overloaded())) })
     }
 }

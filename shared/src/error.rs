@@ -1,6 +1,6 @@
 //! The one error-code table both planes use. Each code knows its HTTP status, its
-//! OpenAI error `type`, the `code` string clients see (when the spec gives one) and its
-//! gRPC status code. Add a row here rather than mapping statuses anywhere else.
+//! OpenAI error `type`, the `code` string clients see (when the spec gives one), its
+//! gRPC status code and its client-visible message. Add a row here rather than mapping statuses anywhere else.
 
 use http::StatusCode;
 use tonic::Code;
@@ -34,7 +34,7 @@ impl ErrorType {
 }
 
 macro_rules! error_codes {
-    ($( $(#[$doc:meta])* $variant:ident => ($name:literal, $wire:expr, $http:expr, $ty:ident, $grpc:ident) ),+ $(,)?) => {
+    ($( $(#[$doc:meta])* $variant:ident => ($name:literal, $wire:expr, $http:expr, $ty:ident, $grpc:ident, $msg:literal) ),+ $(,)?) => {
         /// A closed set of failure kinds. `name()` is the stable identifier used on the
         /// Gateway wire (`Rejection.code`); `client_code()` is what HTTP clients see.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +67,13 @@ macro_rules! error_codes {
                 match self { $( Self::$variant => Code::$grpc, )+ }
             }
 
+            /// The client-visible message (English, stable): the one source both planes
+            /// write. Refusals whose message takes a parameter build it from this in
+            /// [`crate::refusal::Refusal::message`].
+            pub fn message(self) -> &'static str {
+                match self { $( Self::$variant => $msg, )+ }
+            }
+
             pub fn from_name(name: &str) -> Option<Self> {
                 match name { $( $name => Some(Self::$variant), )+ _ => None }
             }
@@ -76,52 +83,51 @@ macro_rules! error_codes {
 
 error_codes! {
     // ----- authentication (data plane, before the body)
-    ApiKeyInQuery => ("api_key_in_query", Some("api_key_in_query_deprecated"), StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument),
-    ApiKeyRequired => ("api_key_required", Some("API_KEY_REQUIRED"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated),
-    InvalidApiKey => ("invalid_api_key", Some("INVALID_API_KEY"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated),
-    ApiKeyDisabled => ("api_key_disabled", Some("API_KEY_DISABLED"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated),
-    ApiKeyQuotaExhausted => ("api_key_quota_exhausted", Some("API_KEY_QUOTA_EXHAUSTED"), StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted),
-    ApiKeyExpired => ("api_key_expired", Some("API_KEY_EXPIRED"), StatusCode::FORBIDDEN, Permission, PermissionDenied),
-    AccessDenied => ("access_denied", Some("ACCESS_DENIED"), StatusCode::FORBIDDEN, Permission, PermissionDenied),
-    UserNotFound => ("user_not_found", Some("USER_NOT_FOUND"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated),
-    UserInactive => ("user_inactive", Some("USER_INACTIVE"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated),
-    GroupDisabled => ("group_disabled", Some("GROUP_DISABLED"), StatusCode::FORBIDDEN, Permission, PermissionDenied),
-    SubscriptionNotFound => ("subscription_not_found", Some("SUBSCRIPTION_NOT_FOUND"), StatusCode::FORBIDDEN, Permission, PermissionDenied),
-    UsageLimitExceeded => ("usage_limit_exceeded", Some("USAGE_LIMIT_EXCEEDED"), StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted),
-    InsufficientBalance => ("insufficient_balance", Some("INSUFFICIENT_BALANCE"), StatusCode::FORBIDDEN, Billing, FailedPrecondition),
+    ApiKeyInQuery => ("api_key_in_query", Some("api_key_in_query_deprecated"), StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument, "API keys in the query string are not supported; send them in the Authorization header"),
+    ApiKeyRequired => ("api_key_required", Some("API_KEY_REQUIRED"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated, "API key is required (Authorization: Bearer <key>)"),
+    InvalidApiKey => ("invalid_api_key", Some("INVALID_API_KEY"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated, "Invalid API key"),
+    ApiKeyDisabled => ("api_key_disabled", Some("API_KEY_DISABLED"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated, "API key is disabled"),
+    ApiKeyQuotaExhausted => ("api_key_quota_exhausted", Some("API_KEY_QUOTA_EXHAUSTED"), StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "API key quota exhausted"),
+    ApiKeyExpired => ("api_key_expired", Some("API_KEY_EXPIRED"), StatusCode::FORBIDDEN, Permission, PermissionDenied, "API key has expired"),
+    AccessDenied => ("access_denied", Some("ACCESS_DENIED"), StatusCode::FORBIDDEN, Permission, PermissionDenied, "Access denied: client IP is not allowed for this API key"),
+    UserNotFound => ("user_not_found", Some("USER_NOT_FOUND"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated, "User not found"),
+    UserInactive => ("user_inactive", Some("USER_INACTIVE"), StatusCode::UNAUTHORIZED, Authentication, Unauthenticated, "User is not active"),
+    GroupDisabled => ("group_disabled", Some("GROUP_DISABLED"), StatusCode::FORBIDDEN, Permission, PermissionDenied, "Group is disabled"),
+    SubscriptionNotFound => ("subscription_not_found", Some("SUBSCRIPTION_NOT_FOUND"), StatusCode::FORBIDDEN, Permission, PermissionDenied, "subscription is invalid or expired"),
+    UsageLimitExceeded => ("usage_limit_exceeded", Some("USAGE_LIMIT_EXCEEDED"), StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "usage limit exceeded"),
+    InsufficientBalance => ("insufficient_balance", Some("INSUFFICIENT_BALANCE"), StatusCode::FORBIDDEN, Billing, FailedPrecondition, "insufficient balance"),
 
     // ----- request body
-    InvalidRequest => ("invalid_request", None, StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument),
-    BodyTooLarge => ("body_too_large", None, StatusCode::PAYLOAD_TOO_LARGE, InvalidRequest, InvalidArgument),
-    NotFound => ("not_found", None, StatusCode::NOT_FOUND, InvalidRequest, NotFound),
+    InvalidRequest => ("invalid_request", None, StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument, "Invalid request"),
+    BodyTooLarge => ("body_too_large", None, StatusCode::PAYLOAD_TOO_LARGE, InvalidRequest, InvalidArgument, "Request body too large"),
+    NotFound => ("not_found", None, StatusCode::NOT_FOUND, InvalidRequest, NotFound, "Not found"),
 
     // ----- admission (billing re-check after the wait, slots, selection)
-    BillingRejected => ("billing_rejected", None, StatusCode::FORBIDDEN, Billing, FailedPrecondition),
-    BillingUnavailable => ("billing_unavailable", None, StatusCode::SERVICE_UNAVAILABLE, BillingService, Unavailable),
-    TooManyPending => ("too_many_pending", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted),
-    UserConcurrencyExceeded => ("user_concurrency_exceeded", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted),
-    AccountConcurrencyExceeded => ("account_concurrency_exceeded", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted),
-    NoAvailableAccounts => ("no_available_accounts", None, StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable),
-    ModelNotPriced => ("model_not_priced", Some("model_not_priced"), StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument),
+    BillingRejected => ("billing_rejected", None, StatusCode::FORBIDDEN, Billing, FailedPrecondition, "Billing check failed"),
+    BillingUnavailable => ("billing_unavailable", None, StatusCode::SERVICE_UNAVAILABLE, BillingService, Unavailable, "Billing service temporarily unavailable. Please retry later."),
+    TooManyPending => ("too_many_pending", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Too many pending requests, please retry later"),
+    UserConcurrencyExceeded => ("user_concurrency_exceeded", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Concurrency limit exceeded for user, please retry later"),
+    AccountConcurrencyExceeded => ("account_concurrency_exceeded", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Concurrency limit exceeded for account, please retry later"),
+    NoAvailableAccounts => ("no_available_accounts", None, StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable, "No available accounts"),
+    ModelNotPriced => ("model_not_priced", Some("model_not_priced"), StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument, "Model has no configured price"),
 
     // ----- upstream (after failover ran out)
-    UpstreamAuthFailed => ("upstream_auth_failed", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable),
-    UpstreamForbidden => ("upstream_forbidden", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable),
-    UpstreamRateLimited => ("upstream_rate_limited", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted),
-    UpstreamOverloaded => ("upstream_overloaded", None, StatusCode::SERVICE_UNAVAILABLE, Upstream, Unavailable),
-    UpstreamUnavailable => ("upstream_unavailable", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable),
-    UpstreamFailed => ("upstream_failed", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable),
-    StreamTimeout => ("stream_timeout", Some("stream_timeout"), StatusCode::GATEWAY_TIMEOUT, Upstream, DeadlineExceeded),
-    ResponseTooLarge => ("response_too_large", Some("response_too_large"), StatusCode::BAD_GATEWAY, Upstream, ResourceExhausted),
+    UpstreamAuthFailed => ("upstream_auth_failed", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable, "Upstream authentication failed, please contact administrator"),
+    UpstreamForbidden => ("upstream_forbidden", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable, "Upstream access forbidden, please contact administrator"),
+    UpstreamRateLimited => ("upstream_rate_limited", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Upstream rate limit exceeded, please retry later"),
+    UpstreamOverloaded => ("upstream_overloaded", None, StatusCode::SERVICE_UNAVAILABLE, Upstream, Unavailable, "Upstream service overloaded, please retry later"),
+    UpstreamUnavailable => ("upstream_unavailable", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable, "Upstream service temporarily unavailable"),
+    UpstreamFailed => ("upstream_failed", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable, "Upstream request failed"),
+    StreamTimeout => ("stream_timeout", Some("stream_timeout"), StatusCode::GATEWAY_TIMEOUT, Upstream, DeadlineExceeded, "Upstream stream timed out"),
+    ResponseTooLarge => ("response_too_large", Some("response_too_large"), StatusCode::BAD_GATEWAY, Upstream, ResourceExhausted, "Upstream response line too large"),
 
     // ----- control plane / admin
-    Unauthenticated => ("unauthenticated", None, StatusCode::UNAUTHORIZED, Authentication, Unauthenticated),
-    InvalidArgument => ("invalid_argument", None, StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument),
-    AlreadyExists => ("already_exists", None, StatusCode::CONFLICT, InvalidRequest, AlreadyExists),
-    FailedPrecondition => ("failed_precondition", None, StatusCode::BAD_REQUEST, InvalidRequest, FailedPrecondition),
-    NotLeader => ("not_leader", None, StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable),
-    Unavailable => ("unavailable", None, StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable),
-    Internal => ("internal", None, StatusCode::INTERNAL_SERVER_ERROR, Api, Internal),
+    Unauthenticated => ("unauthenticated", None, StatusCode::UNAUTHORIZED, Authentication, Unauthenticated, "missing or invalid admin token"),
+    InvalidArgument => ("invalid_argument", None, StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument, "Invalid argument"),
+    AlreadyExists => ("already_exists", None, StatusCode::CONFLICT, InvalidRequest, AlreadyExists, "Already exists"),
+    FailedPrecondition => ("failed_precondition", None, StatusCode::BAD_REQUEST, InvalidRequest, FailedPrecondition, "Failed precondition"),
+    Unavailable => ("unavailable", None, StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable, "Service temporarily unavailable, please retry later"),
+    Internal => ("internal", None, StatusCode::INTERNAL_SERVER_ERROR, Api, Internal, "Internal error"),
 }
 
 /// What every crate's error enum implements so that the edges (HTTP rescue layer, gRPC

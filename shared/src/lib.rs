@@ -1,16 +1,22 @@
-//! Code both planes share: the generated wire contract, the error-code table, exact
-//! money, the small domain vocabularies and logging setup. No plane-specific logic.
+//! Code both planes share: the generated wire contract, the error-code table (with the
+//! client-visible messages), the refusal rules both planes enforce, exact money, the small
+//! domain vocabularies and logging setup. No logic that only one plane runs.
 
 pub mod domain;
 pub mod error;
 pub mod money;
 pub mod proto;
+pub mod refusal;
 pub mod signal;
 pub mod telemetry;
 pub mod tls;
 
 pub use error::{CodedError, ErrorCode, ErrorType};
 pub use money::Multiplier;
+
+/// One day in milliseconds: subscription windows, durations given in days, per-day
+/// usage totals.
+pub const DAY_MS: i64 = 86_400_000;
 
 /// Current time as unix milliseconds.
 pub fn now_ms() -> i64 {

@@ -412,7 +412,7 @@ async fn the_admin_cli_speaks_tls_with_the_control_planes_ca_and_no_client_certi
     let url = cp.url();
     let run = |args: Vec<String>| async move {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = tollgate_control_plane::cli::main_with(args, &mut out, &mut err).await;
+        let code = tollgate_admin::main_with(args, &mut out, &mut err).await;
         (
             code,
             String::from_utf8(out).unwrap(),

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
+use tollgate_shared::DAY_MS;
 use tollgate_shared::Multiplier;
 use tollgate_shared::domain::UnknownValue;
 
@@ -17,7 +18,6 @@ pub const MAX_NAME: usize = 200;
 pub const MAX_TEXT: usize = 10_000;
 /// Most entries in one IP allow or deny list.
 pub const MAX_IP_RULES: usize = 256;
-const DAY_MS: i64 = 86_400_000;
 
 /// A vocabulary value ("active", "subscription", …); the error lists the allowed values.
 pub fn vocab<T: FromStr<Err = UnknownValue>>(field: &str, value: &str) -> Result<T> {

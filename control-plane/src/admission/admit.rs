@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tollgate_shared::domain::{BillingMode, GroupKind, GroupStatus};
+use tollgate_shared::refusal::Refusal;
 use tollgate_shared::{ErrorCode, Multiplier, now_ms};
 
 use super::leases::{Lease, UserHold};
@@ -115,7 +116,7 @@ impl Admission {
         let key = match snapshot.key(req.key_id).await {
             Ok(k) => k,
             Err(Error::NotFound(_)) => {
-                return Err(Rejection::new(ErrorCode::InvalidApiKey, "Invalid API key").into());
+                return Err(Rejection::of(ErrorCode::InvalidApiKey).into());
             }
             Err(e) => return Err(Rejection::storage_unavailable(&e).into()),
         };
@@ -129,9 +130,7 @@ impl Admission {
             Some(gid) => match snapshot.group(gid).await {
                 Ok(g) if g.status == GroupStatus::Active => Some(g),
                 Ok(_) | Err(Error::NotFound(_)) => {
-                    return Err(
-                        Rejection::new(ErrorCode::GroupDisabled, "Group is disabled").into(),
-                    );
+                    return Err(Rejection::from(Refusal::GroupDisabled).into());
                 }
                 Err(e) => return Err(Rejection::storage_unavailable(&e).into()),
             },
@@ -191,10 +190,7 @@ impl Admission {
             .await
         {
             Ok(slot) => Ok((Arc::new(UserHold::new(user.id, slot, pending)), true)),
-            Err(_) => Err(Rejection::new(
-                ErrorCode::UserConcurrencyExceeded,
-                "Concurrency limit exceeded for user, please retry later",
-            )),
+            Err(_) => Err(Rejection::of(ErrorCode::UserConcurrencyExceeded)),
         }
     }
 

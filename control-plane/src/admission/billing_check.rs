@@ -1,13 +1,13 @@
 //! The billing re-check Admit runs after the user's wait (responses-flow.md §3.3): the
-//! balance or the subscription may have changed while the request queued.
+//! balance or the subscription may have changed while the request queued. The rule is the
+//! one the data plane applies before admission (`tollgate_shared::refusal::check_billing`);
+//! only the code differs, as the spec gives it for the re-check.
 
-use tollgate_shared::ErrorCode;
 use tollgate_shared::domain::{BillingMode, GroupKind, SubscriptionStatus};
+use tollgate_shared::refusal::{self, SubscriptionState, WindowUsage};
 
 use super::Rejection;
 use crate::model::{Group, Subscription, User};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// How the request will be charged, or why it may not run. `sub` is the user's active
 /// subscription to the key's group (looked up only for subscription groups).
@@ -17,77 +17,45 @@ pub fn check(
     sub: Option<&Subscription>,
     now_ms: i64,
 ) -> Result<BillingMode, Rejection> {
-    let Some(group) = group.filter(|g| g.kind == GroupKind::Subscription) else {
-        if user.balance_nanos <= 0 {
-            return Err(Rejection::new(
-                ErrorCode::BillingRejected,
-                "insufficient balance",
-            ));
-        }
-        return Ok(BillingMode::Balance);
-    };
-    let Some(sub) = sub.filter(|s| {
-        s.status == SubscriptionStatus::Active
-            && s.expires_at_ms > now_ms
-            && s.user_id == user.id
-            && s.group_id == group.id
-    }) else {
-        return Err(Rejection::new(
-            ErrorCode::BillingRejected,
-            "subscription is invalid or expired",
-        ));
-    };
-    if let Some(window) = over_limit(group, sub, now_ms) {
-        return Err(Rejection::new(
-            ErrorCode::BillingRejected,
-            format!("{window} usage limit exceeded"),
-        ));
-    }
-    Ok(BillingMode::Subscription)
+    let group = group.filter(|g| g.kind == GroupKind::Subscription);
+    let state = group.zip(sub).map(|(g, s)| subscription(user, g, s));
+    refusal::check_billing(group.is_some(), user.balance_nanos, state.as_ref(), now_ms)
+        .map_err(|r| Rejection::new(r.recheck_code(), r.message()))
 }
 
-/// The first window whose usage reached its limit. A limit counts when > 0; a window
-/// that has passed (or never started) counts as empty — the data plane's check agrees.
-pub fn over_limit(group: &Group, sub: &Subscription, now_ms: i64) -> Option<&'static str> {
-    let used = |usage: i64, start: Option<i64>, len: i64| match start {
-        Some(s) if now_ms.saturating_sub(s) < len => usage,
-        _ => 0,
+fn subscription(user: &User, g: &Group, s: &Subscription) -> SubscriptionState {
+    let window = |limit_nanos, usage_nanos, start_ms| WindowUsage {
+        limit_nanos,
+        usage_nanos,
+        start_ms,
     };
-    let windows = [
-        (
-            "daily",
-            group.daily_limit_nanos,
-            used(sub.daily_usage_nanos, sub.daily_window_start_ms, DAY_MS),
+    SubscriptionState {
+        active: s.status == SubscriptionStatus::Active
+            && s.user_id == user.id
+            && s.group_id == g.id,
+        expires_at_ms: s.expires_at_ms,
+        daily: window(
+            g.daily_limit_nanos,
+            s.daily_usage_nanos,
+            s.daily_window_start_ms,
         ),
-        (
-            "weekly",
-            group.weekly_limit_nanos,
-            used(
-                sub.weekly_usage_nanos,
-                sub.weekly_window_start_ms,
-                7 * DAY_MS,
-            ),
+        weekly: window(
+            g.weekly_limit_nanos,
+            s.weekly_usage_nanos,
+            s.weekly_window_start_ms,
         ),
-        (
-            "monthly",
-            group.monthly_limit_nanos,
-            used(
-                sub.monthly_usage_nanos,
-                sub.monthly_window_start_ms,
-                30 * DAY_MS,
-            ),
+        monthly: window(
+            g.monthly_limit_nanos,
+            s.monthly_usage_nanos,
+            s.monthly_window_start_ms,
         ),
-    ];
-    windows
-        .into_iter()
-        .find(|(_, limit, used)| *limit > 0 && *used >= *limit)
-        .map(|(name, _, _)| name)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use tollgate_shared::Multiplier;
     use tollgate_shared::domain::{GroupStatus, Platform, UserRole, UserStatus};
+    use tollgate_shared::{DAY_MS, ErrorCode, Multiplier};
 
     use super::*;
 

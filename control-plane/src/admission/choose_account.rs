@@ -113,7 +113,7 @@ impl Admission {
             return Ok((a, p));
         }
 
-        let no_account = || Rejection::new(ErrorCode::NoAvailableAccounts, "No available accounts");
+        let no_account = || Rejection::of(ErrorCode::NoAvailableAccounts);
         let target = select::wait_target(&candidates).ok_or_else(no_account)?;
         match inner
             .account_slots
@@ -167,7 +167,8 @@ fn usable_accounts(
         return Err(Rejection::new(
             ErrorCode::NoAvailableAccounts,
             format!(
-                "No available accounts{}",
+                "{}{}",
+                ErrorCode::NoAvailableAccounts.message(),
                 select::no_account_reason(&reasons, &req.model, group_id)
             ),
         ));

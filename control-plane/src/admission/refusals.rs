@@ -1,9 +1,13 @@
 //! What admission says when it refuses: the [`Rejection`] the data plane turns into a
 //! client response (`Rejection` on the wire), and the key and user checks Admit repeats
-//! from Authorize.
+//! from Authorize — from the rules and messages both planes share
+//! (`tollgate_shared::refusal`, the error-code table): a key, user or group the data
+//! plane's (possibly stale) cache let through is refused here with the code and message
+//! the data plane would have given.
 
 use tollgate_shared::ErrorCode;
-use tollgate_shared::domain::{KeyStatus, UserStatus};
+use tollgate_shared::domain::UserStatus;
+use tollgate_shared::refusal::{self, KeyState, Refusal};
 
 use super::admit::AdmitError;
 use crate::error::{Error, Result};
@@ -24,34 +28,34 @@ impl Rejection {
         }
     }
 
+    /// The code with its message from the error-code table.
+    pub fn of(code: ErrorCode) -> Self {
+        Self::new(code, code.message())
+    }
+
     pub(super) fn too_many_pending() -> Self {
-        Self::new(
-            ErrorCode::TooManyPending,
-            "Too many pending requests, please retry later",
-        )
+        Self::of(ErrorCode::TooManyPending)
     }
 
     pub(super) fn billing_unavailable(e: &Error) -> Self {
         tracing::error!(error = %e, "billing re-check failed");
-        Self::new(
-            ErrorCode::BillingUnavailable,
-            "Billing service temporarily unavailable. Please retry later.",
-        )
+        Self::of(ErrorCode::BillingUnavailable)
     }
 
     pub(super) fn storage_unavailable(e: &Error) -> Self {
         tracing::error!(error = %e, "admission storage read failed");
-        Self::new(
-            ErrorCode::Unavailable,
-            "Service temporarily unavailable, please retry later",
-        )
+        Self::of(ErrorCode::Unavailable)
     }
 
     pub(super) fn account_timeout() -> Self {
-        Self::new(
-            ErrorCode::AccountConcurrencyExceeded,
-            "Concurrency limit exceeded for account, please retry later",
-        )
+        Self::of(ErrorCode::AccountConcurrencyExceeded)
+    }
+}
+
+/// A refusal of the authorization checks (responses-flow.md §1).
+impl From<Refusal> for Rejection {
+    fn from(r: Refusal) -> Self {
+        Self::new(r.code(), r.message())
     }
 }
 
@@ -59,48 +63,19 @@ impl Rejection {
 pub(super) fn active_user(read: Result<User>) -> Result<User, AdmitError> {
     match read {
         Ok(u) if u.status == UserStatus::Active => Ok(u),
-        Ok(_) => Err(Rejection::new(ErrorCode::UserInactive, "User is not active").into()),
-        Err(Error::NotFound(_)) => {
-            Err(Rejection::new(ErrorCode::UserNotFound, "User not found").into())
-        }
+        Ok(_) => Err(Rejection::from(Refusal::UserInactive).into()),
+        Err(Error::NotFound(_)) => Err(Rejection::from(Refusal::UserNotFound).into()),
         Err(e) => Err(Rejection::storage_unavailable(&e).into()),
     }
 }
 
 /// The key checks Admit repeats from Authorize (the data plane's copy may be stale).
-pub(super) fn check_key(key: &ApiKey, now: i64) -> Result<(), Rejection> {
-    match key.status {
-        KeyStatus::Active => {}
-        KeyStatus::Disabled => {
-            return Err(Rejection::new(
-                ErrorCode::ApiKeyDisabled,
-                "API key is disabled",
-            ));
-        }
-        KeyStatus::QuotaExhausted => {
-            return Err(Rejection::new(
-                ErrorCode::ApiKeyQuotaExhausted,
-                "API key quota exhausted",
-            ));
-        }
-        KeyStatus::Expired => {
-            return Err(Rejection::new(
-                ErrorCode::ApiKeyExpired,
-                "API key has expired",
-            ));
-        }
-    }
-    if key.quota_nanos > 0 && key.quota_used_nanos >= key.quota_nanos {
-        return Err(Rejection::new(
-            ErrorCode::ApiKeyQuotaExhausted,
-            "API key quota exhausted",
-        ));
-    }
-    if key.expires_at_ms.is_some_and(|t| t <= now) {
-        return Err(Rejection::new(
-            ErrorCode::ApiKeyExpired,
-            "API key has expired",
-        ));
-    }
-    Ok(())
+pub(super) fn check_key(key: &ApiKey, now_ms: i64) -> Result<(), Rejection> {
+    let state = KeyState {
+        status: Some(key.status),
+        quota_nanos: key.quota_nanos,
+        quota_used_nanos: key.quota_used_nanos,
+        expires_at_ms: key.expires_at_ms,
+    };
+    refusal::check_key(&state, now_ms).map_err(Rejection::from)
 }

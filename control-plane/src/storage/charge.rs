@@ -19,16 +19,15 @@
 
 use sqlx::{AnyConnection, Row};
 use tollgate_shared::domain::{BillingMode, KeyStatus};
+use tollgate_shared::refusal::Window;
 
 use super::{Store, not_found};
 use crate::error::{Error, Result};
 use crate::model::UsageRecord;
 
-/// Keep in step with `usage.rs` (`USAGE_COLS`); the conformance suite reads charged rows
-/// back through `query_usage`, so a drift fails there.
-const DAY_MS: i64 = 86_400_000;
-const WEEK_MS: i64 = 7 * DAY_MS;
-const MONTH_MS: i64 = 30 * DAY_MS;
+const DAY_MS: i64 = Window::Daily.len_ms();
+const WEEK_MS: i64 = Window::Weekly.len_ms();
+const MONTH_MS: i64 = Window::Monthly.len_ms();
 
 /// What one charge did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use tollgate_shared::DAY_MS;
 use tollgate_shared::domain::{GroupKind, SubscriptionStatus};
 use tollgate_shared::now_ms;
 
@@ -15,8 +16,6 @@ const SUB_COLS: &str = "id, user_id, group_id, starts_at_ms, expires_at_ms, stat
                         daily_usage_nanos, weekly_usage_nanos, monthly_usage_nanos, \
                         daily_window_start_ms, weekly_window_start_ms, \
                         monthly_window_start_ms, notes, created_at_ms, updated_at_ms";
-
-const DAY_MS: i64 = 86_400_000;
 
 fn row_to_subscription(row: &AnyRow) -> Result<Subscription> {
     Ok(Subscription {

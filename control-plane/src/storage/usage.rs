@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use tollgate_shared::DAY_MS;
 
 use super::args::{Args, page_clause, page_limit, where_clause};
 use super::{Store, flag, multiplier, parse_stored};
@@ -69,8 +70,6 @@ const TOTALS_COLS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
      CAST(COALESCE(SUM(total_cost_nanos), 0) AS BIGINT) AS total_cost_nanos, \
      CAST(COALESCE(SUM(actual_cost_nanos), 0) AS BIGINT) AS actual_cost_nanos";
-
-const DAY_MS: i64 = 86_400_000;
 
 fn row_to_usage(row: &AnyRow) -> Result<UsageRecord> {
     Ok(UsageRecord {

@@ -9,7 +9,7 @@ use tonic::{Code, Response, Status};
 
 use crate::admin_support::{Client, Harness, Snapshot, assert_code};
 
-pub(crate) const DAY_MS: i64 = 86_400_000;
+pub(crate) use tollgate_shared::DAY_MS;
 pub(crate) const MISSING: i64 = 999_999;
 
 pub(crate) fn sha256_hex(s: &str) -> String {

@@ -10,7 +10,7 @@ use tollgate_control_plane::model::{
 use tollgate_shared::Multiplier;
 use tollgate_shared::domain::{BillingMode, GroupKind, Platform, UserRole};
 
-pub(crate) const DAY_MS: i64 = 86_400_000;
+pub(crate) use tollgate_shared::DAY_MS;
 
 pub(crate) fn new_user(email: &str) -> NewUser {
     NewUser {

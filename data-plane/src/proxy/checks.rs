@@ -1,131 +1,81 @@
 //! The spec's authorization checks, in its order, each with its status and code
-//! (responses-flow.md §1). Pure: the cached `KeyInfo`, the client IP and the time in.
+//! (responses-flow.md §1). The rules themselves are `tollgate_shared::refusal`, which the
+//! control plane's Admit applies too; this file runs them in order on the cached
+//! `KeyInfo`, the client IP and the time.
 
 use std::net::IpAddr;
 
-use tollgate_shared::ErrorCode;
-use tollgate_shared::domain::KeyStatus;
+use tollgate_shared::refusal::{self, KeyState, Refusal, SubscriptionState, WindowUsage};
 
-use super::auth_info::{KeyInfo, SubscriptionInfo};
+use super::auth_info::{GroupInfo, KeyInfo, SubscriptionInfo};
 use super::errors::ClientError;
-
-const DAY_MS: i64 = 24 * 3_600_000;
 
 /// `Ok(())` when the key may be used by this client now.
 pub fn check(key: &KeyInfo, client_ip: IpAddr, now_ms: i64) -> Result<(), ClientError> {
-    let err = |code, msg: &str| Err(ClientError::new(code, msg));
-    match key.status {
-        Some(KeyStatus::Active | KeyStatus::QuotaExhausted | KeyStatus::Expired) => {}
-        Some(KeyStatus::Disabled) | None => {
-            return err(ErrorCode::ApiKeyDisabled, "API key is disabled");
-        }
-    }
-    if key.status == Some(KeyStatus::QuotaExhausted)
-        || (key.quota_nanos > 0 && key.quota_used_nanos >= key.quota_nanos)
-    {
-        return err(ErrorCode::ApiKeyQuotaExhausted, "API key quota exhausted");
-    }
-    if key.status == Some(KeyStatus::Expired) || key.expires_at_ms.is_some_and(|t| t <= now_ms) {
-        return err(ErrorCode::ApiKeyExpired, "API key has expired");
-    }
-    let ip = canonical(client_ip);
-    if key.ip_deny.iter().any(|n| n.contains(&ip))
-        || (!key.ip_allow.is_empty() && !key.ip_allow.iter().any(|n| n.contains(&ip)))
-    {
-        return err(
-            ErrorCode::AccessDenied,
-            "Access denied: client IP is not allowed for this API key",
-        );
-    }
-    let Some(user) = &key.user else {
-        return err(ErrorCode::UserNotFound, "User not found");
-    };
+    refusal(key, client_ip, now_ms).map_err(ClientError::from)
+}
+
+/// The first check the key fails: key, IP rules, user, group, then billing.
+pub fn refusal(key: &KeyInfo, client_ip: IpAddr, now_ms: i64) -> Result<(), Refusal> {
+    refusal::check_key(
+        &KeyState {
+            status: key.status,
+            quota_nanos: key.quota_nanos,
+            quota_used_nanos: key.quota_used_nanos,
+            expires_at_ms: key.expires_at_ms,
+        },
+        now_ms,
+    )?;
+    refusal::check_ip(&key.ip_allow, &key.ip_deny, client_ip)?;
+    let user = key.user.as_ref().ok_or(Refusal::UserNotFound)?;
     if !user.active {
-        return err(ErrorCode::UserInactive, "User is not active");
+        return Err(Refusal::UserInactive);
     }
     if key.group_missing || key.group.as_ref().is_some_and(|g| !g.active) {
-        return err(ErrorCode::GroupDisabled, "Group is disabled");
+        return Err(Refusal::GroupDisabled);
     }
-    match &key.group {
-        Some(g) if g.subscription => {
-            let Some(sub) = key
-                .subscription
-                .as_ref()
-                .filter(|s| s.active && s.expires_at_ms > now_ms)
-            else {
-                return err(
-                    ErrorCode::SubscriptionNotFound,
-                    "No active subscription for this group",
-                );
-            };
-            if let Some(msg) = over_limit(
-                sub,
-                g.daily_limit_nanos,
-                g.weekly_limit_nanos,
-                g.monthly_limit_nanos,
-                now_ms,
-            ) {
-                return err(ErrorCode::UsageLimitExceeded, msg);
-            }
-        }
-        _ => {
-            if user.balance_nanos <= 0 {
-                return err(ErrorCode::InsufficientBalance, "Insufficient balance");
-            }
-        }
-    }
+    let group = key.group.as_ref().filter(|g| g.subscription);
+    let sub = group
+        .zip(key.subscription.as_ref())
+        .map(|(g, s)| subscription(g, s));
+    refusal::check_billing(group.is_some(), user.balance_nanos, sub.as_ref(), now_ms)?;
     Ok(())
 }
 
-/// The first subscription window whose usage reached its limit (a limit counts when > 0;
-/// a window that has passed counts as empty).
-pub fn over_limit(
-    sub: &SubscriptionInfo,
-    daily: i64,
-    weekly: i64,
-    monthly: i64,
-    now_ms: i64,
-) -> Option<&'static str> {
-    let used = |usage: i64, start: Option<i64>, len: i64| match start {
-        Some(s) if now_ms - s < len => usage,
-        _ => 0,
+fn subscription(g: &GroupInfo, s: &SubscriptionInfo) -> SubscriptionState {
+    let window = |limit_nanos, usage_nanos, start_ms| WindowUsage {
+        limit_nanos,
+        usage_nanos,
+        start_ms,
     };
-    if daily > 0 && used(sub.daily_usage_nanos, sub.daily_window_start_ms, DAY_MS) >= daily {
-        return Some("daily usage limit exceeded");
-    }
-    if weekly > 0
-        && used(
-            sub.weekly_usage_nanos,
-            sub.weekly_window_start_ms,
-            7 * DAY_MS,
-        ) >= weekly
-    {
-        return Some("weekly usage limit exceeded");
-    }
-    if monthly > 0
-        && used(
-            sub.monthly_usage_nanos,
-            sub.monthly_window_start_ms,
-            30 * DAY_MS,
-        ) >= monthly
-    {
-        return Some("monthly usage limit exceeded");
-    }
-    None
-}
-
-/// IPv4-mapped IPv6 peers (`::ffff:1.2.3.4`, from dual-stack sockets) are matched as IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+    SubscriptionState {
+        active: s.active,
+        expires_at_ms: s.expires_at_ms,
+        daily: window(
+            g.daily_limit_nanos,
+            s.daily_usage_nanos,
+            s.daily_window_start_ms,
+        ),
+        weekly: window(
+            g.weekly_limit_nanos,
+            s.weekly_usage_nanos,
+            s.weekly_window_start_ms,
+        ),
+        monthly: window(
+            g.monthly_limit_nanos,
+            s.monthly_usage_nanos,
+            s.monthly_window_start_ms,
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::auth_info::{GroupInfo, UserInfo, parse_net};
+    use tollgate_shared::domain::KeyStatus;
+    use tollgate_shared::{DAY_MS, ErrorCode};
+
+    use crate::proxy::auth_info::{UserInfo, parse_net};
 
     fn key() -> KeyInfo {
         KeyInfo {
@@ -186,41 +136,6 @@ mod tests {
         assert_eq!(code(&k, "11.0.0.1"), Some(ErrorCode::AccessDenied));
         k.ip_deny = vec![parse_net("10.9.9.9").unwrap()];
         assert_eq!(code(&k, "10.9.9.9"), Some(ErrorCode::AccessDenied));
-    }
-
-    #[test]
-    fn each_subscription_window_has_its_own_limit() {
-        let now = 100 * DAY_MS;
-        let sub = |d: i64, w: i64, m: i64| SubscriptionInfo {
-            active: true,
-            expires_at_ms: now + DAY_MS,
-            daily_usage_nanos: d,
-            weekly_usage_nanos: w,
-            monthly_usage_nanos: m,
-            daily_window_start_ms: Some(now - 1),
-            weekly_window_start_ms: Some(now - 1),
-            monthly_window_start_ms: Some(now - 1),
-        };
-        assert_eq!(
-            over_limit(&sub(10, 10, 10), 10, 20, 30, now),
-            Some("daily usage limit exceeded")
-        );
-        assert_eq!(
-            over_limit(&sub(5, 20, 10), 10, 20, 30, now),
-            Some("weekly usage limit exceeded")
-        );
-        assert_eq!(
-            over_limit(&sub(5, 5, 30), 10, 20, 30, now),
-            Some("monthly usage limit exceeded")
-        );
-        assert_eq!(over_limit(&sub(5, 5, 5), 10, 20, 30, now), None);
-        // A limit of 0 means none.
-        assert_eq!(over_limit(&sub(99, 99, 99), 0, 0, 0, now), None);
-        // Passed windows count as empty: 7 days for weekly, 30 for monthly.
-        let mut s = sub(0, 20, 30);
-        s.weekly_window_start_ms = Some(now - 7 * DAY_MS);
-        s.monthly_window_start_ms = Some(now - 30 * DAY_MS);
-        assert_eq!(over_limit(&s, 10, 20, 30, now), None);
     }
 
     #[test]

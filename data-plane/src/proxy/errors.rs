@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tollgate_shared::ErrorCode;
+use tollgate_shared::refusal::Refusal;
 
 use crate::http_server::Body;
 
@@ -28,6 +29,11 @@ impl ClientError {
             status: None,
             error_object: None,
         }
+    }
+
+    /// The code with its message from the error-code table.
+    pub fn of(code: ErrorCode) -> Self {
+        Self::new(code, code.message())
     }
 
     pub fn status(&self) -> StatusCode {
@@ -61,6 +67,13 @@ impl ClientError {
     /// The SSE form, for errors after the stream has started.
     pub fn sse_event(&self) -> Bytes {
         Bytes::from(format!("event: error\ndata: {}\n\n", self.body_json()))
+    }
+}
+
+/// A refusal of the authorization checks (responses-flow.md §1), as the client sees it.
+impl From<Refusal> for ClientError {
+    fn from(r: Refusal) -> Self {
+        Self::new(r.code(), r.message())
     }
 }
 

@@ -16,10 +16,7 @@ pub fn api_key(query: Option<&str>, headers: &HeaderMap) -> Result<String, Clien
     if let Some(q) = query {
         let in_query = url_query_names(q).any(|name| name == "key" || name == "api_key");
         if in_query {
-            return Err(ClientError::new(
-                ErrorCode::ApiKeyInQuery,
-                "API keys in the query string are not supported; send them in the Authorization header",
-            ));
+            return Err(ClientError::of(ErrorCode::ApiKeyInQuery));
         }
     }
     let header = |name: &str| {
@@ -41,10 +38,7 @@ pub fn api_key(query: Option<&str>, headers: &HeaderMap) -> Result<String, Clien
             return Ok(v.to_owned());
         }
     }
-    Err(ClientError::new(
-        ErrorCode::ApiKeyRequired,
-        "API key is required (Authorization: Bearer <key>)",
-    ))
+    Err(ClientError::of(ErrorCode::ApiKeyRequired))
 }
 
 fn url_query_names(q: &str) -> impl Iterator<Item = &str> {
@@ -60,7 +54,7 @@ pub fn key_hash(key: &str) -> String {
 /// The client IP: the socket peer, unless the peer is a trusted proxy, in which case the
 /// right-most untrusted address of `X-Forwarded-For` (or `X-Real-IP`) is used.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let peer_ip = super::checks::canonical(peer.ip());
+    let peer_ip = tollgate_shared::refusal::canonical(peer.ip());
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer_ip) {
         return peer_ip;
@@ -69,7 +63,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
         let hops: Vec<IpAddr> = xff
             .split(',')
             .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .map(super::checks::canonical)
+            .map(tollgate_shared::refusal::canonical)
             .collect();
         if let Some(ip) = hops.iter().rev().find(|ip| !is_trusted(ip)) {
             return *ip;
@@ -82,7 +76,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
         .get("x-real-ip")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<IpAddr>().ok())
-        .map_or(peer_ip, super::checks::canonical)
+        .map_or(peer_ip, tollgate_shared::refusal::canonical)
 }
 
 #[cfg(test)]

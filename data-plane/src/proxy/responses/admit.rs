@@ -65,10 +65,7 @@ impl Flow {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admit call failed");
-                Err(ClientError::new(
-                    ErrorCode::BillingUnavailable,
-                    "Billing service temporarily unavailable. Please retry later.",
-                ))
+                Err(ClientError::of(ErrorCode::BillingUnavailable))
             }
         }
     }
@@ -80,9 +77,6 @@ impl Flow {
     /// the meantime. Nobody reads the answer, but it is the spec's.
     fn abandon(&self, ctx: &Ctx) -> ClientError {
         self.leases.abandon(&ctx.request_id);
-        ClientError::new(
-            ErrorCode::UserConcurrencyExceeded,
-            "Concurrency limit exceeded for user, please retry later",
-        )
+        ClientError::of(ErrorCode::UserConcurrencyExceeded)
     }
 }

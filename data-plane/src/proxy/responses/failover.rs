@@ -150,13 +150,8 @@ impl StreamFault {
                 ErrorCode::UpstreamFailed,
                 "Upstream stream ended unexpectedly",
             ),
-            Self::IdleTimeout => {
-                ClientError::new(ErrorCode::StreamTimeout, "Upstream stream timed out")
-            }
-            Self::LineTooLong => ClientError::new(
-                ErrorCode::ResponseTooLarge,
-                "Upstream response line too large",
-            ),
+            Self::IdleTimeout => ClientError::of(ErrorCode::StreamTimeout),
+            Self::LineTooLong => ClientError::of(ErrorCode::ResponseTooLarge),
         }
     }
 }
@@ -167,30 +162,15 @@ pub fn exhausted(last: Option<&UpstreamFailure>) -> ClientError {
         Some(Source::Status(s)) => Some(s.as_u16()),
         _ => None,
     };
-    let (code, msg) = match status {
-        Some(401) => (
-            ErrorCode::UpstreamAuthFailed,
-            "Upstream authentication failed, please contact administrator",
-        ),
-        Some(403) => (
-            ErrorCode::UpstreamForbidden,
-            "Upstream access forbidden, please contact administrator",
-        ),
-        Some(429) => (
-            ErrorCode::UpstreamRateLimited,
-            "Upstream rate limit exceeded, please retry later",
-        ),
-        Some(529) => (
-            ErrorCode::UpstreamOverloaded,
-            "Upstream service overloaded, please retry later",
-        ),
-        Some(500 | 502 | 503 | 504) => (
-            ErrorCode::UpstreamUnavailable,
-            "Upstream service temporarily unavailable",
-        ),
-        _ => (ErrorCode::UpstreamFailed, "Upstream request failed"),
+    let code = match status {
+        Some(401) => ErrorCode::UpstreamAuthFailed,
+        Some(403) => ErrorCode::UpstreamForbidden,
+        Some(429) => ErrorCode::UpstreamRateLimited,
+        Some(529) => ErrorCode::UpstreamOverloaded,
+        Some(500 | 502 | 503 | 504) => ErrorCode::UpstreamUnavailable,
+        _ => ErrorCode::UpstreamFailed,
     };
-    ClientError::new(code, msg)
+    ClientError::of(code)
 }
 
 #[cfg(test)]

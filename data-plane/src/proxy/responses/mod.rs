@@ -123,10 +123,7 @@ impl Flow {
         let info = match self.cache.lookup(&extract::key_hash(&key)).await {
             Ok(Some(info)) => info,
             Ok(None) => {
-                return Err(ClientError::new(
-                    ErrorCode::InvalidApiKey,
-                    "Invalid API key",
-                ));
+                return Err(ClientError::of(ErrorCode::InvalidApiKey));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "authorize call failed");

@@ -244,7 +244,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::{Cli, Command};
 
     fn update(args: &[&str]) -> pb::UpdateKeyRequest {
         let cli =

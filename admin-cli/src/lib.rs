@@ -24,6 +24,7 @@ mod values;
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -44,6 +45,22 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Subscription(cmd) => subscriptions::run(&mut client, cmd, &mut out).await,
         Command::Price(cmd) => prices::run(&mut client, cmd, &mut out).await,
         Command::Usage(cmd) => usage::run(&mut client, cmd, &mut out).await,
+    }
+}
+
+/// The binary's whole life: parses the process arguments (and `TOLLGATE_ADMIN_*` from the
+/// environment), runs the command to stdout and reports an error on stderr. A closed stdout
+/// (`tollgate-admin … | head`) is not an error.
+pub async fn main_from_env() -> ExitCode {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    match run(cli, &mut stdout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

@@ -315,7 +315,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::{Cli, Command};
 
     fn parse(args: &[&str]) -> AccountCmd {
         let cli = Cli::try_parse_from(["tollgate-admin", "account"].iter().chain(args)).unwrap();

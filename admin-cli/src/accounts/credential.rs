@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tollgate_shared::proto::admin::v1 as pb;
 
-use crate::cli::{CliError, values};
+use crate::{CliError, values};
 
 #[derive(Debug, Args)]
 pub struct CredentialArgs {

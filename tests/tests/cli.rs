@@ -1,7 +1,8 @@
 //! `tollgate-admin` against a real control plane on `127.0.0.1:0`: an operator's tour
 //! through users, groups, accounts, keys, subscriptions, prices and usage, run in-process
 //! through `cli::main_with`, plus the built binary for exit codes and environment
-//! variables.
+//! variables (`tollgate-admin-under-test`: the CLI's own `main.rs`, built by this crate,
+//! see `tests/Cargo.toml`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tollgate_control_plane::cli;
+use tollgate_admin as cli;
 
 const TOKEN: &str = "cli-test-admin-token-0123456789abcdef";
 const UPSTREAM_SECRET: &str = "sk-upstream-secret-never-printed";
@@ -589,7 +590,7 @@ async fn binary_reads_environment_and_exits_with_codes() {
     let run = |args: Vec<&'static str>, env: Vec<(&'static str, String)>| {
         let cwd = dir.path().to_owned();
         tokio::task::spawn_blocking(move || {
-            let out = Command::new(env!("CARGO_BIN_EXE_tollgate-admin"))
+            let out = Command::new(env!("CARGO_BIN_EXE_tollgate-admin-under-test"))
                 .args(args)
                 .current_dir(cwd)
                 .env_remove("TOLLGATE_ADMIN_TOKEN")

@@ -13,10 +13,10 @@ use std::io::BufRead;
 use clap::Args;
 use tollgate_shared::proto::admin::v1 as pb;
 
-use crate::cli::CliError;
-use crate::cli::connect::AdminApi;
-use crate::cli::render::{Out, Record};
-use crate::cli::values;
+use crate::CliError;
+use crate::connect::AdminApi;
+use crate::render::{Out, Record};
+use crate::values;
 
 #[derive(Debug, Args)]
 pub struct OAuthUrl {
@@ -134,7 +134,7 @@ mod tests {
 
     use super::super::AccountCmd;
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::{Cli, Command};
 
     fn parse(args: &[&str]) -> AccountCmd {
         let cli = Cli::try_parse_from(["tollgate-admin", "account"].iter().chain(args)).unwrap();

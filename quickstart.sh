@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-command start on the embedded default: builds Tollgate, starts a control plane on
 # SQLite (data under $TOLLGATE_DATA_DIR, default ./.tollgate) and one data plane on
-# localhost, prints the admin token, the proxy URL and the next steps, and runs until
-# Ctrl-C (both processes then drain and stop). No Postgres, no etcd.
+# localhost, talking mutual TLS with a development CA the control plane generates; prints
+# the admin token, the proxy URL and the next steps, and runs until Ctrl-C (both processes
+# then drain and stop). No Postgres, no etcd, no certificate work by hand.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -49,9 +50,12 @@ echo "==> starting control plane on $CP_ADDR (SQLite in $DATA_DIR)"
 "$BIN/tollgate-control-plane" --listen "$CP_ADDR" --data-dir "$DATA_DIR" >"$DATA_DIR/control-plane.log" 2>&1 &
 pids+=($!)
 
-# The admin token file appears once the control plane has resolved its configuration.
-for _ in $(seq 1 100); do [ -s "$DATA_DIR/admin-token" ] && break; sleep 0.1; done
-if [ ! -s "$DATA_DIR/admin-token" ]; then
+# The admin token and the development PKI (a local CA, the control plane's server
+# certificate and the data plane's client certificate, in $DATA_DIR/tls) appear once the
+# control plane has resolved its configuration; later starts reuse them.
+TLS_DIR=$DATA_DIR/tls
+for _ in $(seq 1 100); do [ -s "$DATA_DIR/admin-token" ] && [ -s "$TLS_DIR/data-plane.key" ] && break; sleep 0.1; done
+if [ ! -s "$DATA_DIR/admin-token" ] || [ ! -s "$TLS_DIR/data-plane.key" ]; then
   echo "control plane did not start; see $DATA_DIR/control-plane.log" >&2
   tail -20 "$DATA_DIR/control-plane.log" >&2
   exit 1
@@ -59,7 +63,9 @@ fi
 
 echo "==> starting data plane on $DP_ADDR (health on $DP_ADMIN_ADDR)"
 "$BIN/tollgate-data-plane" --listen "$DP_ADDR" --admin-listen "$DP_ADMIN_ADDR" \
-  --control-plane-url "http://$CP_ADDR" >"$DATA_DIR/data-plane.log" 2>&1 &
+  --control-plane-url "https://$CP_ADDR" --control-plane-ca "$TLS_DIR/ca.crt" \
+  --client-cert "$TLS_DIR/data-plane.crt" --client-key "$TLS_DIR/data-plane.key" \
+  >"$DATA_DIR/data-plane.log" 2>&1 &
 pids+=($!)
 if ! wait_http "http://$DP_ADMIN_ADDR/readyz" 30; then
   echo "data plane not ready; see $DATA_DIR/data-plane.log" >&2
@@ -68,16 +74,18 @@ if ! wait_http "http://$DP_ADMIN_ADDR/readyz" 30; then
 fi
 
 TOKEN_FILE=$(cd "$DATA_DIR" && pwd)/admin-token
+CA_FILE=$(cd "$TLS_DIR" && pwd)/ca.crt
 cat <<MSG
 
 Tollgate is running.
   proxy (OpenAI base URL):  http://$DP_ADDR/v1
-  control plane (gRPC):     http://$CP_ADDR
+  control plane (gRPC):     https://$CP_ADDR (mutual TLS with the data plane)
   admin token:              $TOKEN_FILE
+  development CA:           $CA_FILE
   logs:                     $DATA_DIR/control-plane.log, $DATA_DIR/data-plane.log
 
 Next steps (another terminal, in this directory):
-  export TOLLGATE_ADMIN_ENDPOINT=http://$CP_ADDR TOLLGATE_ADMIN_TOKEN_FILE=$TOKEN_FILE
+  export TOLLGATE_ADMIN_ENDPOINT=https://$CP_ADDR TOLLGATE_ADMIN_TOKEN_FILE=$TOKEN_FILE TOLLGATE_ADMIN_CA_CERT=$CA_FILE
   $BIN/tollgate-admin user create --email you@example.com --balance 10
   $BIN/tollgate-admin group create --name default
   $BIN/tollgate-admin account create --name main --api-key "\$OPENAI_API_KEY" --group 1

@@ -9,7 +9,7 @@ use tollgate_shared::proto::admin::v1 as pb;
 use super::{accounts, groups, keys, prices, subscriptions, tokens, usage, users};
 
 /// Default Admin API endpoint (the control plane's default listen address).
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7600";
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7600";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +50,11 @@ pub struct ConnectArgs {
     /// File whose first line is the admin token.
     #[arg(long, global = true, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// PEM CA that issued the control plane's certificate (https endpoints). Default:
+    /// `.tollgate/tls/ca.crt` (the development CA) if it exists.
+    #[arg(long, global = true, env = "TOLLGATE_ADMIN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,8 @@ use super::{CliError, ConnectArgs};
 
 /// Where a locally run control plane writes its generated admin token.
 pub const DEFAULT_TOKEN_FILE: &str = ".tollgate/admin-token";
+/// Where a locally run control plane writes its development CA.
+pub const DEFAULT_CA_FILE: &str = ".tollgate/tls/ca.crt";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,24 +41,41 @@ pub fn client(args: &ConnectArgs) -> Result<AdminApi, CliError> {
     })?;
     header.set_sensitive(true);
     let endpoint = endpoint(&args.endpoint)?;
-    Ok(AdminClient::with_interceptor(
-        endpoint.connect_lazy(),
-        Bearer(header),
-    ))
+    let channel = if endpoint.uri().scheme_str() == Some("https") {
+        let url = tollgate_shared::tls::TlsConnector::endpoint_url(&endpoint.uri().to_string());
+        self::endpoint(&url)?.connect_with_connector_lazy(tls_connector(args)?)
+    } else {
+        endpoint.connect_lazy()
+    };
+    Ok(AdminClient::with_interceptor(channel, Bearer(header)))
 }
 
+/// TLS trusting `--ca-cert` (else the development CA file); no client certificate: the
+/// Admin API authenticates operators by token.
+fn tls_connector(args: &ConnectArgs) -> Result<tollgate_shared::tls::TlsConnector, CliError> {
+    let ca = match &args.ca_cert {
+        Some(p) => p.clone(),
+        None if Path::new(DEFAULT_CA_FILE).is_file() => DEFAULT_CA_FILE.into(),
+        None => {
+            return Err(CliError::Usage(format!(
+                "--endpoint {}: pass --ca-cert (or TOLLGATE_ADMIN_CA_CERT) with the CA of the control plane's certificate, or run where {DEFAULT_CA_FILE} exists",
+                args.endpoint
+            )));
+        }
+    };
+    let config = tollgate_shared::tls::client::reloading_client_config(ca, None)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(tollgate_shared::tls::TlsConnector::new(config))
+}
+
+/// A bare `host:port` means https: control planes serve TLS unless run in plaintext.
 fn endpoint(raw: &str) -> Result<Endpoint, CliError> {
     let raw = raw.trim();
     let url = if raw.contains("://") {
         raw.to_owned()
     } else {
-        format!("http://{raw}")
+        format!("https://{raw}")
     };
-    if url.starts_with("https://") {
-        return Err(CliError::Usage(format!(
-            "--endpoint {raw}: TLS is not supported by this build; use http:// (e.g. through a port-forward)"
-        )));
-    }
     Endpoint::from_shared(url)
         .map(|e| e.connect_timeout(CONNECT_TIMEOUT).timeout(CALL_TIMEOUT))
         .map_err(|e| CliError::Usage(format!("invalid --endpoint '{raw}': {e}")))
@@ -107,6 +126,7 @@ mod tests {
             endpoint: super::super::args::DEFAULT_ENDPOINT.into(),
             token: token.map(Into::into),
             token_file: file.map(Into::into),
+            ca_cert: None,
         }
     }
 
@@ -136,11 +156,13 @@ mod tests {
     #[test]
     fn endpoints() {
         assert!(endpoint("http://127.0.0.1:7600").is_ok());
-        assert!(endpoint("127.0.0.1:7600").is_ok());
-        assert!(matches!(
-            endpoint("https://cp.example.com"),
-            Err(CliError::Usage(_))
-        ));
+        let bare = endpoint("127.0.0.1:7600").unwrap();
+        assert_eq!(
+            bare.uri().scheme_str(),
+            Some("https"),
+            "bare address means TLS"
+        );
+        assert!(endpoint("https://cp.example.com").is_ok());
         assert!(matches!(endpoint("http://"), Err(CliError::Usage(_))));
     }
 }

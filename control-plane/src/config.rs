@@ -75,6 +75,40 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_ENCRYPTION_KEY_FILE")]
     pub encryption_key_file: Option<PathBuf>,
 
+    /// PEM certificate chain the gRPC port serves (with --tls-key and --tls-client-ca;
+    /// cert-manager's `tls.crt`). Reloaded when the file changes. Required in
+    /// production; in development a local CA and certificates are generated in the
+    /// data dir (`tls/`) when unset.
+    #[arg(long, env = "TOLLGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (cert-manager's `tls.key`).
+    #[arg(long, env = "TOLLGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle that issues data-plane client certificates (cert-manager's
+    /// `ca.crt`); only its certificates may call the Gateway service.
+    #[arg(long, env = "TOLLGATE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for rotation.
+    #[arg(
+        long,
+        env = "TOLLGATE_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub tls_reload_interval_ms: u64,
+
+    /// Optional plaintext port serving only gRPC health (for Kubernetes gRPC probes,
+    /// which cannot speak TLS), e.g. 0.0.0.0:7601.
+    #[arg(long, env = "TOLLGATE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Serve gRPC without TLS (development only, refused in production): any peer can
+    /// then call Gateway and receive upstream credentials in leases.
+    #[arg(long, env = "TOLLGATE_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+
     /// Allow `http://` account base URLs (default: https only).
     #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_UPSTREAMS")]
     pub allow_insecure_upstreams: bool,
@@ -235,7 +269,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: defaults everywhere, given data dir.
+    /// A configuration for tests and embedding: defaults everywhere, given data dir,
+    /// plaintext gRPC (set the `tls_*` files, or clear `insecure_plaintext` for the
+    /// generated development PKI, to serve TLS).
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -247,6 +283,12 @@ impl Config {
             admin_cert_scopes: crate::admin::CertScopes::default(),
             encryption_key: None,
             encryption_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval_ms: 10_000,
+            insecure_plaintext: true,
+            health_listen: None,
             allow_insecure_upstreams: false,
             allow_private_upstreams: false,
             upstream_host_allowlist: Vec::new(),
@@ -324,6 +366,7 @@ impl Config {
             SecretBox::generate_key_b64,
         )?;
         let secrets = SecretBox::from_base64(&key_text)?;
+        let tls = crate::tls::resolve(self)?;
         let database_url = match &self.database_url {
             Some(u) => u.clone(),
             None => {
@@ -340,6 +383,7 @@ impl Config {
             admin_token,
             secrets,
             database_url,
+            tls,
         })
     }
 
@@ -427,6 +471,7 @@ pub struct Resolved {
     pub admin_token: String,
     pub secrets: SecretBox,
     pub database_url: String,
+    pub tls: crate::tls::TlsSetup,
 }
 
 fn read_secret_file(path: &Path) -> Result<String> {
@@ -482,9 +527,11 @@ mod tests {
         // A bare `tollgate-control-plane`, the environment ignored.
         let flags = parse_flags(&["tollgate-control-plane"]).unwrap();
         let mut embedded = Config::for_data_dir(&flags.data_dir);
-        // Only the listen address differs on purpose: tests and embedders take an
-        // ephemeral port.
+        // Only the listen address and plaintext differ on purpose: tests and embedders
+        // take an ephemeral port, and serve TLS when given files (or asked to generate).
         embedded.listen = flags.listen;
+        assert!(embedded.insecure_plaintext && !flags.insecure_plaintext);
+        embedded.insecure_plaintext = flags.insecure_plaintext;
         assert_eq!(format!("{embedded:?}"), format!("{flags:?}"));
     }
 

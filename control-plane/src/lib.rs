@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod model;
 pub mod oauth;
 pub mod storage;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,6 @@ use tollgate_shared::proto::{
     gateway::v1::gateway_server::GatewayServer,
 };
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -58,9 +58,11 @@ pub async fn serve_on(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let resolved = config.resolve()?;
+    let mut transport = tls::Transport::new(&resolved.tls, listener)?;
+    transport.bind_health_port(config.health_listen).await?;
     let store = Store::connect(&resolved.database_url, resolved.secrets.clone()).await?;
     let invalidations = Invalidations::new();
-    let addr: SocketAddr = listener
+    let addr: SocketAddr = transport
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
 
@@ -86,16 +88,18 @@ pub async fn serve_on(
     let grpc_health = grpc_health_service().await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
-    tracing::info!(%addr, dialect = ?store.dialect(), "control plane serving");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = Server::builder()
+    tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
+    let health_port = Server::builder().add_service(grpc_health.clone());
+    let router = Server::builder()
         .add_service(grpc_health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(GatewayServer::new(gateway))
-        .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-        .await;
+        .add_service(GatewayServer::with_interceptor(
+            gateway,
+            transport.gateway_guard(),
+        ))
+        .add_service(admin);
+    let result = transport.serve(router, health_port, shutdown.clone()).await;
     // Background engines and session tasks stop with the server.
     shutdown.cancel();
     tasks.close();

@@ -1,6 +1,7 @@
 //! Data-plane configuration: flags with environment-variable fallbacks, validated at start.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -42,13 +43,41 @@ pub struct Config {
     )]
     pub admin_listen: SocketAddr,
 
-    /// Control-plane gRPC endpoint.
+    /// Control-plane gRPC endpoint: `https://` (mutual TLS), or `http://` only with
+    /// --allow-plaintext-control-plane.
     #[arg(
         long,
         env = "TOLLGATE_CONTROL_PLANE_URL",
-        default_value = "http://127.0.0.1:7600"
+        default_value = "https://127.0.0.1:7600"
     )]
     pub control_plane_url: String,
+
+    /// PEM CA bundle that issued the control plane's server certificate (cert-manager's
+    /// `ca.crt`; development: `<control-plane data dir>/tls/ca.crt`).
+    #[arg(long, env = "TOLLGATE_CONTROL_PLANE_CA")]
+    pub control_plane_ca: Option<PathBuf>,
+
+    /// PEM client certificate proving this process is a data plane (issued by the CA the
+    /// control plane's --tls-client-ca names; cert-manager's `tls.crt`). Reloaded on change.
+    #[arg(long, env = "TOLLGATE_DP_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert (cert-manager's `tls.key`).
+    #[arg(long, env = "TOLLGATE_DP_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+
+    /// Accept an `http://` control-plane URL: leases carrying upstream credentials then
+    /// cross the network in clear text.
+    #[arg(long, env = "TOLLGATE_ALLOW_PLAINTEXT_CONTROL_PLANE")]
+    pub allow_plaintext_control_plane: bool,
+
+    /// How often the TLS files are checked for rotation.
+    #[arg(
+        long,
+        env = "TOLLGATE_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub tls_reload_interval_ms: u64,
 
     /// Stable id of this process for the control plane (default: hostname + random).
     #[arg(long, env = "TOLLGATE_DATA_PLANE_ID")]
@@ -178,6 +207,11 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             control_plane_url: url.into(),
+            control_plane_ca: None,
+            client_cert: None,
+            client_key: None,
+            allow_plaintext_control_plane: false,
+            tls_reload_interval_ms: 10_000,
             data_plane_id: None,
             drain_timeout_secs: defaults::DRAIN_TIMEOUT_SECS,
             usage_memory_cap: defaults::USAGE_MEMORY_CAP,
@@ -194,6 +228,7 @@ impl Config {
                 "TOLLGATE_CONTROL_PLANE_URL must start with http:// or https://, got {u:?}"
             )));
         }
+        crate::control::tls::check(self)?;
         let f = &self.flow;
         if !(5..=30).contains(&f.ping_interval_secs) {
             return Err(Error::Config(
@@ -296,6 +331,12 @@ mod tests {
         embedded.listen = flags.listen;
         embedded.admin_listen = flags.admin_listen;
         assert_eq!(format!("{embedded:?}"), format!("{flags:?}"));
+        // The default URL is https: valid once the TLS files are named.
+        let e = embedded.validate().unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_DP_CLIENT_CERT"), "{e}");
+        embedded.control_plane_ca = Some("ca.crt".into());
+        embedded.client_cert = Some("tls.crt".into());
+        embedded.client_key = Some("tls.key".into());
         embedded.validate().unwrap();
     }
 }

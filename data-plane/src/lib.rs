@@ -69,8 +69,12 @@ pub async fn serve_on(
 ) -> Result<()> {
     config.validate()?;
     let metrics = Arc::new(Metrics::new());
+    let tls = control::tls::client_tls(&config)?;
     let control = ControlClient::new(
-        control::channel(&config.control_plane_url)?,
+        control::channel(
+            &config.control_plane_url,
+            tls.clone().map(tollgate_shared::tls::TlsConnector::new),
+        )?,
         metrics.clone(),
     );
     let settings = Settings::from_config(&config.flow)?;
@@ -94,6 +98,9 @@ pub async fn serve_on(
         spill_path: config.usage_spill_path(&data_plane_id),
         flush_deadline: config.drain_timeout(),
     };
+    if let Some(tls) = tls {
+        tasks.spawn(tls.watch(config.tls_reload_interval(), background.clone()));
+    }
     tasks.spawn(control::session::run(
         control.raw(),
         data_plane_id,

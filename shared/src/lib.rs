@@ -10,6 +10,7 @@ pub mod refusal;
 pub mod served_model;
 pub mod signal;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{CodedError, ErrorCode, ErrorType};
 pub use money::Multiplier;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_control_plane::Config;
 use tollgate_control_plane::storage::Store;
+use tollgate_control_plane::tls::dev::{DevPaths, DevPki};
 use tollgate_shared::proto::admin::v1::admin_client::AdminClient;
 use tollgate_shared::proto::gateway::v1::gateway_client::GatewayClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -59,10 +60,57 @@ pub fn admin_client(url: &str) -> Admin {
 }
 
 fn lazy_channel(url: &str) -> Channel {
-    Endpoint::from_shared(url.to_owned())
+    channel(url, None)
+}
+
+/// One development PKI per test process (generation costs a few milliseconds): every
+/// system-test control plane serves its server certificate and every data plane presents
+/// its data-plane certificate, so the whole system is exercised over mutual TLS.
+pub fn test_pki() -> &'static DevPki {
+    static PKI: std::sync::OnceLock<DevPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| DevPki::generate(&[]).unwrap())
+}
+
+/// A channel to `url` (connects on first use): TLS trusting the test CA when
+/// `https://`, presenting `identity` (PEM certificate and key) if given.
+pub fn channel(url: &str, identity: Option<(&str, &str)>) -> Channel {
+    channel_trusting(url, &test_pki().ca_cert, identity)
+}
+
+/// [`channel`] trusting the CA `ca_pem` instead of the test CA.
+pub fn channel_trusting(url: &str, ca_pem: &str, identity: Option<(&str, &str)>) -> Channel {
+    let endpoint = Endpoint::from_shared(tollgate_shared::tls::TlsConnector::endpoint_url(url))
         .unwrap()
-        .timeout(Duration::from_secs(20))
-        .connect_lazy()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20));
+    if !url.starts_with("https://") {
+        return endpoint.connect_lazy();
+    }
+    let config = tollgate_shared::tls::client_config(
+        ca_pem.as_bytes(),
+        identity.map(|(c, k)| (c.as_bytes(), k.as_bytes())),
+    )
+    .unwrap();
+    endpoint.connect_with_connector_lazy(tollgate_shared::tls::TlsConnector::new(
+        tollgate_shared::tls::Reloading::fixed(config),
+    ))
+}
+
+/// Points a data-plane config without client TLS files at the test PKI (written into
+/// `dir`), when its control-plane URL is `https://`.
+fn with_test_client_tls(config: &mut tollgate_data_plane::Config, dir: &std::path::Path) {
+    if !config.control_plane_url.starts_with("https://") || config.client_cert.is_some() {
+        return;
+    }
+    let pki = test_pki();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    config.control_plane_ca = Some(write("ca.crt", &pki.ca_cert));
+    config.client_cert = Some(write("tls.crt", &pki.data_plane_cert));
+    config.client_key = Some(write("tls.key", &pki.data_plane_key));
 }
 
 /// The configuration every test control plane starts from: defaults, its data dir and
@@ -74,14 +122,22 @@ pub fn base_config(data_dir: &std::path::Path) -> Config {
     config
 }
 
-/// System-test defaults: fast heartbeats, short lease grace, loopback upstreams allowed
-/// (the fake upstream is plain HTTP on 127.0.0.1).
+/// System-test defaults: mutual TLS with the test PKI (written into the data dir), fast
+/// heartbeats, short lease grace, loopback upstreams allowed (the fake upstream is plain
+/// HTTP on 127.0.0.1).
 pub fn control_plane_config(data_dir: &std::path::Path) -> Config {
     let mut config = base_config(data_dir);
     config.lease_grace_ms = 2_000;
     config.heartbeat_interval_ms = 200;
     config.allow_insecure_upstreams = true;
     config.allow_private_upstreams = true;
+    let tls = data_dir.join("test-tls");
+    test_pki().write(&tls).unwrap();
+    let paths = DevPaths::in_dir(&tls);
+    config.tls_cert = Some(paths.server_cert);
+    config.tls_key = Some(paths.server_key);
+    config.tls_client_ca = Some(paths.ca_cert);
+    config.insecure_plaintext = false;
     config
 }
 
@@ -178,9 +234,10 @@ impl ControlPlane {
     /// Health says SERVING once the store is migrated and the services are up.
     async fn wait_serving(&self) {
         use tonic_health::pb::health_check_response::ServingStatus;
-        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
+            // A fresh channel each time: a development CA appears only once it started.
+            let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel());
             let req = tonic_health::pb::HealthCheckRequest::default();
             if let Ok(r) = health.check(req).await
                 && r.get_ref().status == ServingStatus::Serving as i32
@@ -200,17 +257,33 @@ impl ControlPlane {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.config.insecure_plaintext {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// A channel to it (connects on first use).
+    /// A channel to it (connects on first use), anonymous at TLS.
     pub fn channel(&self) -> Channel {
-        lazy_channel(&self.url())
+        channel_trusting(&self.url(), &self.ca_pem(), None)
+    }
+
+    /// The CA its clients trust: the file of its client CA (test set-ups issue server and
+    /// data-plane certificates from one CA), the generated development CA, else the
+    /// test CA.
+    fn ca_pem(&self) -> String {
+        let path = match &self.config.tls_client_ca {
+            Some(p) => p.clone(),
+            None => self.home.data_dir().join("tls").join("ca.crt"),
+        };
+        std::fs::read_to_string(path).unwrap_or_else(|_| test_pki().ca_cert.clone())
     }
 
     /// The Admin API with the admin token.
     pub fn admin(&self) -> Admin {
-        admin_client(&self.url())
+        AdminClient::with_interceptor(self.channel(), Bearer::admin())
     }
 
     /// The Admin API sending `authorization: <header>` (or no header).
@@ -218,9 +291,11 @@ impl ControlPlane {
         AdminClient::with_interceptor(self.channel(), Bearer::header(header))
     }
 
-    /// The Gateway API, as a data plane calls it.
+    /// The Gateway API, as a data plane calls it (with the data-plane certificate).
     pub fn gateway(&self) -> GatewayClient<Channel> {
-        GatewayClient::new(self.channel())
+        let pki = test_pki();
+        let identity = (pki.data_plane_cert.as_str(), pki.data_plane_key.as_str());
+        GatewayClient::new(channel(&self.url(), Some(identity)))
     }
 
     /// The database URL it uses (the embedded SQLite's when it has no test database).
@@ -270,6 +345,7 @@ impl Drop for ControlPlane {
 pub struct DataPlane {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    _tls_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     handle: JoinHandle<tollgate_data_plane::Result<()>>,
 }
@@ -282,7 +358,9 @@ impl DataPlane {
         .await
     }
 
-    pub async fn start_with(config: tollgate_data_plane::Config) -> Self {
+    pub async fn start_with(mut config: tollgate_data_plane::Config) -> Self {
+        let tls_dir = tempfile::tempdir().unwrap();
+        with_test_client_tls(&mut config, tls_dir.path());
         let listeners = tollgate_data_plane::Listeners::bind(&config).await.unwrap();
         let proxy_addr = listeners.proxy_addr().unwrap();
         let admin_addr = listeners.admin_addr().unwrap();
@@ -296,6 +374,7 @@ impl DataPlane {
         Self {
             proxy_addr,
             admin_addr,
+            _tls_dir: tls_dir,
             shutdown,
             handle,
         }
@@ -350,13 +429,16 @@ impl DataPlane {
 pub struct IsolatedDataPlane {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    _tls_dir: tempfile::TempDir,
     kill: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl IsolatedDataPlane {
     pub fn start(control_plane_url: &str) -> Self {
-        let config = tollgate_data_plane::Config::for_control_plane(control_plane_url);
+        let mut config = tollgate_data_plane::Config::for_control_plane(control_plane_url);
+        let tls_dir = tempfile::tempdir().unwrap();
+        with_test_client_tls(&mut config, tls_dir.path());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -383,6 +465,7 @@ impl IsolatedDataPlane {
         Self {
             proxy_addr,
             admin_addr,
+            _tls_dir: tls_dir,
             kill: Some(kill_tx),
             thread: Some(thread),
         }

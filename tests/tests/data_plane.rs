@@ -36,6 +36,8 @@ impl Stage {
         let up = FakeUpstream::start().await;
         let cp = FakeControlPlane::start(&up.responses_url()).await;
         let mut config = tollgate_data_plane::Config::for_control_plane(cp.url());
+        // The scripted control plane speaks plaintext (mTLS is covered by tests/tls.rs).
+        config.allow_plaintext_control_plane = true;
         configure(&mut config);
         let dp = DataPlane::start_with(config).await;
         let stage = Self {

@@ -75,11 +75,7 @@ async fn data_plane_is_not_ready_without_control_plane_and_reattaches() {
 #[tokio::test]
 async fn control_plane_serves_grpc_health() {
     let cp = ControlPlane::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(cp.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = cp.channel();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ["", "tollgate.admin.v1.Admin", "tollgate.gateway.v1.Gateway"] {
         let r = health

@@ -32,7 +32,11 @@ struct Session {
 
 impl Session {
     async fn open(cp_url: &str) -> Self {
-        let mut client = GatewayClient::connect(cp_url.to_owned()).await.unwrap();
+        // As a data plane: with the data-plane certificate over mutual TLS.
+        let pki = tollgate_tests::cluster::test_pki();
+        let identity = (pki.data_plane_cert.as_str(), pki.data_plane_key.as_str());
+        let mut client =
+            GatewayClient::new(tollgate_tests::cluster::channel(cp_url, Some(identity)));
         let attach = pb::SessionUp {
             msg: Some(pb::session_up::Msg::Attach(pb::Attach {
                 data_plane_id: format!("refusals-{}", uuid::Uuid::new_v4().simple()),

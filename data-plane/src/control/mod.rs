@@ -7,6 +7,7 @@ mod convert;
 pub mod domain;
 pub mod leases;
 pub mod session;
+pub mod tls;
 pub mod usage;
 mod usage_queue;
 mod usage_spill;
@@ -22,15 +23,26 @@ use crate::metrics::{CallLabels, Metrics};
 use domain::{Admission, AdmitRequest, Authorization, Outcome, UsageAck, UsageReport};
 
 /// A lazily connecting channel: the data plane starts (and answers health) even while
-/// the control plane is down, and reconnects by itself.
-pub fn channel(url: &str) -> Result<GatewayClient<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+/// the control plane is down, and reconnects by itself. With `tls`, every connection is
+/// mutual TLS with the certificates current at connect time.
+pub fn channel(
+    url: &str,
+    tls: Option<tollgate_shared::tls::TlsConnector>,
+) -> Result<GatewayClient<Channel>> {
+    let url = match tls {
+        Some(_) => tollgate_shared::tls::TlsConnector::endpoint_url(url),
+        None => url.to_owned(),
+    };
+    let endpoint = Endpoint::from_shared(url)
         .map_err(|e| Error::Config(format!("bad control-plane URL: {e}")))?
         .connect_timeout(std::time::Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    Ok(GatewayClient::new(endpoint.connect_lazy()))
+    Ok(GatewayClient::new(match tls {
+        Some(connector) => endpoint.connect_with_connector_lazy(connector),
+        None => endpoint.connect_lazy(),
+    }))
 }
 
 /// The Gateway client with per-method call counting.

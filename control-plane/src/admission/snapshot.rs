@@ -1,7 +1,7 @@
 //! The admission snapshot: an in-memory read-through cache of what Admit reads from
 //! storage — keys, users and groups by id, a group's accounts (credentials decrypted,
-//! memberships included) and, for strict pricing, the price table — so that an
-//! uncontended Admit touches no storage.
+//! memberships included) and the price table (unpriced models are refused at
+//! admission) — so that an uncontended Admit touches no storage.
 //!
 //! It never serves a change's old state once the call that made the change returned:
 //! - The control plane is the only writer, and every write to these rows publishes on

@@ -22,6 +22,7 @@ pub mod fake_proxy;
 pub mod fake_upstream;
 pub mod fixture;
 pub mod sse;
+pub mod stage;
 
 pub use db::{Backend, TestDb};
 

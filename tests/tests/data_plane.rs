@@ -10,66 +10,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tollgate_shared::proto::gateway::v1 as pb;
-use tollgate_tests::cluster::DataPlane;
 use tollgate_tests::fake_control_plane::{
-    ACCOUNT_ID, AdmitScript, BEARER, FakeControlPlane, UsageScript, api_key_account,
+    ACCOUNT_ID, AdmitScript, BEARER, UsageScript, api_key_account,
 };
-use tollgate_tests::fake_upstream::{FakeUpstream, Script, refused_url};
+use tollgate_tests::fake_upstream::{Script, refused_url};
 use tollgate_tests::sse::{Sse, parse_sse};
+use tollgate_tests::stage::Stage;
 
 const WAIT: Duration = Duration::from_secs(10);
-const KEY: &str = "sk-client-key-for-the-fake";
-
-struct Stage {
-    cp: FakeControlPlane,
-    up: FakeUpstream,
-    dp: DataPlane,
-    http: reqwest::Client,
-}
-
-impl Stage {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(configure: impl FnOnce(&mut tollgate_data_plane::Config)) -> Self {
-        let up = FakeUpstream::start().await;
-        let cp = FakeControlPlane::start(&up.responses_url()).await;
-        let mut config = tollgate_data_plane::Config::for_control_plane(cp.url());
-        // The scripted control plane speaks plaintext (mTLS is covered by tests/tls.rs).
-        config.allow_plaintext_control_plane = true;
-        configure(&mut config);
-        let dp = DataPlane::start_with(config).await;
-        let stage = Self {
-            cp,
-            up,
-            dp,
-            http: reqwest::Client::new(),
-        };
-        tollgate_tests::eventually("data plane attached", WAIT, || async {
-            stage.dp.admin_status("/readyz").await == 200
-        })
-        .await;
-        stage
-    }
-
-    async fn post(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/responses", self.dp.proxy_url()))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// A non-streaming request: (status, body JSON).
-    async fn ask(&self) -> (u16, Value) {
-        let r = self.post(json!({"model": "gpt-5.1", "input": "hi"})).await;
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap())
-    }
-}
 
 #[tokio::test]
 async fn admit_refusals_reach_the_client_with_their_status_and_message() {

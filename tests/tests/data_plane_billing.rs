@@ -11,64 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tollgate_tests::cluster::DataPlane;
-use tollgate_tests::fake_control_plane::{FakeControlPlane, Poison};
-use tollgate_tests::fake_upstream::{FakeUpstream, Script, Usage};
+use tollgate_tests::fake_control_plane::Poison;
+use tollgate_tests::fake_upstream::{Script, Usage};
+use tollgate_tests::stage::Stage;
 
 const WAIT: Duration = Duration::from_secs(30);
-const KEY: &str = "sk-client-key-for-the-fake";
-
-struct Stage {
-    cp: FakeControlPlane,
-    up: FakeUpstream,
-    dp: DataPlane,
-    http: reqwest::Client,
-}
-
-impl Stage {
-    async fn start_with(configure: impl FnOnce(&mut tollgate_data_plane::Config)) -> Self {
-        let up = FakeUpstream::start().await;
-        let cp = FakeControlPlane::start(&up.responses_url()).await;
-        Self::on(cp, up, configure).await
-    }
-
-    async fn on(
-        cp: FakeControlPlane,
-        up: FakeUpstream,
-        configure: impl FnOnce(&mut tollgate_data_plane::Config),
-    ) -> Self {
-        let mut config = tollgate_data_plane::Config::for_control_plane(cp.url());
-        // The scripted control plane speaks plaintext (mTLS is covered by tests/tls.rs).
-        config.allow_plaintext_control_plane = true;
-        configure(&mut config);
-        let dp = DataPlane::start_with(config).await;
-        let stage = Self {
-            cp,
-            up,
-            dp,
-            http: reqwest::Client::new(),
-        };
-        tollgate_tests::eventually("data plane attached", WAIT, || async {
-            stage.dp.admin_status("/readyz").await == 200
-        })
-        .await;
-        stage
-    }
-
-    async fn post(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/responses", self.dp.proxy_url()))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        self.dp.metric(&format!("{name} ")).await
-    }
-}
 
 #[tokio::test]
 async fn a_bad_model_name_is_refused_at_the_edge_before_admission() {

@@ -146,6 +146,11 @@ pub struct FlowConfig {
     )]
     pub upstream_connect_timeout_ms: u64,
 
+    /// Connect to upstreams on loopback / private / link-local / metadata addresses
+    /// (checked at connection time, after DNS; default: refused).
+    #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_UPSTREAMS")]
+    pub allow_private_upstreams: bool,
+
     /// File overriding the bundled default instructions for non-Codex clients.
     #[arg(long, env = "TOLLGATE_DEFAULT_INSTRUCTIONS_FILE")]
     pub default_instructions_file: Option<std::path::PathBuf>,
@@ -190,6 +195,7 @@ impl Default for FlowConfig {
             stream_line_limit_bytes: defaults::STREAM_LINE_LIMIT_BYTES,
             max_account_switches: defaults::MAX_ACCOUNT_SWITCHES,
             upstream_connect_timeout_ms: defaults::UPSTREAM_CONNECT_TIMEOUT_MS,
+            allow_private_upstreams: false,
             default_instructions_file: None,
             default_codex_model: defaults::DEFAULT_CODEX_MODEL.into(),
             default_originator: defaults::DEFAULT_ORIGINATOR.into(),

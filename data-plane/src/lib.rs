@@ -133,9 +133,10 @@ pub async fn serve_on(
         control,
         session: state_rx.clone(),
         settings,
-        upstream: UpstreamPool::new(std::time::Duration::from_millis(
-            config.flow.upstream_connect_timeout_ms,
-        )),
+        upstream: UpstreamPool::new(
+            std::time::Duration::from_millis(config.flow.upstream_connect_timeout_ms),
+            config.flow.allow_private_upstreams,
+        ),
         leases,
         usage,
         tasks: request_tasks.clone(),

@@ -358,7 +358,14 @@ impl DataPlane {
         .await
     }
 
+    /// `config` with private upstreams allowed: the fake upstream is on 127.0.0.1.
     pub async fn start_with(mut config: tollgate_data_plane::Config) -> Self {
+        config.flow.allow_private_upstreams = true;
+        Self::start_exact(config).await
+    }
+
+    /// `config` as given (the outbound address rule as the config says).
+    pub async fn start_exact(mut config: tollgate_data_plane::Config) -> Self {
         let tls_dir = tempfile::tempdir().unwrap();
         with_test_client_tls(&mut config, tls_dir.path());
         let listeners = tollgate_data_plane::Listeners::bind(&config).await.unwrap();
@@ -437,6 +444,7 @@ pub struct IsolatedDataPlane {
 impl IsolatedDataPlane {
     pub fn start(control_plane_url: &str) -> Self {
         let mut config = tollgate_data_plane::Config::for_control_plane(control_plane_url);
+        config.flow.allow_private_upstreams = true;
         let tls_dir = tempfile::tempdir().unwrap();
         with_test_client_tls(&mut config, tls_dir.path());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

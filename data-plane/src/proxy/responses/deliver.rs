@@ -450,13 +450,26 @@ async fn read_prefix(resp: reqwest::Response, limit: usize) -> Bytes {
     Bytes::from(out)
 }
 
+/// What a client is told when the upstream refused its request without an OpenAI-shaped
+/// error body.
+const UNREADABLE_REJECTION: &str = "The upstream rejected the request without an error description";
+
 /// The upstream's 4xx with its own OpenAI error body (re-serialized: only the error
 /// fields, never anything else the upstream sent).
+/// A body that is not an OpenAI-shaped error (an HTML page from a load balancer, plain
+/// text) is never shown: it gets a fixed message instead.
 fn pass_through(failure: &UpstreamFailure) -> ClientError {
-    let (raw, message) = (&failure.body, failure.message.as_str());
-    let upstream_error = serde_json::from_slice::<Value>(raw)
+    let upstream_error = serde_json::from_slice::<Value>(&failure.body)
         .ok()
         .and_then(|v| v.get("error").cloned());
+    let message = match upstream_error
+        .as_ref()
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+    {
+        Some(_) => failure.message.as_str(),
+        None => UNREADABLE_REJECTION,
+    };
     let mut obj = serde_json::Map::new();
     let field = |k: &str| {
         upstream_error

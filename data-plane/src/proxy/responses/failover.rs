@@ -55,6 +55,8 @@ pub struct UpstreamFailure {
     pub headers: HashMap<String, String>,
     /// A prefix of the failed answer's body.
     pub body: Bytes,
+    /// The outbound address rule refused the connection (the client is told so).
+    pub refused: bool,
 }
 
 impl UpstreamFailure {
@@ -66,6 +68,16 @@ impl UpstreamFailure {
             message: message.into(),
             headers: HashMap::new(),
             body: Bytes::new(),
+            refused: false,
+        }
+    }
+
+    /// The account's upstream address is loopback/private/link-local and such
+    /// addresses are not allowed: a connect failure of that account.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self {
+            refused: true,
+            ..Self::connect(message)
         }
     }
 
@@ -87,6 +99,7 @@ impl UpstreamFailure {
             message,
             headers,
             body,
+            refused: false,
         }
     }
 
@@ -103,6 +116,7 @@ impl UpstreamFailure {
             message: message.to_owned(),
             headers: HashMap::new(),
             body: Bytes::new(),
+            refused: false,
         }
     }
 
@@ -158,6 +172,12 @@ impl StreamFault {
 
 /// What the client sees when the switches ran out, by the last failure.
 pub fn exhausted(last: Option<&UpstreamFailure>) -> ClientError {
+    if last.is_some_and(|f| f.refused) {
+        return ClientError::new(
+            ErrorCode::UpstreamFailed,
+            "Upstream address refused: the account's upstream resolves to a private address",
+        );
+    }
     let status = match last.map(|f| f.source) {
         Some(Source::Status(s)) => Some(s.as_u16()),
         _ => None,

@@ -10,6 +10,7 @@ mod admit;
 mod deliver;
 pub mod downstream;
 pub mod failover;
+pub mod outbound;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};

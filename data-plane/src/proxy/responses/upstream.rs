@@ -8,19 +8,23 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use super::failover::UpstreamFailure;
+use super::outbound::{self, AddressRefused, GuardedResolver};
 use crate::control::domain::AccountLease;
 
 #[derive(Clone)]
 pub struct UpstreamPool {
     clients: Arc<Mutex<HashMap<(i64, String), reqwest::Client>>>,
     connect_timeout: Duration,
+    /// `TOLLGATE_ALLOW_PRIVATE_UPSTREAMS`: skip the outbound address rule.
+    allow_private: bool,
 }
 
 impl UpstreamPool {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, allow_private: bool) -> Self {
         Self {
             clients: Arc::default(),
             connect_timeout,
+            allow_private,
         }
     }
 
@@ -40,8 +44,15 @@ impl UpstreamPool {
             // Never follow redirects with a bearer credential attached.
             .redirect(reqwest::redirect::Policy::none());
         b = if proxy_url.is_empty() {
-            b.no_proxy()
+            let b = b.no_proxy();
+            if self.allow_private {
+                b
+            } else {
+                b.dns_resolver(Arc::new(GuardedResolver))
+            }
         } else {
+            // Through a proxy the resolver would only see the proxy's host (operator
+            // configured, often private); the upstream name is resolved by the proxy.
             // The message never includes the URL: it may carry credentials.
             b.proxy(
                 reqwest::Proxy::all(proxy_url)
@@ -63,6 +74,11 @@ impl UpstreamPool {
         headers: HeaderMap,
         body: Vec<u8>,
     ) -> Result<reqwest::Response, UpstreamFailure> {
+        if !self.allow_private
+            && let Some(refused) = outbound::literal_refusal(&account.upstream_url)
+        {
+            return Err(refused_failure(account.account_id, &refused));
+        }
         let client = self
             .client(account.account_id, account.proxy_url.expose())
             .map_err(UpstreamFailure::connect)?;
@@ -78,7 +94,10 @@ impl UpstreamPool {
         let resp = req
             .send()
             .await
-            .map_err(|e| UpstreamFailure::connect(format!("upstream connection failed: {e}")))?;
+            .map_err(|e| match outbound::refusal_in(&e) {
+                Some(refused) => refused_failure(account.account_id, refused),
+                None => UpstreamFailure::connect(format!("upstream connection failed: {e}")),
+            })?;
         // An `http://` upstream through an HTTP proxy gets the proxy's refusal as a
         // response (an `https://` one gets it as a CONNECT error): a failure to reach the
         // upstream, never an answer to pass through to the client.
@@ -89,6 +108,12 @@ impl UpstreamPool {
         }
         Ok(resp)
     }
+}
+
+/// A connect failure of the account, logged once with the reason operators act on.
+fn refused_failure(account_id: i64, refused: &AddressRefused) -> UpstreamFailure {
+    tracing::warn!(account_id, reason = %refused, "upstream connection refused by the outbound address rule");
+    UpstreamFailure::refused(format!("upstream connection refused: {refused}"))
 }
 
 /// Health-relevant response headers for the outcome report (lower-case names).

@@ -234,3 +234,46 @@ async fn place_is_given_back(addr: &SocketAddr) {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_oversized_request_head_gets_431() {
+    let gw = Gateway::start_with(Options {
+        data_plane: |c| c.edge.max_header_bytes = 16 << 10,
+        ..Options::default()
+    })
+    .await;
+    let b = gw.basic().await;
+    let r = gw
+        .http
+        .post(gw.responses_url(0))
+        .bearer_auth(&b.key)
+        .header("x-padding", "a".repeat(32 << 10))
+        .json(&json!({"model": "gpt-5.1", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    // Counted when the connection ends, which may be just after the client read the 431.
+    tollgate_tests::eventually(
+        "header_too_large counted",
+        Duration::from_secs(5),
+        || async {
+            gw.dp(0)
+                .metric("tollgate_connections_closed_by_limit_total{reason=\"header_too_large\"}")
+                .await
+                == 1.0
+        },
+    )
+    .await;
+    // A head within the limit is served.
+    let r = gw
+        .http
+        .post(gw.responses_url(0))
+        .bearer_auth(&b.key)
+        .header("x-padding", "a".repeat(8 << 10))
+        .json(&json!({"model": "gpt-5.1", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -182,11 +182,16 @@ async fn slowloris_and_bad_key_flood_do_not_hurt_other_clients() {
         "{} still open",
         closed.iter().filter(|c| !**c).count()
     );
-    assert!(
-        dp.metric("tollgate_connections_closed_by_limit_total{reason=\"header_timeout\"}")
-            .await
-            >= SLOWLORIS as f64
-    );
+    tollgate_tests::eventually(
+        "header timeouts counted",
+        Duration::from_secs(5),
+        || async {
+            dp.metric("tollgate_connections_closed_by_limit_total{reason=\"header_timeout\"}")
+                .await
+                >= SLOWLORIS as f64
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

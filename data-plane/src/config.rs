@@ -22,6 +22,15 @@ mod defaults {
     pub const AUTH_CACHE_CAPACITY: u64 = 100_000;
     pub const DEFAULT_CODEX_MODEL: &str = "gpt-5.1-codex";
     pub const DEFAULT_ORIGINATOR: &str = "codex_cli_rs";
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const MAX_HEADER_BYTES: usize = 64 << 10;
+    pub const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
+    pub const H2_MAX_PENDING_RESET_STREAMS: usize = 20;
+    pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1_024;
+    pub const MAX_CONNECTIONS: usize = 20_000;
+    pub const MAX_CONNECTIONS_PER_IP: usize = 512;
+    pub const INVALID_KEY_BURST: u32 = 20;
+    pub const INVALID_KEYS_PER_MINUTE: u32 = 30;
 }
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -105,6 +114,73 @@ pub struct Config {
 
     #[command(flatten)]
     pub flow: FlowConfig,
+
+    #[command(flatten)]
+    pub edge: EdgeConfig,
+}
+
+/// Limits against abusive clients at the edge: slow or huge headers, connection floods,
+/// HTTP/2 stream and reset floods, invalid-key guessing.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeConfig {
+    /// An HTTP/1 request head not complete within this long closes the connection
+    /// (slowloris), milliseconds.
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT_MS", default_value_t = defaults::HEADER_READ_TIMEOUT_MS)]
+    pub header_read_timeout_ms: u64,
+
+    /// Largest request head (HTTP/1 read buffer, HTTP/2 header list), bytes; larger
+    /// heads get 431 (HTTP/1) or a stream reset (HTTP/2).
+    #[arg(long, env = "TOLLGATE_MAX_HEADER_BYTES", default_value_t = defaults::MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(long, env = "TOLLGATE_H2_MAX_CONCURRENT_STREAMS", default_value_t = defaults::H2_MAX_CONCURRENT_STREAMS)]
+    pub h2_max_concurrent_streams: u32,
+
+    /// HTTP/2 streams reset by the client before being accepted, per connection, beyond
+    /// which the connection is closed (rapid-reset flood).
+    #[arg(long, env = "TOLLGATE_H2_MAX_PENDING_RESET_STREAMS", default_value_t = defaults::H2_MAX_PENDING_RESET_STREAMS)]
+    pub h2_max_pending_reset_streams: usize,
+
+    /// HTTP/2 streams the server may reset for protocol errors on one connection before
+    /// closing it.
+    #[arg(long, env = "TOLLGATE_H2_MAX_LOCAL_ERROR_RESETS", default_value_t = defaults::H2_MAX_LOCAL_ERROR_RESETS)]
+    pub h2_max_local_error_resets: usize,
+
+    /// Client connections open at once; new ones beyond are closed at accept.
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Client connections open at once from one socket peer address; new ones beyond are
+    /// closed at accept. Peers in TOLLGATE_TRUSTED_PROXIES are exempt (they carry many
+    /// clients).
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS_PER_IP", default_value_t = defaults::MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+
+    /// Invalid API keys one client IP may send in a burst before getting 429 with
+    /// Retry-After (without the key being looked up).
+    #[arg(long, env = "TOLLGATE_INVALID_KEY_BURST", default_value_t = defaults::INVALID_KEY_BURST)]
+    pub invalid_key_burst: u32,
+
+    /// Sustained rate of invalid API keys allowed per client IP, per minute.
+    #[arg(long, env = "TOLLGATE_INVALID_KEYS_PER_MINUTE", default_value_t = defaults::INVALID_KEYS_PER_MINUTE)]
+    pub invalid_keys_per_minute: u32,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: defaults::HEADER_READ_TIMEOUT_MS,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
+            h2_max_pending_reset_streams: defaults::H2_MAX_PENDING_RESET_STREAMS,
+            h2_max_local_error_resets: defaults::H2_MAX_LOCAL_ERROR_RESETS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
+            invalid_key_burst: defaults::INVALID_KEY_BURST,
+            invalid_keys_per_minute: defaults::INVALID_KEYS_PER_MINUTE,
+        }
+    }
 }
 
 /// Settings of the Responses flow (responses-flow.md; defaults are the spec's).
@@ -224,6 +300,7 @@ impl Config {
             usage_spill_path: None,
             log_json: false,
             flow: FlowConfig::default(),
+            edge: EdgeConfig::default(),
         }
     }
 
@@ -262,6 +339,30 @@ impl Config {
                     "TOLLGATE_TRUSTED_PROXIES: {p:?} is not an IP or CIDR"
                 )));
             }
+        }
+        let e = &self.edge;
+        if e.header_read_timeout_ms == 0 {
+            return Err(Error::Config(
+                "TOLLGATE_HEADER_READ_TIMEOUT_MS must be positive".into(),
+            ));
+        }
+        if e.max_header_bytes < 8_192 {
+            return Err(Error::Config(
+                "TOLLGATE_MAX_HEADER_BYTES must be at least 8192".into(),
+            ));
+        }
+        if e.h2_max_concurrent_streams == 0
+            || e.max_connections == 0
+            || e.max_connections_per_ip == 0
+        {
+            return Err(Error::Config(
+                "TOLLGATE_H2_MAX_CONCURRENT_STREAMS, TOLLGATE_MAX_CONNECTIONS and TOLLGATE_MAX_CONNECTIONS_PER_IP must be at least 1".into(),
+            ));
+        }
+        if e.invalid_key_burst == 0 || e.invalid_keys_per_minute == 0 {
+            return Err(Error::Config(
+                "TOLLGATE_INVALID_KEY_BURST and TOLLGATE_INVALID_KEYS_PER_MINUTE must be at least 1".into(),
+            ));
         }
         if self.usage_memory_cap == 0 {
             return Err(Error::Config(

@@ -5,6 +5,7 @@
 //! flags, installs logging and waits for a signal.
 
 pub mod config;
+pub mod conn_limits;
 pub mod control;
 pub mod error;
 pub mod health;
@@ -139,6 +140,11 @@ pub async fn serve_on(
         ),
         leases,
         usage,
+        throttle: proxy::throttle::InvalidKeyThrottle::new(
+            config.edge.invalid_key_burst,
+            config.edge.invalid_keys_per_minute,
+        ),
+        metrics: metrics.clone(),
         tasks: request_tasks.clone(),
     });
 
@@ -157,6 +163,7 @@ pub async fn serve_on(
         background.clone(),
         config.drain_timeout(),
         "admin",
+        http_server::Limits::from_config(&config.edge),
     );
     let proxy = stack::proxy(
         proxy::Proxy::new(flow),
@@ -169,6 +176,21 @@ pub async fn serve_on(
         shutdown.clone(),
         config.drain_timeout(),
         "proxy",
+        http_server::Limits {
+            caps: Some(conn_limits::ConnectionCaps::new(
+                config.edge.max_connections,
+                config.edge.max_connections_per_ip,
+                config
+                    .flow
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|p| proxy::auth_info::parse_net(p))
+                    .collect(),
+                metrics.clone(),
+            )),
+            metrics: Some(metrics.clone()),
+            ..http_server::Limits::from_config(&config.edge)
+        },
     );
     tasks.spawn(admin_server);
     proxy_server.await;

@@ -18,6 +18,47 @@ pub struct CallLabels {
     pub method: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Edge abuse limits (http_server.rs, proxy/throttle.rs).
+#[derive(Default)]
+pub struct EdgeMetrics {
+    pub connections_open: Gauge,
+    /// Connections closed at accept: `total` or `per_ip` cap.
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    /// Connections ended by a limit: `header_timeout`, `header_too_large`.
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    pub invalid_keys_throttled: Counter,
+}
+
+impl EdgeMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "connections_open",
+            "Client connections open on the proxy port",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections closed at accept by a cap (total or per IP)",
+            self.connections_refused.clone(),
+        );
+        r.register(
+            "connections_closed_by_limit",
+            "Client connections ended by a header limit (read timeout or size)",
+            self.connections_closed.clone(),
+        );
+        r.register(
+            "invalid_keys_throttled",
+            "Requests refused with 429 because their IP sent too many invalid API keys",
+            self.invalid_keys_throttled.clone(),
+        );
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub session_attached: Gauge,
@@ -26,6 +67,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub control_plane_calls: Family<CallLabels, Counter>,
     pub usage: UsageMetrics,
+    pub edge: EdgeMetrics,
 }
 
 /// The usage queue (control/usage.rs): how much is waiting, where, for how long.
@@ -142,7 +184,10 @@ impl Metrics {
         );
         let usage = UsageMetrics::default();
         usage.register(&mut registry);
+        let edge = EdgeMetrics::default();
+        edge.register(&mut registry);
         Self {
+            edge,
             registry,
             usage,
             session_attached,

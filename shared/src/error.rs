@@ -95,6 +95,7 @@ error_codes! {
     GroupDisabled => ("group_disabled", Some("GROUP_DISABLED"), StatusCode::FORBIDDEN, Permission, PermissionDenied, "Group is disabled"),
     SubscriptionNotFound => ("subscription_not_found", Some("SUBSCRIPTION_NOT_FOUND"), StatusCode::FORBIDDEN, Permission, PermissionDenied, "subscription is invalid or expired"),
     UsageLimitExceeded => ("usage_limit_exceeded", Some("USAGE_LIMIT_EXCEEDED"), StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "usage limit exceeded"),
+    TooManyInvalidKeys => ("too_many_invalid_keys", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Too many invalid API keys from this address, please retry later"),
     InsufficientBalance => ("insufficient_balance", Some("INSUFFICIENT_BALANCE"), StatusCode::FORBIDDEN, Billing, FailedPrecondition, "insufficient balance"),
 
     // ----- request body

@@ -19,6 +19,8 @@ pub struct ClientError {
     pub status: Option<StatusCode>,
     /// The `error` object to send instead of the table's (pass-through of an upstream 4xx).
     pub error_object: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Seconds sent in `Retry-After` (throttled clients).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ClientError {
@@ -28,6 +30,7 @@ impl ClientError {
             message: message.into(),
             status: None,
             error_object: None,
+            retry_after_secs: None,
         }
     }
 
@@ -61,6 +64,10 @@ impl ClientError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(secs) = self.retry_after_secs {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         r
     }
 

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod models;
 pub mod responses;
 pub mod sse;
+pub mod throttle;
 pub mod transform;
 
 use std::net::SocketAddr;

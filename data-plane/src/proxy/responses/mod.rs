@@ -27,6 +27,7 @@ use tollgate_shared::ErrorCode;
 use super::auth_info::KeyInfo;
 use super::cache::AuthCache;
 use super::errors::ClientError;
+use super::throttle::InvalidKeyThrottle;
 use super::{body, checks, extract, transform};
 use crate::config::FlowConfig;
 use crate::control::ControlClient;
@@ -35,6 +36,7 @@ use crate::control::leases::{LeaseGuard, LeaseRegistry};
 use crate::control::session::SessionState;
 use crate::control::usage::UsageSender;
 use crate::http_server::Body;
+use crate::metrics::Metrics;
 use downstream::Downstream;
 use failover::UpstreamFailure;
 use upstream::UpstreamPool;
@@ -90,6 +92,9 @@ pub struct Flow {
     pub upstream: UpstreamPool,
     pub leases: LeaseRegistry,
     pub usage: UsageSender,
+    /// Invalid API keys per client IP (refused with 429 before the lookup).
+    pub throttle: InvalidKeyThrottle,
+    pub metrics: Arc<Metrics>,
     /// Request tasks; waited for on shutdown before usage is flushed.
     pub tasks: TaskTracker,
 }
@@ -121,9 +126,17 @@ impl Flow {
         peer: SocketAddr,
     ) -> Result<(Arc<KeyInfo>, IpAddr), ClientError> {
         let key = extract::api_key(query, headers)?;
+        let ip = extract::client_ip(peer, headers, &self.settings.trusted_proxies);
+        if let Some(secs) = self.throttle.throttled(ip) {
+            self.metrics.edge.invalid_keys_throttled.inc();
+            let mut e = ClientError::of(ErrorCode::TooManyInvalidKeys);
+            e.retry_after_secs = Some(secs);
+            return Err(e);
+        }
         let info = match self.cache.lookup(&extract::key_hash(&key)).await {
             Ok(Some(info)) => info,
             Ok(None) => {
+                self.throttle.record_invalid(ip);
                 return Err(ClientError::of(ErrorCode::InvalidApiKey));
             }
             Err(e) => {
@@ -134,7 +147,6 @@ impl Flow {
                 ));
             }
         };
-        let ip = extract::client_ip(peer, headers, &self.settings.trusted_proxies);
         checks::check(&info, ip, tollgate_shared::now_ms())?;
         Ok((info, ip))
     }

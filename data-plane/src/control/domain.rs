@@ -190,6 +190,38 @@ pub struct UsageReport {
     pub account_cost_multiplier: String,
 }
 
+#[cfg(test)]
+impl UsageReport {
+    /// A minimal valid record with request id `id`, for the queue's and spill file's tests.
+    pub(crate) fn sample(id: &str) -> Self {
+        Self {
+            request_id: id.into(),
+            key_id: 1,
+            user_id: 1,
+            group_id: None,
+            subscription_id: None,
+            account_id: 1,
+            model: "m".into(),
+            upstream_model: "m".into(),
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            stream: false,
+            duration_ms: 1,
+            first_token_ms: None,
+            user_agent: String::new(),
+            client_ip: String::new(),
+            reasoning_effort: String::new(),
+            estimated: false,
+            started_at_ms: 1,
+            billing_mode: "balance".into(),
+            rate_multiplier: "1".into(),
+            account_cost_multiplier: "1".into(),
+        }
+    }
+}
+
 /// The control plane's answer to a batch of usage records.
 #[derive(Debug, Clone, Default)]
 pub struct UsageAck {

@@ -65,11 +65,22 @@ impl Flow {
             .await;
             return Attempt::Done;
         };
-        let resp = match self
+        let send = self
             .upstream
-            .send(account, request.headers, request.payload)
-            .await
-        {
+            .send(account, request.headers, request.payload);
+        let sent = tokio::select! {
+            sent = send => sent,
+            // The drain's cut came before the upstream's answer: the request may already
+            // cost something, so its usage is reported (estimated from the input).
+            () = self.drain_cut.cancelled() => {
+                drop(guard);
+                ds.fail(super::failover::shutting_down()).await;
+                let observer = Observer::new(&request.upstream_model, &ctx.model);
+                self.report_usage(ctx, lease, &request.upstream_model, &observer);
+                return Attempt::Done;
+            }
+        };
+        let resp = match sent {
             Ok(resp) => resp,
             Err(failure) => return self.fail_over(ctx, account, failure, guard),
         };
@@ -280,6 +291,9 @@ impl Flow {
                     last_downstream = Instant::now();
                 }
                 () = ds.closed(), if !ds.is_gone() => client_left(guard),
+                // The drain's budget is running out: end the stream now (the client gets
+                // the error event, usage is reported from what was seen).
+                () = self.drain_cut.cancelled() => return Err(StreamFault::Drained),
             }
         }
     }
@@ -303,7 +317,16 @@ impl Flow {
             // by the idle timeout) so the upstream's real usage is billed.
             () = ds.closed() => {
                 client_left(&mut guard);
-                read.await
+                tokio::select! {
+                    raw = &mut read => raw,
+                    () = self.drain_cut.cancelled() => Bytes::new(),
+                }
+            }
+            // The drain's budget is running out: a 503 now, usage estimated.
+            () = self.drain_cut.cancelled() => {
+                drop(guard);
+                ds.fail(super::failover::shutting_down()).await;
+                return obs;
             }
         };
         drop(guard);

@@ -1,0 +1,221 @@
+//! SIGTERM to a data-plane process during 20 open streams: streams that finish within
+//! the drain budget arrive whole, the ones still open at the cut end with an SSE `error`
+//! event, every usage record reaches the control plane, and the process exits within the
+//! budget (issue 11 item 4; the procedure is `data-plane/src/drain.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tollgate_tests::fake_control_plane::FakeControlPlane;
+use tollgate_tests::fake_upstream::{FakeUpstream, Script, Usage};
+use tollgate_tests::sse::parse_sse;
+use tollgate_tests::stage::KEY;
+
+/// The drain budget given to the process (`--drain-timeout-secs`); the cut comes at
+/// four fifths of it.
+const BUDGET: Duration = Duration::from_secs(5);
+const FAST: usize = 10;
+const SLOW: usize = 10;
+const FAST_TEXT: [&str; 4] = ["Hello", ", ", "world", "!"];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Process {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_data_plane(cp: &FakeControlPlane, dir: &std::path::Path) -> (Process, u16, u16) {
+    let (proxy, admin) = (free_port(), free_port());
+    let log = dir.join("data-plane.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate-data-plane-under-test"))
+        // Only what is given here: the developer's TOLLGATE_* variables never reach it.
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .args(["--listen", &format!("127.0.0.1:{proxy}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--control-plane-url", &cp.url()])
+        .arg("--allow-plaintext-control-plane")
+        .arg("--allow-private-upstreams")
+        .args(["--data-plane-id", "drain-test"])
+        .args(["--drain-timeout-secs", &BUDGET.as_secs().to_string()])
+        .arg("--usage-spill-path")
+        .arg(dir.join("spill.jsonl"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("data-plane.err")).unwrap())
+        .spawn()
+        .unwrap();
+    (Process { child, log }, proxy, admin)
+}
+
+async fn status(url: &str) -> u16 {
+    match tollgate_tests::http_client().get(url).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage() {
+    let up = FakeUpstream::start().await;
+    let cp = FakeControlPlane::start(&up.responses_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dp, proxy, admin) = start_data_plane(&cp, dir.path());
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    tollgate_tests::eventually("data plane ready", Duration::from_secs(30), || async {
+        status(&readyz).await == 200
+    })
+    .await;
+
+    // Fast streams take about 2 s (well inside the budget); slow ones would take 40 s.
+    for _ in 0..FAST {
+        up.push(
+            Script::success()
+                .text(FAST_TEXT)
+                .usage(Usage::new(11, 0, 4, 0))
+                .event_delay(Duration::from_millis(150)),
+        );
+    }
+    for _ in 0..SLOW {
+        up.push(
+            Script::success()
+                .text(vec!["slow "; 400])
+                .usage(Usage::new(11, 0, 400, 0))
+                .event_delay(Duration::from_millis(100)),
+        );
+    }
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..FAST + SLOW {
+        let client = client.clone();
+        let url = format!("http://127.0.0.1:{proxy}/v1/responses");
+        #[allow(clippy::disallowed_methods)] // the test's own clients, joined below
+        streams.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&json!({"model": "gpt-5.1", "input": "hi", "stream": true}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }));
+    }
+    up.wait_for_in_flight(FAST + SLOW).await;
+
+    let term = Command::new("kill")
+        .args(["-TERM", &dp.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let signalled = Instant::now();
+
+    // Not ready at once, while the streams go on.
+    tollgate_tests::eventually(
+        "readiness 503 after SIGTERM",
+        Duration::from_secs(1),
+        || async { status(&readyz).await == 503 },
+    )
+    .await;
+    // No new connections.
+    tollgate_tests::eventually("the proxy port closed", Duration::from_secs(1), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", proxy))
+            .await
+            .is_err()
+    })
+    .await;
+
+    let mut complete = 0;
+    let mut ended = 0;
+    for s in streams {
+        let body = s.await.unwrap();
+        let sse = parse_sse(&body);
+        let last = sse.last().expect("at least one event");
+        let text: String = sse
+            .iter()
+            .filter(|e| e.kind().as_deref() == Some("response.output_text.delta"))
+            .map(|e| e.json()["delta"].as_str().unwrap().to_owned())
+            .collect();
+        if last.kind().as_deref() == Some("response.completed") {
+            // A fast stream: the whole upstream content, as sent.
+            assert_eq!(text, FAST_TEXT.concat());
+            complete += 1;
+        } else {
+            // A slow stream at the cut: an error event the OpenAI SDKs raise as APIError.
+            assert_eq!(last.name(), "error", "{body}");
+            let err = &last.json()["error"];
+            assert_eq!(err["type"], "api_error", "{body}");
+            assert!(
+                err["message"].as_str().unwrap().contains("shutting down"),
+                "{body}"
+            );
+            assert!(text.starts_with("slow "), "some of the stream came first");
+            assert!(text.len() < "slow ".len() * 400, "cut before its end");
+            ended += 1;
+        }
+    }
+    assert_eq!((complete, ended), (FAST, SLOW));
+
+    let exit = tollgate_tests::eventually_some(
+        "the data plane exits",
+        BUDGET + Duration::from_secs(10),
+        || {
+            let exit = dp.child.try_wait().unwrap();
+            async move { exit }
+        },
+    )
+    .await;
+    let took = signalled.elapsed();
+    println!("SIGTERM to exit: {took:?} (budget {BUDGET:?})");
+    assert!(exit.success(), "exit {exit:?}\n{}", dp.log());
+    // The budget, plus a generous margin for a loaded machine (a regression guard, not a
+    // speed test: before, the drain could take three timeouts in a row).
+    assert!(
+        took < BUDGET + Duration::from_secs(3),
+        "{took:?}\n{}",
+        dp.log()
+    );
+
+    // Every stream's usage was committed before the exit: the real one for the
+    // completed streams, an estimate from the relayed text for the cut ones.
+    let committed = cp.usage_committed();
+    assert_eq!(committed.len(), FAST + SLOW, "{}", dp.log());
+    let real: Vec<_> = committed.iter().filter(|r| !r.estimated).collect();
+    assert_eq!(real.len(), FAST);
+    assert!(
+        real.iter()
+            .all(|r| r.input_tokens == 11 && r.output_tokens == 4)
+    );
+    assert!(
+        committed
+            .iter()
+            .filter(|r| r.estimated)
+            .all(|r| r.output_tokens > 0)
+    );
+    // Nothing left behind for a next start.
+    assert!(!dir.path().join("spill.jsonl").exists(), "{}", dp.log());
+}

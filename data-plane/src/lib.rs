@@ -7,7 +7,6 @@
 pub mod config;
 pub mod conn_limits;
 pub mod control;
-pub mod drain;
 pub mod error;
 pub mod health;
 pub mod http_server;
@@ -22,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tollgate_shared::drain;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -89,7 +89,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
 }
 
 /// Runs until `shutdown` is cancelled, then drains within the one budget
-/// (`TOLLGATE_DRAIN_TIMEOUT_SECS`, steps and instants in `drain.rs`): not ready → stop
+/// (`TOLLGATE_DRAIN_TIMEOUT_SECS`, steps and instants in `tollgate_shared::drain`): not ready → stop
 /// accepting → finish in-flight requests and streams → at the cut, end the rest with an
 /// error event → flush usage → stop background tasks → flush telemetry.
 pub async fn serve_on(

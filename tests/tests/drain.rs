@@ -219,3 +219,64 @@ async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage(
     // Nothing left behind for a next start.
     assert!(!dir.path().join("spill.jsonl").exists(), "{}", dp.log());
 }
+
+/// The control plane's drain: NOT_SERVING on both ports first, while calls still run;
+/// a call still open at the cut is dropped; the whole fits the budget.
+#[tokio::test]
+async fn control_plane_reports_not_serving_first_and_stops_within_its_budget() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let health_addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let home = tollgate_tests::cluster::Home::embedded();
+    let mut config = tollgate_tests::cluster::control_plane_config(home.data_dir());
+    config.health_listen = Some(health_addr);
+    config.drain_timeout_secs = 3;
+    let cp = tollgate_tests::cluster::ControlPlane::start_with(home, config).await;
+    let probe = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{health_addr}"))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let check = |mut probe: HealthClient<tonic::transport::Channel>| async move {
+        match probe.check(HealthCheckRequest::default()).await {
+            Ok(r) => Some(r.into_inner().status),
+            Err(_) => None,
+        }
+    };
+    tollgate_tests::eventually("health port serving", Duration::from_secs(10), || {
+        let probe = probe.clone();
+        async move { check(probe).await == Some(ServingStatus::Serving as i32) }
+    })
+    .await;
+    // A call that stays open (a health watch on the main port) keeps the drain going
+    // until the cut.
+    let mut watch = HealthClient::new(cp.channel())
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let signalled = Instant::now();
+    let stopping = cp.stop();
+    tokio::pin!(stopping);
+    // While it drains: the open call hears NOT_SERVING, and so do new probes.
+    let heard = tokio::select! {
+        m = watch.message() => m.unwrap().unwrap(),
+        _ = &mut stopping => panic!("stopped before reporting NOT_SERVING"),
+    };
+    assert_eq!(heard.status, ServingStatus::NotServing as i32);
+    let probed = tokio::select! {
+        s = check(probe.clone()) => s,
+        _ = &mut stopping => panic!("stopped before a probe saw NOT_SERVING"),
+    };
+    assert_eq!(probed, Some(ServingStatus::NotServing as i32));
+    stopping.await;
+    let took = signalled.elapsed();
+    println!("control plane drain: {took:?} (budget 3 s)");
+    // The open call was dropped at the cut (4/5 of the budget), not waited for.
+    assert!(took >= Duration::from_millis(2_000), "{took:?}");
+    assert!(took < Duration::from_secs(3 + 3), "{took:?}");
+}

@@ -1,17 +1,24 @@
-//! The SIGTERM drain: one ordered procedure inside one total budget
+//! The SIGTERM drain of both planes: one ordered procedure inside one total budget
 //! (`TOLLGATE_DRAIN_TIMEOUT_SECS`), which the Kubernetes manifests keep shorter than the
-//! pod's `terminationGracePeriodSeconds` (a test pins the two together).
+//! pods' `terminationGracePeriodSeconds` (`tests/tests/k8s.rs` pins the two together).
 //!
-//! not ready (readiness 503 at once) → stop accepting → finish in-flight requests and
-//! open streams → at `cut_at`, end what is still open (streams get an SSE `error` event,
-//! usage is reported, estimated if the upstream's is unknown) → flush usage (what the
-//! control plane does not take in time goes to the spill file) → cancel background tasks
-//! → flush telemetry. Each step has its own instant in the `Plan`, so no step can eat
-//! another's time and the whole fits the budget.
+//! Data plane: not ready (readiness 503 at once) → stop accepting → finish in-flight
+//! requests and open streams → at `cut_at`, end what is still open (streams get an SSE
+//! `error` event, usage is reported, estimated if the upstream's is unknown) → flush usage
+//! (what the control plane does not take in time goes to the spill file) → cancel
+//! background tasks → flush telemetry.
+//! Control plane: gRPC health NOT_SERVING → (give up leadership) → stop accepting and
+//! end the data planes' sessions (they re-attach elsewhere) → finish in-flight calls →
+//! at `cut_at`, drop the calls still open → cancel background tasks → close storage.
+//! Each step has its own instant in the `Plan`, so no step can eat another's time and
+//! the whole fits the budget.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The budget both planes default to, seconds (the manifests' grace periods are 45 s).
+pub const DEFAULT_BUDGET_SECS: u64 = 30;
 
 /// The part of the budget kept after the cut for ending streams, flushing usage and
 /// stopping the rest: a fifth of the budget, at most this much.
@@ -25,11 +32,12 @@ pub struct Plan {
     pub cut_at: Instant,
     /// The cut requests have written their last bytes and queued their usage.
     pub ended_by: Instant,
-    /// Usage the control plane has not acknowledged by now goes to the spill file.
+    /// Data plane: usage the control plane has not acknowledged by now goes to the
+    /// spill file.
     pub flushed_by: Instant,
-    /// Background tasks (session, releases, admin port) are stopped.
+    /// Background tasks are stopped (data plane: session, releases, admin port).
     pub stopped_by: Instant,
-    /// The end of the budget: telemetry flushed, the process exits.
+    /// The end of the budget: storage closed, telemetry flushed, the process exits.
     pub deadline: Instant,
 }
 

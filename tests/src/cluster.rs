@@ -119,6 +119,8 @@ fn with_test_client_tls(config: &mut tollgate_data_plane::Config, dir: &std::pat
 pub fn base_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config::for_data_dir(data_dir);
     config.admin_token = Some(ADMIN_TOKEN.into());
+    // Well inside `ControlPlane::stop`'s wait, whatever calls a test leaves open.
+    config.drain_timeout_secs = 10;
     config
 }
 

@@ -227,7 +227,8 @@ pub struct FlowConfig {
     #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_UPSTREAMS")]
     pub allow_private_upstreams: bool,
 
-    /// File overriding the bundled default instructions for non-Codex clients.
+    /// File overriding the bundled default instructions, added for non-Codex clients
+    /// that send none, on subscription accounts only (never on API-key accounts).
     #[arg(long, env = "TOLLGATE_DEFAULT_INSTRUCTIONS_FILE")]
     pub default_instructions_file: Option<std::path::PathBuf>,
 

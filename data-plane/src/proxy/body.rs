@@ -162,7 +162,8 @@ pub fn is_codex_cli(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Inserts the default instructions for non-Codex clients that sent none (or blank).
+/// Inserts the default instructions into a request that has none (or blank ones): for
+/// non-Codex clients on subscription accounts only.
 pub fn ensure_instructions(json: &mut Map<String, Value>, default: &str) {
     let blank = json
         .get("instructions")

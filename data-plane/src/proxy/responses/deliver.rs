@@ -103,6 +103,11 @@ impl Flow {
         let (kind, target) = self.upstream_target(ctx, account);
         let mut body = ctx.body.clone();
         let upstream_model = transform::body(&mut body, &ctx.model, &target);
+        // Only the ChatGPT backend requires instructions; an API-key upstream gets the
+        // client's request as sent (injected text would change outputs and cost tokens).
+        if kind == transform::Kind::OAuth && !ctx.codex {
+            crate::proxy::body::ensure_instructions(&mut body, &self.settings.instructions);
+        }
         let prompt_cache_key = body
             .get("prompt_cache_key")
             .and_then(Value::as_str)

@@ -41,7 +41,8 @@ use downstream::Downstream;
 use failover::UpstreamFailure;
 use upstream::UpstreamPool;
 
-/// Bundled default instructions for clients other than Codex CLI.
+/// Bundled default instructions for clients other than Codex CLI on subscription
+/// accounts (the ChatGPT backend refuses a request without instructions).
 const DEFAULT_INSTRUCTIONS: &str = include_str!("default_instructions.txt");
 
 pub struct Settings {
@@ -175,10 +176,9 @@ impl Flow {
         };
         drop(raw);
         let codex = body::is_codex_cli(&parts.headers);
-        let mut json = parsed.json;
-        if !codex {
-            body::ensure_instructions(&mut json, &self.settings.instructions);
-        }
+        // Default instructions depend on the account kind, known only per attempt
+        // (`Flow::upstream_request`).
+        let json = parsed.json;
         let ctx = Ctx {
             request_id: uuid::Uuid::now_v7().to_string(),
             session_hash: body::session_hash(&parts.headers, &json).unwrap_or_default(),

@@ -18,6 +18,14 @@ mod defaults {
     pub const STREAM_LINE_LIMIT_BYTES: usize = 40 << 20;
     pub const MAX_ACCOUNT_SWITCHES: u32 = 3;
     pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 10_000;
+    /// Ten minutes: a non-streaming request to a reasoning model gets its response head
+    /// only once the whole answer is generated, which at high effort takes minutes;
+    /// OpenAI's own SDKs wait 600 s by default. A streaming upstream sends its head
+    /// within seconds, so deployments that serve only streaming clients can go lower.
+    pub const UPSTREAM_HEADER_TIMEOUT_MS: u64 = 600_000;
+    /// After the head of a non-streaming answer the body is already generated: reading
+    /// it is transfer time only.
+    pub const UPSTREAM_BODY_TIMEOUT_MS: u64 = 120_000;
     pub const MAX_IN_FLIGHT: usize = 10_000;
     pub const AUTH_CACHE_CAPACITY: u64 = 100_000;
     pub const DEFAULT_CODEX_MODEL: &str = "gpt-5.1-codex";
@@ -222,6 +230,25 @@ pub struct FlowConfig {
     )]
     pub upstream_connect_timeout_ms: u64,
 
+    /// Upstream response head not received within this → the attempt fails over like a
+    /// 5xx (a timeout outcome for the account's health; 504 `upstream_timeout` when no
+    /// account answers), milliseconds. Default: see `defaults::UPSTREAM_HEADER_TIMEOUT_MS`.
+    #[arg(
+        long,
+        env = "TOLLGATE_UPSTREAM_HEADER_TIMEOUT_MS",
+        default_value_t = defaults::UPSTREAM_HEADER_TIMEOUT_MS
+    )]
+    pub upstream_header_timeout_ms: u64,
+
+    /// A non-streaming upstream body not read completely within this after its head →
+    /// 504 `stream_timeout` and a timeout outcome, milliseconds.
+    #[arg(
+        long,
+        env = "TOLLGATE_UPSTREAM_BODY_TIMEOUT_MS",
+        default_value_t = defaults::UPSTREAM_BODY_TIMEOUT_MS
+    )]
+    pub upstream_body_timeout_ms: u64,
+
     /// Connect to upstreams on loopback / private / link-local / metadata addresses
     /// (checked at connection time, after DNS; default: refused).
     #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_UPSTREAMS")]
@@ -272,6 +299,8 @@ impl Default for FlowConfig {
             stream_line_limit_bytes: defaults::STREAM_LINE_LIMIT_BYTES,
             max_account_switches: defaults::MAX_ACCOUNT_SWITCHES,
             upstream_connect_timeout_ms: defaults::UPSTREAM_CONNECT_TIMEOUT_MS,
+            upstream_header_timeout_ms: defaults::UPSTREAM_HEADER_TIMEOUT_MS,
+            upstream_body_timeout_ms: defaults::UPSTREAM_BODY_TIMEOUT_MS,
             allow_private_upstreams: false,
             default_instructions_file: None,
             default_codex_model: defaults::DEFAULT_CODEX_MODEL.into(),
@@ -332,6 +361,11 @@ impl Config {
         if f.stream_keepalive_ms == 0 || f.stream_idle_timeout_ms < f.stream_keepalive_ms {
             return Err(Error::Config(
                 "TOLLGATE_STREAM_IDLE_TIMEOUT_MS must be at least TOLLGATE_STREAM_KEEPALIVE_MS (> 0)".into(),
+            ));
+        }
+        if f.upstream_header_timeout_ms == 0 || f.upstream_body_timeout_ms == 0 {
+            return Err(Error::Config(
+                "TOLLGATE_UPSTREAM_HEADER_TIMEOUT_MS and TOLLGATE_UPSTREAM_BODY_TIMEOUT_MS must be positive".into(),
             ));
         }
         for p in &f.trusted_proxies {

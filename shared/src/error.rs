@@ -120,6 +120,7 @@ error_codes! {
     UpstreamUnavailable => ("upstream_unavailable", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable, "Upstream service temporarily unavailable"),
     UpstreamFailed => ("upstream_failed", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable, "Upstream request failed"),
     StreamTimeout => ("stream_timeout", Some("stream_timeout"), StatusCode::GATEWAY_TIMEOUT, Upstream, DeadlineExceeded, "Upstream stream timed out"),
+    UpstreamTimeout => ("upstream_timeout", Some("upstream_timeout"), StatusCode::GATEWAY_TIMEOUT, Upstream, DeadlineExceeded, "Upstream did not respond in time, please retry later"),
     ResponseTooLarge => ("response_too_large", Some("response_too_large"), StatusCode::BAD_GATEWAY, Upstream, ResourceExhausted, "Upstream response line too large"),
 
     // ----- control plane / admin

@@ -50,6 +50,10 @@ pub struct Settings {
     pub ping_interval: Duration,
     pub keepalive: Duration,
     pub idle_timeout: Duration,
+    /// Longest wait for an upstream's response head.
+    pub header_timeout: Duration,
+    /// Longest read of a non-streaming upstream body after its head.
+    pub body_timeout: Duration,
     pub line_limit: usize,
     pub max_switches: u32,
     pub instructions: String,
@@ -70,6 +74,8 @@ impl Settings {
             ping_interval: Duration::from_secs(c.ping_interval_secs),
             keepalive: Duration::from_millis(c.stream_keepalive_ms),
             idle_timeout: Duration::from_millis(c.stream_idle_timeout_ms),
+            header_timeout: Duration::from_millis(c.upstream_header_timeout_ms),
+            body_timeout: Duration::from_millis(c.upstream_body_timeout_ms),
             line_limit: c.stream_line_limit_bytes,
             max_switches: c.max_account_switches,
             instructions,

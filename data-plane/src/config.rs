@@ -12,6 +12,12 @@ mod defaults {
     pub const DRAIN_TIMEOUT_SECS: u64 = 30;
     pub const USAGE_MEMORY_CAP: usize = 10_000;
     pub const BODY_LIMIT_BYTES: usize = 100 << 20;
+    /// Request-body bytes held at once; each costs about three bytes of memory at peak
+    /// (the bytes, the parsed JSON, the copy being sent upstream): ~1.5 GiB in all.
+    pub const BODY_BUDGET_BYTES: usize = 512 << 20;
+    /// One key's share: room for one body at the limit, so no key can take the budget.
+    pub const BODY_BUDGET_PER_KEY_BYTES: usize = 128 << 20;
+    pub const BODY_BUDGET_WAIT_MS: u64 = 5_000;
     pub const PING_INTERVAL_SECS: u64 = 10;
     pub const STREAM_KEEPALIVE_MS: u64 = 10_000;
     pub const STREAM_IDLE_TIMEOUT_MS: u64 = 180_000;
@@ -198,6 +204,21 @@ pub struct FlowConfig {
     #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = defaults::BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
 
+    /// Request-body bytes (decoded) the data plane holds at once, over all requests: a
+    /// body is charged as it is read and until the upstream has answered. Peak memory for
+    /// bodies is about three times this.
+    #[arg(long, env = "TOLLGATE_BODY_BUDGET_BYTES", default_value_t = defaults::BODY_BUDGET_BYTES)]
+    pub body_budget_bytes: usize,
+
+    /// One API key's share of TOLLGATE_BODY_BUDGET_BYTES (at least TOLLGATE_BODY_LIMIT_BYTES).
+    #[arg(long, env = "TOLLGATE_BODY_BUDGET_PER_KEY_BYTES", default_value_t = defaults::BODY_BUDGET_PER_KEY_BYTES)]
+    pub body_budget_per_key_bytes: usize,
+
+    /// How long a body waits for budget room before it is refused (429 when its key's
+    /// share is full, 503 when the whole budget is, both with Retry-After), milliseconds.
+    #[arg(long, env = "TOLLGATE_BODY_BUDGET_WAIT_MS", default_value_t = defaults::BODY_BUDGET_WAIT_MS)]
+    pub body_budget_wait_ms: u64,
+
     /// SSE ping interval while a streaming request waits for a slot, seconds (5-30).
     #[arg(long, env = "TOLLGATE_PING_INTERVAL_SECS", default_value_t = defaults::PING_INTERVAL_SECS)]
     pub ping_interval_secs: u64,
@@ -293,6 +314,9 @@ impl Default for FlowConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: defaults::BODY_LIMIT_BYTES,
+            body_budget_bytes: defaults::BODY_BUDGET_BYTES,
+            body_budget_per_key_bytes: defaults::BODY_BUDGET_PER_KEY_BYTES,
+            body_budget_wait_ms: defaults::BODY_BUDGET_WAIT_MS,
             ping_interval_secs: defaults::PING_INTERVAL_SECS,
             stream_keepalive_ms: defaults::STREAM_KEEPALIVE_MS,
             stream_idle_timeout_ms: defaults::STREAM_IDLE_TIMEOUT_MS,
@@ -356,6 +380,13 @@ impl Config {
         if f.body_limit_bytes == 0 || f.stream_line_limit_bytes == 0 {
             return Err(Error::Config(
                 "body and line limits must be positive".into(),
+            ));
+        }
+        if !(f.body_limit_bytes <= f.body_budget_per_key_bytes
+            && f.body_budget_per_key_bytes <= f.body_budget_bytes)
+        {
+            return Err(Error::Config(
+                "TOLLGATE_BODY_LIMIT_BYTES <= TOLLGATE_BODY_BUDGET_PER_KEY_BYTES <= TOLLGATE_BODY_BUDGET_BYTES must hold (a body at the limit must fit a key's share)".into(),
             ));
         }
         if f.stream_keepalive_ms == 0 || f.stream_idle_timeout_ms < f.stream_keepalive_ms {

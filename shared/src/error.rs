@@ -101,6 +101,9 @@ error_codes! {
     // ----- request body
     InvalidRequest => ("invalid_request", None, StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument, "Invalid request"),
     BodyTooLarge => ("body_too_large", None, StatusCode::PAYLOAD_TOO_LARGE, InvalidRequest, InvalidArgument, "Request body too large"),
+    UnsupportedContentEncoding => ("unsupported_content_encoding", Some("unsupported_content_encoding"), StatusCode::UNSUPPORTED_MEDIA_TYPE, InvalidRequest, InvalidArgument, "Unsupported Content-Encoding: send the body uncompressed or with gzip, deflate or zstd"),
+    KeyBodyBudgetFull => ("key_body_budget_full", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Too many large request bodies in flight for this API key, please retry later"),
+    BodyBudgetFull => ("body_budget_full", None, StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable, "The gateway is receiving too many large request bodies, please retry later"),
     NotFound => ("not_found", None, StatusCode::NOT_FOUND, InvalidRequest, NotFound, "Not found"),
 
     // ----- admission (billing re-check after the wait, slots, selection)

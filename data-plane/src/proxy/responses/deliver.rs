@@ -59,7 +59,7 @@ impl Flow {
     /// report. A failover-class failure hands the lease back to the run loop.
     pub(super) async fn attempt(
         &self,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         lease: &Lease,
         guard: LeaseGuard,
         ds: &mut Downstream,
@@ -102,6 +102,7 @@ impl Flow {
                 return Attempt::Done;
             }
         };
+        ctx.release_body();
         self.report_success_headers(ctx, account, &resp);
         let observer = Observer::new(&request.upstream_model, &ctx.model);
         let (obs, fault) = self.deliver(ctx, resp, observer, guard, ds).await;
@@ -170,7 +171,10 @@ impl Flow {
             &self.settings.default_originator,
             prompt_cache_key.as_deref(),
         );
-        let payload = serde_json::to_vec(&body).ok()?;
+        // Sized once: a growing buffer would briefly hold up to twice a large body.
+        let mut payload = Vec::with_capacity(ctx.raw_len.saturating_add(64 << 10));
+        serde_json::to_writer(&mut payload, &body).ok()?;
+        drop(body);
         Some(UpstreamRequest {
             headers,
             payload,

@@ -25,10 +25,11 @@ use tokio_util::task::TaskTracker;
 use tollgate_shared::ErrorCode;
 
 use super::auth_info::KeyInfo;
+use super::body_budget::{BodyBudget, Charge};
 use super::cache::AuthCache;
 use super::errors::ClientError;
 use super::throttle::InvalidKeyThrottle;
-use super::{body, checks, extract, transform};
+use super::{body, body_read, checks, extract, transform};
 use crate::config::FlowConfig;
 use crate::control::ControlClient;
 use crate::control::domain::{AccountLease, Outcome};
@@ -102,6 +103,8 @@ pub struct Flow {
     /// Invalid API keys per client IP (refused with 429 before the lookup).
     pub throttle: InvalidKeyThrottle,
     pub metrics: Arc<Metrics>,
+    /// Request-body bytes held at once, in all and per key.
+    pub body_budget: Arc<BodyBudget>,
     /// Request tasks; waited for on shutdown before usage is flushed.
     pub tasks: TaskTracker,
 }
@@ -119,9 +122,20 @@ pub struct Ctx {
     pub started_ms: i64,
     pub session_hash: String,
     pub body: Map<String, Value>,
+    /// The body's charge to the memory budget, held as long as `body` is.
+    pub body_charge: Option<Charge>,
     pub raw_len: usize,
     pub user_agent: String,
     pub reasoning_effort: String,
+}
+
+impl Ctx {
+    /// The upstream has answered: no further attempt needs the body, so its memory and
+    /// its charge to the budget are given back now rather than at the end of a stream.
+    pub fn release_body(&mut self) {
+        self.body = Map::new();
+        self.body_charge = None;
+    }
 }
 
 impl Flow {
@@ -172,10 +186,12 @@ impl Flow {
             Ok(k) => k,
             Err(e) => return e.into_response(),
         };
-        let raw = match body::read_limited(body, self.settings.body_limit).await {
-            Ok(b) => b,
-            Err(e) => return e.into_response(),
-        };
+        let charge = self.body_budget.charge(key.key_id);
+        let (raw, body_charge) =
+            match body_read::read(&parts.headers, body, self.settings.body_limit, charge).await {
+                Ok(read) => read,
+                Err(e) => return e.into_response(),
+            };
         let parsed = match body::parse(&raw) {
             Ok(p) => p,
             Err(e) => return e.into_response(),
@@ -203,6 +219,7 @@ impl Flow {
             started,
             started_ms: tollgate_shared::now_ms(),
             body: json,
+            body_charge: Some(body_charge),
             raw_len: parsed.raw_len,
         };
         let (head_tx, head_rx) = oneshot::channel();
@@ -216,7 +233,7 @@ impl Flow {
 
     /// Admission, forwarding with failover, delivery. Runs to the end even when the
     /// client leaves, so the upstream's usage is still reported.
-    async fn run(self: Arc<Self>, ctx: Ctx, mut ds: Downstream) {
+    async fn run(self: Arc<Self>, mut ctx: Ctx, mut ds: Downstream) {
         let mut excluded: Vec<i64> = Vec::new();
         let mut last_failure: Option<UpstreamFailure> = None;
         // The lease of the previous attempt holds this request's user slot until the
@@ -244,7 +261,7 @@ impl Flow {
             let account_id = lease.account.account_id;
             let guard = self.leases.hold(&lease.lease_id, lease.user_id, account_id);
             drop(previous.take());
-            match self.attempt(&ctx, &lease, guard, &mut ds).await {
+            match self.attempt(&mut ctx, &lease, guard, &mut ds).await {
                 deliver::Attempt::Done => return,
                 deliver::Attempt::Failed { failure, guard } => {
                     excluded.push(account_id);

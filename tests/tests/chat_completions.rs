@@ -262,3 +262,118 @@ async fn python_sdk_chat_completions_on_a_subscription_account() {
             .all(|r| r.is_codex() && r.stream_requested())
     );
 }
+
+/// POST /v1/chat/completions with raw HTTP.
+async fn chat(gw: &Gateway, key: &str, body: Value) -> reqwest::Response {
+    gw.http
+        .post(format!("{}/v1/chat/completions", gw.dp(0).proxy_url()))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_errors_keep_the_openai_shape_and_the_stream_format() {
+    let gw = Gateway::start(1).await;
+    let b = gw.basic().await;
+    let hi = json!([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    ]}]);
+
+    // Refused at the edge: same error table, the parameter named, nothing sent upstream.
+    let r = chat(
+        &gw,
+        "sk-not-a-key",
+        json!({"model": "gpt-5.1", "messages": hi}),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "INVALID_API_KEY");
+    let r = chat(
+        &gw,
+        &b.key,
+        json!({"model": "gpt-5.1", "messages": hi, "stop": ["\n"]}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    assert_eq!(e["error"]["param"], "stop");
+    let r = chat(&gw, &b.key, json!({"messages": hi})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["message"],
+        "model is required"
+    );
+    assert_eq!(gw.up.count(), 0);
+
+    // A streamed answer: chunks, then [DONE] last; the image went up as input_image.
+    let r = chat(
+        &gw,
+        &b.key,
+        json!({"model": "gpt-5.1", "messages": hi, "stream": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let events = tollgate_tests::sse::parse_sse(&text);
+    let content: String = events[..events.len() - 1]
+        .iter()
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, "Hello, world!");
+    assert!(
+        events.iter().all(|e| e.event.is_none()),
+        "chat chunks are bare data events"
+    );
+    assert_eq!(
+        gw.up.last().unwrap().body_json["input"][0]["content"][1],
+        json!({"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "auto"})
+    );
+
+    // The upstream's own 4xx passes through.
+    gw.up.push(Script::bad_request("Invalid image URL."));
+    let r = chat(&gw, &b.key, json!({"model": "gpt-5.1", "messages": hi})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["message"],
+        "Invalid image URL."
+    );
+
+    // A response that failed: an OpenAI error, as JSON or as the stream's last event.
+    gw.up
+        .push(Script::response_failed().message("The model broke."));
+    let r = chat(&gw, &b.key, json!({"model": "gpt-5.1", "messages": hi})).await;
+    assert_eq!(r.status(), 502);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "upstream_error");
+    assert_eq!(e["error"]["message"], "The model broke.");
+    gw.up
+        .push(Script::response_failed().message("The model broke."));
+    let r = chat(
+        &gw,
+        &b.key,
+        json!({"model": "gpt-5.1", "messages": hi, "stream": true}),
+    )
+    .await;
+    let events = tollgate_tests::sse::parse_sse(&r.text().await.unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"));
+    assert_eq!(last.json()["error"]["message"], "The model broke.");
+    assert!(!events.iter().any(|e| e.data == "[DONE]"));
+}

@@ -114,3 +114,62 @@ fn with_param(param: &str, message: &str, code: Option<&str>) -> ClientError {
     e.error_object = Some(obj);
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(raw: &str) -> String {
+        Front::ChatCompletions
+            .parse(raw.as_bytes())
+            .unwrap_err()
+            .message
+    }
+
+    #[test]
+    fn the_body_checks_are_the_responses_flows() {
+        assert_eq!(refused(""), "Request body is empty");
+        assert_eq!(refused("[1]"), "Failed to parse request body");
+        assert_eq!(
+            refused(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#),
+            "invalid stream field type"
+        );
+        assert_eq!(
+            refused(r#"{"messages":[{"role":"user","content":"x"}]}"#),
+            "model is required"
+        );
+        assert_eq!(
+            refused(r#"{"model":"gpt 5","messages":[{"role":"user","content":"x"}]}"#),
+            "model must contain only printable ASCII characters (no spaces or control characters)"
+        );
+        let (body, reply) = Front::ChatCompletions
+            .parse(br#"{"model":" gpt-5.1 ","messages":[{"role":"user","content":"x"}],"stream":true}"#)
+            .unwrap();
+        assert_eq!((body.model.as_str(), body.stream), ("gpt-5.1", true));
+        assert!(body.json.contains_key("input") && !body.json.contains_key("messages"));
+        assert!(reply.is_some());
+        let (_, reply) = Front::Responses
+            .parse(br#"{"model":"m","input":"x"}"#)
+            .unwrap();
+        assert!(
+            reply.is_none(),
+            "Responses clients get the upstream's bytes"
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_parameter() {
+        let e = unsupported("n", "Unsupported parameter: 'n'");
+        assert_eq!(e.status().as_u16(), 400);
+        assert_eq!(
+            e.body_json(),
+            serde_json::json!({"error": {"type": "invalid_request_error", "code": "unsupported_parameter",
+                "message": "Unsupported parameter: 'n'", "param": "n"}})
+        );
+        assert!(
+            invalid("messages", "m").body_json()["error"]
+                .get("code")
+                .is_none()
+        );
+    }
+}

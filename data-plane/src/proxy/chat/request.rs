@@ -181,8 +181,19 @@ fn messages(v: &Value) -> Result<Vec<Value>, ClientError> {
                         "Audio is not supported on this endpoint",
                     ));
                 }
-                if let Some(content) = content {
-                    let parts = text_parts(content, &at(".content"), "output_text")?;
+                if content.is_some() || m.get("refusal").is_some_and(Value::is_string) {
+                    let mut parts = match content {
+                        Some(c) => text_parts(c, &at(".content"), "output_text")?,
+                        None => Vec::new(),
+                    };
+                    // A refusal the client keeps in the history stays a refusal.
+                    if let Some(r) = m
+                        .get("refusal")
+                        .and_then(Value::as_str)
+                        .filter(|r| !r.is_empty())
+                    {
+                        parts.push(json!({"type": "refusal", "refusal": r}));
+                    }
                     if !parts.is_empty() {
                         items.push(
                             json!({"type": "message", "role": "assistant", "content": parts}),
@@ -498,6 +509,7 @@ mod tests {
             {"role": "developer", "content": [{"type": "text", "text": "Use English."}]},
             {"role": "user", "content": "Hi", "name": "ann"},
             {"role": "assistant", "content": "Hello!"},
+            {"role": "assistant", "content": null, "refusal": "I can't."},
             {"role": "user", "content": "Bye"}
         ]}));
         assert_eq!(
@@ -507,6 +519,7 @@ mod tests {
                 {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Use English."}]},
                 {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
                 {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello!"}]},
+                {"type": "message", "role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
                 {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Bye"}]}
             ])
         );

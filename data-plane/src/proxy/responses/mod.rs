@@ -27,6 +27,7 @@ use tollgate_shared::ErrorCode;
 use super::auth_info::KeyInfo;
 use super::body_budget::{BodyBudget, Charge};
 use super::cache::AuthCache;
+use super::chat::Front;
 use super::errors::ClientError;
 use super::throttle::InvalidKeyThrottle;
 use super::{body, body_read, checks, extract, transform};
@@ -177,6 +178,17 @@ impl Flow {
         req: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        self.handle_front(req, peer, Front::Responses).await
+    }
+
+    /// One request from a client speaking `front`'s API: its body becomes a Responses
+    /// body here, and its answer is shaped back on the way out (the `Downstream`).
+    pub async fn handle_front(
+        self: Arc<Self>,
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+        front: Front,
+    ) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let (key, client_ip) = match self
@@ -192,7 +204,7 @@ impl Flow {
                 Ok(read) => read,
                 Err(e) => return e.into_response(),
             };
-        let parsed = match body::parse(&raw) {
+        let (parsed, reply) = match front.parse(&raw) {
             Ok(p) => p,
             Err(e) => return e.into_response(),
         };
@@ -224,8 +236,10 @@ impl Flow {
         };
         let (head_tx, head_rx) = oneshot::channel();
         let flow = self.clone();
-        self.tasks
-            .spawn(async move { flow.run(ctx, Downstream::new(head_tx)).await });
+        self.tasks.spawn(async move {
+            flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
+                .await
+        });
         head_rx.await.unwrap_or_else(|_| {
             ClientError::new(ErrorCode::Internal, "The request failed unexpectedly").into_response()
         })

@@ -1,20 +1,21 @@
 //! SIGTERM to a data-plane process during 20 open streams: streams that finish within
 //! the drain budget arrive whole, the ones still open at the cut end with an SSE `error`
 //! event, every usage record reaches the control plane, and the process exits within the
-//! budget (issue 11 item 4; the procedure is `data-plane/src/drain.rs`).
+//! budget (issue 11 item 4; the steps: `shared/src/drain.rs`, `data-plane/src/lib.rs`).
+//! Also the control plane's drain: NOT_SERVING first, calls dropped at the cut.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tollgate_tests::dp_process::DataPlaneProcess;
 use tollgate_tests::fake_control_plane::FakeControlPlane;
 use tollgate_tests::fake_upstream::{FakeUpstream, Script, Usage};
 use tollgate_tests::sse::parse_sse;
 use tollgate_tests::stage::KEY;
 
-/// The drain budget given to the process (`--drain-timeout-secs`); the cut comes at
+/// The drain budget given to the process (`TOLLGATE_DRAIN_TIMEOUT_SECS`); the cut comes at
 /// four fifths of it.
 const BUDGET: Duration = Duration::from_secs(5);
 const FAST: usize = 10;
@@ -29,48 +30,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Process {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Process {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_data_plane(cp: &FakeControlPlane, dir: &std::path::Path) -> (Process, u16, u16) {
-    let (proxy, admin) = (free_port(), free_port());
-    let log = dir.join("data-plane.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate-data-plane-under-test"))
-        // Only what is given here: the developer's TOLLGATE_* variables never reach it.
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .args(["--listen", &format!("127.0.0.1:{proxy}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--control-plane-url", &cp.url()])
-        .arg("--allow-plaintext-control-plane")
-        .arg("--allow-private-upstreams")
-        .args(["--data-plane-id", "drain-test"])
-        .args(["--drain-timeout-secs", &BUDGET.as_secs().to_string()])
-        .arg("--usage-spill-path")
-        .arg(dir.join("spill.jsonl"))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.join("data-plane.err")).unwrap())
-        .spawn()
-        .unwrap();
-    (Process { child, log }, proxy, admin)
-}
-
 async fn status(url: &str) -> u16 {
     match tollgate_tests::http_client().get(url).send().await {
         Ok(r) => r.status().as_u16(),
@@ -82,13 +41,18 @@ async fn status(url: &str) -> u16 {
 async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage() {
     let up = FakeUpstream::start().await;
     let cp = FakeControlPlane::start(&up.responses_url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut dp, proxy, admin) = start_data_plane(&cp, dir.path());
-    let readyz = format!("http://127.0.0.1:{admin}/readyz");
-    tollgate_tests::eventually("data plane ready", Duration::from_secs(30), || async {
-        status(&readyz).await == 200
-    })
+    let mut dp = DataPlaneProcess::start(
+        env!("CARGO_BIN_EXE_tollgate-data-plane-under-test"),
+        &cp.url(),
+        &[
+            // The scripted control plane speaks plaintext (mTLS is covered by tests/tls.rs).
+            ("TOLLGATE_ALLOW_PLAINTEXT_CONTROL_PLANE", "true".into()),
+            ("TOLLGATE_DRAIN_TIMEOUT_SECS", BUDGET.as_secs().to_string()),
+        ],
+    )
     .await;
+    let proxy = dp.proxy_addr.port();
+    let readyz = format!("http://{}/readyz", dp.admin_addr);
 
     // Fast streams take about 2 s (well inside the budget); slow ones would take 40 s.
     for _ in 0..FAST {
@@ -127,11 +91,7 @@ async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage(
     }
     up.wait_for_in_flight(FAST + SLOW).await;
 
-    let term = Command::new("kill")
-        .args(["-TERM", &dp.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    dp.terminate();
     let signalled = Instant::now();
 
     // Not ready at once, while the streams go on.
@@ -180,30 +140,18 @@ async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage(
     }
     assert_eq!((complete, ended), (FAST, SLOW));
 
-    let exit = tollgate_tests::eventually_some(
-        "the data plane exits",
-        BUDGET + Duration::from_secs(10),
-        || {
-            let exit = dp.child.try_wait().unwrap();
-            async move { exit }
-        },
-    )
-    .await;
+    let exit = dp.wait_exit(BUDGET + Duration::from_secs(10)).await;
     let took = signalled.elapsed();
     println!("SIGTERM to exit: {took:?} (budget {BUDGET:?})");
-    assert!(exit.success(), "exit {exit:?}\n{}", dp.log());
+    assert!(exit.success(), "exit {exit:?}");
     // The budget, plus a generous margin for a loaded machine (a regression guard, not a
     // speed test: before, the drain could take three timeouts in a row).
-    assert!(
-        took < BUDGET + Duration::from_secs(3),
-        "{took:?}\n{}",
-        dp.log()
-    );
+    assert!(took < BUDGET + Duration::from_secs(3), "{took:?}");
 
     // Every stream's usage was committed before the exit: the real one for the
     // completed streams, an estimate from the relayed text for the cut ones.
     let committed = cp.usage_committed();
-    assert_eq!(committed.len(), FAST + SLOW, "{}", dp.log());
+    assert_eq!(committed.len(), FAST + SLOW);
     let real: Vec<_> = committed.iter().filter(|r| !r.estimated).collect();
     assert_eq!(real.len(), FAST);
     assert!(
@@ -217,7 +165,7 @@ async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage(
             .all(|r| r.output_tokens > 0)
     );
     // Nothing left behind for a next start.
-    assert!(!dir.path().join("spill.jsonl").exists(), "{}", dp.log());
+    assert!(!dp.spill_path().exists());
 }
 
 /// The control plane's drain: NOT_SERVING on both ports first, while calls still run;

@@ -20,6 +20,8 @@ use tollgate_tests::stage::KEY;
 const BUDGET: Duration = Duration::from_secs(5);
 const FAST: usize = 10;
 const SLOW: usize = 10;
+/// Non-streaming requests still waiting for the upstream's answer at the cut.
+const WAITING: usize = 2;
 const FAST_TEXT: [&str; 4] = ["Hello", ", ", "world", "!"];
 
 fn free_port() -> u16 {
@@ -90,6 +92,30 @@ async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage(
         }));
     }
     up.wait_for_in_flight(FAST + SLOW).await;
+    // And non-streaming requests whose upstream has not answered by the cut.
+    for _ in 0..WAITING {
+        up.push(Script::success().delay(Duration::from_secs(60)));
+    }
+    let mut waiting = Vec::new();
+    for _ in 0..WAITING {
+        let client = client.clone();
+        let url = format!("http://127.0.0.1:{proxy}/v1/responses");
+        #[allow(clippy::disallowed_methods)] // the test's own clients, joined below
+        waiting.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&json!({"model": "gpt-5.1", "input": "hi"}))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }));
+    }
+    up.wait_for_in_flight(FAST + SLOW + WAITING).await;
 
     dp.terminate();
     let signalled = Instant::now();
@@ -139,6 +165,17 @@ async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage(
         }
     }
     assert_eq!((complete, ended), (FAST, SLOW));
+    for w in waiting {
+        let (status, body) = w.await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("shutting down"),
+            "{body}"
+        );
+    }
 
     let exit = dp.wait_exit(BUDGET + Duration::from_secs(10)).await;
     let took = signalled.elapsed();
@@ -148,22 +185,24 @@ async fn sigterm_during_twenty_streams_finishes_or_ends_each_and_loses_no_usage(
     // speed test: before, the drain could take three timeouts in a row).
     assert!(took < BUDGET + Duration::from_secs(3), "{took:?}");
 
-    // Every stream's usage was committed before the exit: the real one for the
-    // completed streams, an estimate from the relayed text for the cut ones.
+    // Every request's usage was committed before the exit: the real one for the
+    // completed streams, an estimate from the relayed text for the cut ones, and from
+    // the input for the requests the upstream had not answered (it may bill them).
     let committed = cp.usage_committed();
-    assert_eq!(committed.len(), FAST + SLOW);
+    assert_eq!(committed.len(), FAST + SLOW + WAITING);
     let real: Vec<_> = committed.iter().filter(|r| !r.estimated).collect();
     assert_eq!(real.len(), FAST);
     assert!(
         real.iter()
             .all(|r| r.input_tokens == 11 && r.output_tokens == 4)
     );
-    assert!(
-        committed
-            .iter()
-            .filter(|r| r.estimated)
-            .all(|r| r.output_tokens > 0)
-    );
+    let (cut, unanswered): (Vec<_>, Vec<_>) = committed
+        .iter()
+        .filter(|r| r.estimated)
+        .partition(|r| r.stream);
+    assert_eq!((cut.len(), unanswered.len()), (SLOW, WAITING));
+    assert!(cut.iter().all(|r| r.output_tokens > 0));
+    assert!(unanswered.iter().all(|r| r.output_tokens == 0));
     // Nothing left behind for a next start.
     assert!(!dp.spill_path().exists());
 }

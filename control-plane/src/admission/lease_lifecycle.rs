@@ -118,7 +118,8 @@ impl Admission {
         let grace = inner.settings.lease_grace;
         let mut freed = 0;
         for session_id in inner.sessions.take_expired(grace) {
-            let n = inner.leases.release_owner(&session_id);
+            let reaped = inner.leases.release_owner(&session_id);
+            let n = reaped.len();
             if n > 0 {
                 tracing::info!(
                     session_id,
@@ -126,17 +127,21 @@ impl Admission {
                     "freed the leases of an expired session"
                 );
             }
+            // Their requests may never get a usage record: estimate them.
+            self.queue_estimates(reaped);
             freed += n;
         }
         // Owners the session table no longer knows (provisional adopters never bound, or
         // a lease granted just as its session went away) are timed here.
         let sessions = &inner.sessions;
-        let n = inner
+        let reaped = inner
             .leases
             .reap_away(|o| sessions.is_connected(o), grace, Instant::now());
+        let n = reaped.len();
         if n > 0 {
             tracing::info!(freed = n, "freed orphaned leases");
         }
+        self.queue_estimates(reaped);
         freed + n
     }
 

@@ -174,15 +174,12 @@ impl LeaseTable {
     }
 
     /// Releases the given leases; unknown or already released ids are ignored.
-    /// Returns how many were released.
-    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> usize {
-        let removed: Vec<Lease> = {
-            let mut inner = self.lock();
-            ids.into_iter()
-                .filter_map(|id| inner.leases.remove(id))
-                .collect()
-        };
-        removed.len()
+    /// Returns the released leases (their slots go back when they are dropped).
+    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<Lease> {
+        let mut inner = self.lock();
+        ids.into_iter()
+            .filter_map(|id| inner.leases.remove(id))
+            .collect()
     }
 
     /// Releases every lease of `owner`; returns them (their slots go back when they are
@@ -355,8 +352,8 @@ mod tests {
         f.lease("l1", "s1", f.hold(1), 100);
         assert_eq!(f.users.usage(1).in_use, 1);
         assert_eq!(f.accounts.usage(100).in_use, 1);
-        assert_eq!(f.table.release(["l1", "l1", "nope"]), 1);
-        assert_eq!(f.table.release(["l1"]), 0);
+        assert_eq!(f.table.release(["l1", "l1", "nope"]).len(), 1);
+        assert_eq!(f.table.release(["l1"]).len(), 0);
         assert_eq!(f.users.usage(1).in_use, 0);
         assert_eq!(f.pending.usage(1).in_use, 0);
         assert_eq!(f.accounts.usage(100).in_use, 0);

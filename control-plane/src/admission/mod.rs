@@ -93,6 +93,8 @@ struct Inner {
     tokens: TokenRefresher,
     /// Estimates of reaped leases, waiting for billing (`recovery.rs`).
     recovered: std::sync::Mutex<Vec<recovery::UsageFacts>>,
+    /// Released requests waiting for their usage record (`recovery.rs`).
+    settling: std::sync::Mutex<recovery::Settling>,
 }
 
 /// The admission engine. Cheap to clone.
@@ -130,6 +132,7 @@ impl Admission {
                 counters: Counters::default(),
                 tokens,
                 recovered: std::sync::Mutex::default(),
+                settling: std::sync::Mutex::default(),
             }),
         }
     }

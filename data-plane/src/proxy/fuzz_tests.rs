@@ -264,8 +264,11 @@ proptest! {
     }
 }
 
+/// The events a splitter emitted, and what `finish` left; `Err` on a too-long line.
+type Split = Result<(Vec<Vec<u8>>, Option<Vec<u8>>), ()>;
+
 /// The events of `raw` fed in pieces cut at `cuts`, and what `finish` leaves.
-fn split(raw: &[u8], cuts: &[usize]) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), ()> {
+fn split(raw: &[u8], cuts: &[usize]) -> Split {
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
     cuts.push(raw.len());
     cuts.sort_unstable();

@@ -205,5 +205,6 @@ pub fn record(r: &pb::UsageRecord) -> Record {
         .str("client_ip", &r.client_ip)
         .str("reasoning_effort", &r.reasoning_effort)
         .bool("estimated", r.estimated)
+        .bool("recovered", r.recovered)
         .time("created_at", r.created_at_ms)
 }

@@ -14,6 +14,7 @@ mod defaults {
     pub const LEASE_GRACE_MS: u64 = 10_000;
     pub const HEARTBEAT_INTERVAL_MS: u64 = 2_000;
     pub const CHARGE_ESTIMATES: bool = true;
+    pub const RECOVERED_OUTPUT_TOKENS: i64 = 1_000;
     pub const USER_WAIT_TIMEOUT_MS: u64 = 30_000;
     pub const USER_EXTRA_PENDING: u32 = 20;
     pub const ACCOUNT_WAIT_TIMEOUT_MS: u64 = 30_000;
@@ -156,6 +157,16 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub charge_estimates: bool,
+
+    /// Output tokens charged for a request whose data plane died before reporting its
+    /// usage (the control plane's estimate; input is the request's bytes / 4).
+    #[arg(
+        long,
+        env = "TOLLGATE_RECOVERED_OUTPUT_TOKENS",
+        default_value_t = defaults::RECOVERED_OUTPUT_TOKENS,
+        value_parser = clap::value_parser!(i64).range(0..=100_000_000)
+    )]
+    pub recovered_output_tokens: i64,
 
     /// Structured JSON logs.
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
@@ -305,6 +316,7 @@ impl Config {
             heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_MS,
             fallback_price: None,
             charge_estimates: defaults::CHARGE_ESTIMATES,
+            recovered_output_tokens: defaults::RECOVERED_OUTPUT_TOKENS,
             log_json: false,
             codex_url: crate::admission::lease_url::DEFAULT_CODEX_URL.to_owned(),
             user_wait_timeout_ms: defaults::USER_WAIT_TIMEOUT_MS,

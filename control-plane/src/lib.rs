@@ -188,6 +188,14 @@ fn gateway_parts(
     );
     tasks.spawn(admission.clone().run_background(shutdown.clone()));
     tasks.spawn(admission.snapshot().clone().follow(shutdown.clone()));
+    // Estimates for leases reaped without a usage record.
+    tasks.spawn(crate::billing::recovered::run(
+        admission.clone(),
+        store.clone(),
+        invalidations.clone(),
+        BillingSettings::from_config(config),
+        shutdown.clone(),
+    ));
     GatewayParts {
         store: store.clone(),
         invalidations: invalidations.clone(),

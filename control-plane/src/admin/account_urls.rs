@@ -242,3 +242,48 @@ mod tests {
         assert_eq!(strip_credentials(""), "");
     }
 }
+
+/// Property tests over arbitrary input (conventions in data-plane `proxy/fuzz_tests.rs`:
+/// `PROPTEST_CASES` raises the case count).
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any text: a clear error or a proxy URL of an allowed scheme with a host, whose
+        /// operator view carries no password.
+        #[test]
+        fn proxy_urls_never_panic(
+            s in ".{0,60}|(http|https|socks5|socks5h|ftp)://([a-z]{0,6}(:[^@/]{0,8})?@)?[a-z0-9.:\\[\\]-]{0,24}(/.{0,8})?"
+        ) {
+            if let Ok(v) = proxy_url("proxy_url", &s)
+                && !v.is_empty()
+            {
+                let url = Url::parse(&v).unwrap();
+                prop_assert!(PROXY_SCHEMES.contains(&url.scheme()));
+                let shown = strip_credentials(&v);
+                let shown_url = Url::parse(&shown).unwrap();
+                prop_assert!(shown_url.password().is_none());
+            }
+        }
+
+        /// Any text: a clear error or a base URL that validates again to itself.
+        #[test]
+        fn base_urls_never_panic(
+            s in ".{0,60}|https?://[a-z0-9.:\\[\\]-]{0,30}(/[a-z0-9/]{0,10})?",
+            allow_private in any::<bool>(),
+            allow_insecure in any::<bool>(),
+        ) {
+            let policy = UpstreamPolicy {
+                allow_private,
+                allow_insecure,
+                ..UpstreamPolicy::default()
+            };
+            if let Ok(v) = base_url(&policy, "base_url", &s) {
+                prop_assert_eq!(base_url(&policy, "base_url", &v).ok(), Some(v));
+            }
+        }
+    }
+}

@@ -201,6 +201,7 @@ pub fn usage_record(r: model::UsageRecord) -> pb::UsageRecord {
         reasoning_effort: r.reasoning_effort,
         estimated: r.estimated,
         created_at_ms: r.created_at_ms,
+        recovered: r.recovered,
     }
 }
 

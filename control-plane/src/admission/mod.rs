@@ -35,6 +35,7 @@ pub mod lease_url;
 pub mod leases;
 pub mod outcome_policy;
 mod pricing;
+pub mod recovery;
 mod refusals;
 mod report_outcome;
 pub mod select;
@@ -59,6 +60,7 @@ use sticky::StickyTable;
 
 pub use admit::{AdmitError, AdmitRequest, Granted};
 pub use lease_lifecycle::{Adoption, HeldLease};
+pub use recovery::UsageFacts;
 pub use refusals::Rejection;
 pub use report_outcome::OutcomeCounts;
 pub use settings::AdmissionSettings;
@@ -89,6 +91,10 @@ struct Inner {
     counters: Counters,
     /// Subscription token refresher (`tokens.rs`).
     tokens: TokenRefresher,
+    /// Estimates of reaped leases, waiting for billing (`recovery.rs`).
+    recovered: std::sync::Mutex<Vec<recovery::UsageFacts>>,
+    /// Released requests waiting for their usage record (`recovery.rs`).
+    settling: std::sync::Mutex<recovery::Settling>,
 }
 
 /// The admission engine. Cheap to clone.
@@ -125,6 +131,8 @@ impl Admission {
                 last_used: LastUsed::default(),
                 counters: Counters::default(),
                 tokens,
+                recovered: std::sync::Mutex::default(),
+                settling: std::sync::Mutex::default(),
             }),
         }
     }

@@ -132,13 +132,28 @@ pub(super) async fn charge_one(
     report: pb::UsageReport,
     now_ms: i64,
 ) -> std::result::Result<(UsageRecord, ChargeOutcome), Failure> {
+    charge_as(store, prices, mappings, settings, report, false, now_ms).await
+}
+
+/// [`charge_one`], with the record flagged `recovered` when it is the control plane's
+/// own estimate (`recovered.rs`).
+pub(super) async fn charge_as(
+    store: &Store,
+    prices: &PriceTable,
+    mappings: &mut Mappings,
+    settings: &BillingSettings,
+    report: pb::UsageReport,
+    recovered: bool,
+    now_ms: i64,
+) -> std::result::Result<(UsageRecord, ChargeOutcome), Failure> {
     let checked = record::check(report).map_err(Failure::Permanent)?;
     let mapping = mappings
         .for_record(store, &checked, prices)
         .await
         .map_err(Failure::Error)?;
     let cost = price(&checked, &mapping, prices, settings).map_err(Failure::Permanent)?;
-    let usage = checked.into_record(cost, now_ms);
+    let mut usage = checked.into_record(cost, now_ms);
+    usage.recovered = recovered;
     match store.charge_usage(&usage, now_ms).await {
         Ok(outcome) => Ok((usage, outcome)),
         Err(e) if is_permanent(&e) => Err(Failure::Permanent(e.to_string())),
@@ -225,7 +240,7 @@ pub async fn report_usage(
 /// An error no retry of the same record can fix: a missing key, user or subscription,
 /// an overflow guard, a value the database refuses (Postgres SQLSTATE classes 22 data
 /// exception and 23 integrity violation; SQLite constraint, mismatch, too big).
-fn is_permanent(e: &Error) -> bool {
+pub(super) fn is_permanent(e: &Error) -> bool {
     match e {
         Error::NotFound(_) | Error::InvalidArgument { .. } => true,
         Error::Storage(StorageError::Rejected(sqlx::Error::Database(db))) => {
@@ -243,7 +258,7 @@ fn is_permanent(e: &Error) -> bool {
 }
 
 /// An error caused by this record's data rather than by the database being away.
-fn belongs_to_record(e: &Error) -> bool {
+pub(super) fn belongs_to_record(e: &Error) -> bool {
     match e {
         Error::Storage(e) => e.is_rejected_data(),
         _ => true,
@@ -273,6 +288,12 @@ impl<'a> PendingInvalidations<'a> {
     /// admission, which reads them from storage.
     pub(super) fn charged(&mut self, usage: &UsageRecord, outcome: &ChargeOutcome) {
         if !outcome.inserted {
+            return;
+        }
+        if outcome.superseded {
+            // The estimate's charge was undone: the key or user may be usable again.
+            self.key(usage.key_id);
+            self.user(usage.user_id);
             return;
         }
         if outcome.key_exhausted {

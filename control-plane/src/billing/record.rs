@@ -159,6 +159,7 @@ impl Checked {
             client_ip: cut(r.client_ip),
             reasoning_effort: cut(r.reasoning_effort),
             estimated: r.estimated,
+            recovered: false,
             created_at_ms: if r.started_at_ms > 0 {
                 r.started_at_ms
             } else {

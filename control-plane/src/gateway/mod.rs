@@ -175,6 +175,9 @@ impl Gateway for GatewayService {
         self.parts
             .admission
             .release_requests(req.request_ids.iter().map(String::as_str));
+        self.parts
+            .admission
+            .settled(req.unbilled_request_ids.iter().map(String::as_str));
         Ok(Response::new(pb::ReleaseResponse {}))
     }
 
@@ -190,6 +193,10 @@ impl Gateway for GatewayService {
             tollgate_shared::now_ms(),
         )
         .await?;
+        // Stored: these requests need no estimate any more.
+        let landed = resp.acked_request_ids.iter().map(String::as_str);
+        let dead = resp.dead_lettered.iter().map(|d| d.request_id.as_str());
+        self.parts.admission.settled(landed.chain(dead));
         Ok(Response::new(resp))
     }
 

@@ -22,6 +22,7 @@ impl From<pb::AdmitRequest> for AdmitRequest {
             user_lease_id: r.user_lease_id,
             stream: r.stream,
             default_codex_model: r.default_codex_model,
+            request_bytes: r.request_bytes,
         }
     }
 }

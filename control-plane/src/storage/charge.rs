@@ -4,7 +4,10 @@
 //!
 //! Order inside the transaction:
 //! 1. insert the usage row, `ON CONFLICT (request_id) DO NOTHING`; nothing inserted is a
-//!    replay: roll back, change nothing, report `inserted: false`;
+//!    replay: roll back, change nothing, report `inserted: false` — unless the row there
+//!    is the control plane's estimate (`recovered`) and this record is real: then the
+//!    estimate's charges are undone and the row overwritten (`supersede.rs`), and the
+//!    steps below charge this record, so the request is charged once in total;
 //! 2. balance mode: `balance_nanos = balance_nanos - actual_cost`; subscription mode: the
 //!    three windows grow by `total_cost` (one UPDATE, CASE per window);
 //! 3. the key: lock the row with a write (`last_used_at_ms`) that also returns the
@@ -34,6 +37,9 @@ const MONTH_MS: i64 = Window::Monthly.len_ms();
 pub struct ChargeOutcome {
     /// `false`: the request id was already recorded; nothing changed.
     pub inserted: bool,
+    /// The record replaced the control plane's estimate for its request (`recovered`):
+    /// the estimate's charge was undone and this record's charged instead.
+    pub superseded: bool,
     /// The key went `active` → `quota_exhausted` with this charge.
     pub key_exhausted: bool,
     /// Balance mode: the user's balance after the charge.
@@ -92,11 +98,18 @@ async fn charge_in(
     r: &UsageRecord,
     now_ms: i64,
 ) -> Result<Option<ChargeOutcome>> {
+    let mut superseded = false;
     if !insert_usage_row(tx, r).await? {
-        return Ok(None);
+        // A real record for a request the control plane had recorded an estimate for
+        // (`recovered`): the estimate's charge is undone and this one is charged.
+        if r.recovered || !super::supersede::undo_recovered(tx, r).await? {
+            return Ok(None);
+        }
+        superseded = true;
     }
     let mut outcome = ChargeOutcome {
         inserted: true,
+        superseded,
         ..ChargeOutcome::default()
     };
     match r.billing_mode {

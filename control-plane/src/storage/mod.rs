@@ -23,6 +23,7 @@ mod keys;
 mod oauth;
 mod prices;
 mod subscriptions;
+mod supersede;
 mod usage;
 mod users;
 

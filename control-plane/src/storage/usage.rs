@@ -16,7 +16,7 @@ const USAGE_COLS: &str = "request_id, key_id, user_id, group_id, subscription_id
                           cached_cost_nanos, total_cost_nanos, actual_cost_nanos, \
                           rate_multiplier_ppm, account_cost_multiplier_ppm, billing_mode, \
                           stream, duration_ms, first_token_ms, user_agent, client_ip, \
-                          reasoning_effort, estimated, created_at_ms";
+                          reasoning_effort, estimated, created_at_ms, recovered";
 
 /// Inserts one usage row; a replay (same request id) inserts nothing. Shared by
 /// `insert_usage` and the charging transaction so the two can never drift apart.
@@ -24,14 +24,39 @@ static INSERT_USAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO usage_logs ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
          $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
-         $26, $27, $28) ON CONFLICT (request_id) DO NOTHING"
+         $26, $27, $28, $29) ON CONFLICT (request_id) DO NOTHING"
     )
 });
 
-pub(super) fn insert_usage_query(
-    r: &UsageRecord,
-) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
-    sqlx::query(INSERT_USAGE.as_str())
+/// Overwrites a recovered estimate with the real record (same binds as the insert:
+/// `$1` the request id, then every other column in `USAGE_COLS` order). Only a row the
+/// charging transaction has just claimed (`recovered = 2`, see `charge.rs`) matches.
+static SUPERSEDE_USAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let sets: Vec<String> = USAGE_COLS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .enumerate()
+        .map(|(i, col)| format!("{col} = ${}", i + 2))
+        .collect();
+    format!(
+        "UPDATE usage_logs SET {} WHERE request_id = $1 AND recovered = 2",
+        sets.join(", ")
+    )
+});
+
+type UsageQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>;
+
+pub(super) fn insert_usage_query(r: &UsageRecord) -> UsageQuery {
+    bind_usage(INSERT_USAGE.as_str(), r)
+}
+
+pub(super) fn supersede_usage_query(r: &UsageRecord) -> UsageQuery {
+    bind_usage(SUPERSEDE_USAGE.as_str(), r)
+}
+
+fn bind_usage(sql: &'static str, r: &UsageRecord) -> UsageQuery {
+    sqlx::query(sql)
         .bind(r.request_id.clone())
         .bind(r.key_id)
         .bind(r.user_id)
@@ -60,6 +85,7 @@ pub(super) fn insert_usage_query(
         .bind(r.reasoning_effort.clone())
         .bind(flag(r.estimated))
         .bind(r.created_at_ms)
+        .bind(flag(r.recovered))
 }
 
 /// Aggregates over the filtered rows. CAST because Postgres widens SUM(bigint) to
@@ -109,6 +135,7 @@ fn row_to_usage(row: &AnyRow) -> Result<UsageRecord> {
         client_ip: row.try_get("client_ip")?,
         reasoning_effort: row.try_get("reasoning_effort")?,
         estimated: row.try_get::<i64, _>("estimated")? != 0,
+        recovered: row.try_get::<i64, _>("recovered")? != 0,
         created_at_ms: row.try_get("created_at_ms")?,
     })
 }

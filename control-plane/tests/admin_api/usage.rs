@@ -215,6 +215,7 @@ fn usage_record(
         client_ip: String::new(),
         reasoning_effort: String::new(),
         estimated: false,
+        recovered: false,
         created_at_ms: at,
     }
 }

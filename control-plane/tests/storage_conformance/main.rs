@@ -76,6 +76,8 @@ on_both_backends!(crate::with_store =>
     case_charge_subscription_windows,
     case_charge_quota_flips_at_exactly_the_quota,
     case_charge_concurrent_on_one_key,
+    case_charge_estimate_superseded_once,
+    case_charge_estimate_superseded_in_windows,
     case_account_cooldowns_only_extend,
     case_account_error_snapshot_and_last_used,
     case_oauth_tokens_due_and_stored,

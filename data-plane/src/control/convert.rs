@@ -76,6 +76,7 @@ pub fn admit_request(r: AdmitRequest) -> pb::AdmitRequest {
         user_lease_id: r.user_lease_id.unwrap_or_default(),
         stream: r.stream,
         default_codex_model: r.default_codex_model,
+        request_bytes: r.request_bytes,
     }
 }
 

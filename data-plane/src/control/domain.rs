@@ -63,6 +63,9 @@ pub struct AdmitRequest {
     /// The model subscription accounts are asked for outside the Codex family, so the
     /// control plane prices what will be served.
     pub default_codex_model: String,
+    /// The body's size in bytes: the control plane's estimate if this process dies
+    /// before reporting the request's usage.
+    pub request_bytes: u64,
 }
 
 /// The answer to Admit.

@@ -95,12 +95,14 @@ impl ControlClient {
         session_id: String,
         lease_ids: Vec<String>,
         request_ids: Vec<String>,
+        unbilled_request_ids: Vec<String>,
     ) -> Result<(), CallFailed> {
         self.count("release");
         let req = pb::ReleaseRequest {
             session_id,
             lease_ids,
             request_ids,
+            unbilled_request_ids,
         };
         self.inner.clone().release(req).await?;
         Ok(())

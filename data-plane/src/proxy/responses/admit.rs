@@ -35,6 +35,7 @@ impl Flow {
             user_lease_id: previous.map(|g| g.id.clone()),
             stream: ctx.stream,
             default_codex_model: self.settings.default_codex_model.clone(),
+            request_bytes: u64::try_from(ctx.raw_len).unwrap_or(u64::MAX),
         };
         let call = self.control.admit(req);
         tokio::pin!(call);

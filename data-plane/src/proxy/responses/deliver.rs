@@ -440,6 +440,7 @@ impl Flow {
             ),
         };
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        ctx.billed.store(true, std::sync::atomic::Ordering::Relaxed);
         self.usage.send(UsageReport {
             request_id: ctx.request_id.clone(),
             key_id: ctx.key.key_id,

@@ -15,6 +15,7 @@ pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Response};
@@ -132,6 +133,10 @@ pub struct Ctx {
     pub raw_len: usize,
     pub user_agent: String,
     pub reasoning_effort: String,
+    /// A lease was granted for it, and whether its usage record was queued: a request
+    /// that held a lease and ends without one tells the control plane (`unbilled`).
+    pub leased: AtomicBool,
+    pub billed: AtomicBool,
 }
 
 impl Ctx {
@@ -237,6 +242,8 @@ impl Flow {
             body: json,
             body_charge: Some(body_charge),
             raw_len: parsed.raw_len,
+            leased: AtomicBool::new(false),
+            billed: AtomicBool::new(false),
         };
         let (head_tx, head_rx) = oneshot::channel();
         let flow = self.clone();
@@ -250,18 +257,24 @@ impl Flow {
     }
 
     /// Admission, forwarding with failover, delivery. Runs to the end even when the
-    /// client leaves, so the upstream's usage is still reported.
-    async fn run(self: Arc<Self>, mut ctx: Ctx, mut ds: Downstream) {
+    /// client leaves, so the upstream's usage is still reported; a request that held a
+    /// lease and reported none says so (the control plane would estimate it otherwise,
+    /// should this process die).
+    async fn run(self: Arc<Self>, mut ctx: Ctx, ds: Downstream) {
+        self.run_attempts(&mut ctx, ds).await;
+        if ctx.leased.load(Ordering::Relaxed) && !ctx.billed.load(Ordering::Relaxed) {
+            self.leases.unbilled(&ctx.request_id);
+        }
+    }
+
+    async fn run_attempts(&self, ctx: &mut Ctx, mut ds: Downstream) {
         let mut excluded: Vec<i64> = Vec::new();
         let mut last_failure: Option<UpstreamFailure> = None;
         // The lease of the previous attempt holds this request's user slot until the
         // next admission (which shares it) has answered.
         let mut previous: Option<LeaseGuard> = None;
         for _attempt in 0..=self.settings.max_switches {
-            let lease = match self
-                .admit(&ctx, &excluded, previous.as_ref(), &mut ds)
-                .await
-            {
+            let lease = match self.admit(ctx, &excluded, previous.as_ref(), &mut ds).await {
                 Ok(l) => l,
                 Err(e) => {
                     // After a failed attempt, running out of accounts means the
@@ -277,9 +290,10 @@ impl Flow {
                 }
             };
             let account_id = lease.account.account_id;
+            ctx.leased.store(true, Ordering::Relaxed);
             let guard = self.leases.hold(&lease.lease_id, lease.user_id, account_id);
             drop(previous.take());
-            match self.attempt(&mut ctx, &lease, guard, &mut ds).await {
+            match self.attempt(ctx, &lease, guard, &mut ds).await {
                 deliver::Attempt::Done => return,
                 deliver::Attempt::Failed { failure, guard } => {
                     excluded.push(account_id);

@@ -104,6 +104,11 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
 
+    /// Optional plain-HTTP port serving Prometheus metrics at `/metrics`, e.g.
+    /// 0.0.0.0:9601 (no secrets there; keep it inside the cluster).
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Serve gRPC without TLS (development only, refused in production): any peer can
     /// then call Gateway and receive upstream credentials in leases.
     #[arg(long, env = "TOLLGATE_INSECURE_PLAINTEXT")]
@@ -289,6 +294,7 @@ impl Config {
             tls_reload_interval_ms: 10_000,
             insecure_plaintext: true,
             health_listen: None,
+            metrics_listen: None,
             allow_insecure_upstreams: false,
             allow_private_upstreams: false,
             upstream_host_allowlist: Vec::new(),

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod metrics;
 pub mod model;
 pub mod oauth;
 pub mod storage;
@@ -60,6 +61,14 @@ pub async fn serve_on(
     let resolved = config.resolve()?;
     let mut transport = tls::Transport::new(&resolved.tls, listener)?;
     transport.bind_health_port(config.health_listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| Error::Config(format!("cannot listen on {a}: {e}")))?,
+        ),
+        None => None,
+    };
     let store = Store::connect(&resolved.database_url, resolved.secrets.clone()).await?;
     let invalidations = Invalidations::new();
     let addr: SocketAddr = transport
@@ -67,11 +76,17 @@ pub async fn serve_on(
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
 
     let tasks = TaskTracker::new();
-    let gateway = GatewayService::new(
-        gateway_parts(&config, &store, &invalidations, &tasks, &shutdown),
-        tasks.clone(),
-        shutdown.clone(),
-    );
+    let parts = gateway_parts(&config, &store, &invalidations, &tasks, &shutdown);
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = ?l.local_addr().ok(), "metrics port serving");
+        tasks.spawn(metrics::serve(
+            l,
+            parts.metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let gateway = GatewayService::new(parts, tasks.clone(), shutdown.clone());
     let admin = admin::AdminService::new(admin::AdminContext::new(
         store.clone(),
         invalidations.clone(),
@@ -111,7 +126,8 @@ pub async fn serve_on(
 
 /// The engines behind the Gateway service, with their background tasks on `tasks`:
 /// the token refresher, admission (lease reaper, sticky pruning, last-used writes) and
-/// the snapshot admission reads through (applies invalidations).
+/// the snapshot admission reads through (applies invalidations); and the metrics over
+/// them (`parts.metrics.leadership` is where leadership is reported).
 fn gateway_parts(
     config: &Config,
     store: &Store,
@@ -128,6 +144,7 @@ fn gateway_parts(
         shutdown.clone(),
     );
     tasks.spawn(tokens.clone().run_background());
+    let token_refreshes = tokens.outcomes();
     let admission = Admission::new(
         store.clone(),
         invalidations.clone(),
@@ -137,7 +154,10 @@ fn gateway_parts(
     );
     tasks.spawn(admission.clone().run_background(shutdown.clone()));
     tasks.spawn(admission.snapshot().clone().follow(shutdown.clone()));
+    let mut metrics = metrics::Metrics::new();
+    metrics.observe(&admission, &sessions, token_refreshes);
     GatewayParts {
+        metrics: Arc::new(metrics),
         store: store.clone(),
         invalidations: invalidations.clone(),
         sessions,

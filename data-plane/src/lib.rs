@@ -84,7 +84,11 @@ pub async fn serve_on(
     // Background work stops after the proxy drained, so in-flight requests keep their
     // session, releases and usage reporting until the end.
     let background = CancellationToken::new();
-    let cache = AuthCache::new(control.clone(), config.flow.auth_cache_capacity);
+    let cache = AuthCache::new(
+        control.clone(),
+        config.flow.auth_cache_capacity,
+        metrics.clone(),
+    );
     let (leases, release_rx) = LeaseRegistry::new();
     let (usage, usage_rx) = UsageSender::new();
     let hooks: Arc<dyn SessionHooks> = Arc::new(proxy::Hooks {

@@ -4,6 +4,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod metrics_text;
 pub mod money;
 pub mod proto;
 pub mod refusal;

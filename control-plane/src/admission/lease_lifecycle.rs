@@ -137,6 +137,9 @@ impl Admission {
         if n > 0 {
             tracing::info!(freed = n, "freed orphaned leases");
         }
+        inner
+            .leases_reaped
+            .inc_by(u64::try_from(freed + n).unwrap_or(u64::MAX));
         freed + n
     }
 

@@ -19,6 +19,7 @@ use super::upstream::{error_message, outcome_headers};
 use super::{Ctx, Flow};
 use crate::control::domain::{AccountLease, Lease, Outcome, OutcomeKind, UsageReport};
 use crate::control::leases::LeaseGuard;
+use crate::metrics::flow::OpenStream;
 use crate::proxy::errors::ClientError;
 use crate::proxy::sse::{LineTooLong, Observer, Splitter, Usage};
 use crate::proxy::transform;
@@ -65,16 +66,29 @@ impl Flow {
             .await;
             return Attempt::Done;
         };
-        let resp = match self
+        let sent = Instant::now();
+        ctx.timing.mark_sent();
+        let resp = self
             .upstream
             .send(account, request.headers, request.payload)
-            .await
-        {
+            .await;
+        let flow = &self.metrics.flow;
+        flow.upstream_response.observe(sent.elapsed().as_secs_f64());
+        let resp = match resp {
             Ok(resp) => resp,
-            Err(failure) => return self.fail_over(ctx, account, failure, guard),
+            Err(failure) => {
+                ctx.timing.add_wait(sent.elapsed());
+                return self.fail_over(ctx, account, failure, guard);
+            }
         };
-        let resp = match successful(resp).await {
-            Ok(resp) => resp,
+        let resp = successful(resp).await;
+        // Reading a failure's body is upstream time too.
+        ctx.timing.add_wait(sent.elapsed());
+        let resp = match resp {
+            Ok(resp) => {
+                flow.added_latency.observe(ctx.timing.added().as_secs_f64());
+                resp
+            }
             Err(failure) if failure.fails_over() => {
                 return self.fail_over(ctx, account, failure, guard);
             }
@@ -178,7 +192,10 @@ impl Flow {
         if is_sse {
             self.pump(ctx, resp, observer, guard, ds).await
         } else {
-            (self.json_response(resp, observer, guard, ds).await, None)
+            (
+                self.json_response(ctx, resp, observer, guard, ds).await,
+                None,
+            )
         }
     }
 
@@ -196,10 +213,7 @@ impl Flow {
             ds.commit_sse(resp.headers().get("x-request-id").cloned());
         }
         let mut guard = Some(guard);
-        let fault = self
-            .relay(ctx.stream, resp, &mut obs, &mut guard, ds)
-            .await
-            .err();
+        let fault = self.relay(ctx, resp, &mut obs, &mut guard, ds).await.err();
         let error = match fault {
             // The upstream already told the client, with its own error event.
             Some(StreamFault::Cut) if obs.saw_error_event => None,
@@ -224,7 +238,7 @@ impl Flow {
     /// to its end for usage. `Ok` = a final response arrived.
     async fn relay(
         &self,
-        to_client: bool,
+        ctx: &Ctx,
         resp: reqwest::Response,
         obs: &mut Observer,
         guard: &mut Option<LeaseGuard>,
@@ -235,6 +249,9 @@ impl Flow {
         let mut events: Vec<Bytes> = Vec::new();
         let mut last_upstream = Instant::now();
         let mut last_downstream = Instant::now();
+        let to_client = ctx.stream;
+        let _open = to_client.then(|| OpenStream::new(&self.metrics.flow.streams_open));
+        let mut first_byte = true;
         loop {
             let next_ping = last_downstream.max(last_upstream) + self.settings.keepalive;
             let idle_deadline = last_upstream + self.settings.idle_timeout;
@@ -247,6 +264,9 @@ impl Flow {
                 chunk = upstream.next() => match chunk {
                     Some(Ok(bytes)) => {
                         last_upstream = Instant::now();
+                        if std::mem::take(&mut first_byte) {
+                            self.observe_first_byte(ctx);
+                        }
                         if split.push(&bytes, &mut events) == Err(LineTooLong) {
                             return Err(StreamFault::LineTooLong);
                         }
@@ -284,9 +304,17 @@ impl Flow {
         }
     }
 
+    fn observe_first_byte(&self, ctx: &Ctx) {
+        self.metrics
+            .flow
+            .upstream_first_byte
+            .observe(ctx.timing.since_sent().as_secs_f64());
+    }
+
     /// A non-streaming JSON answer: passed through with the model mapped back.
     async fn json_response(
         &self,
+        ctx: &Ctx,
         resp: reqwest::Response,
         obs: Observer,
         guard: LeaseGuard,
@@ -295,7 +323,9 @@ impl Flow {
         let status = resp.status();
         let request_id = resp.headers().get("x-request-id").cloned();
         let mut guard = Some(guard);
-        let read = read_body(resp, JSON_BODY_LIMIT, self.settings.idle_timeout);
+        let read = read_body(resp, JSON_BODY_LIMIT, self.settings.idle_timeout, || {
+            self.observe_first_byte(ctx);
+        });
         tokio::pin!(read);
         let raw = tokio::select! {
             raw = &mut read => raw,
@@ -345,6 +375,11 @@ impl Flow {
                 true,
             ),
         };
+        let flow = &self.metrics.flow;
+        flow.add_tokens("input", usage.input_tokens);
+        flow.add_tokens("output", usage.output_tokens);
+        flow.add_tokens("cached", usage.cached_tokens);
+        flow.add_tokens("reasoning", usage.reasoning_tokens);
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         self.usage.send(UsageReport {
             request_id: ctx.request_id.clone(),
@@ -411,12 +446,22 @@ async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut D
 
 /// A whole (bounded) body; the upstream may be silent at most `idle` between chunks.
 /// A body that stalls or breaks yields what arrived (then not valid JSON).
-async fn read_body(resp: reqwest::Response, limit: usize, idle: Duration) -> Bytes {
+/// `first_byte` runs when the first chunk arrives.
+async fn read_body(
+    resp: reqwest::Response,
+    limit: usize,
+    idle: Duration,
+    first_byte: impl FnOnce(),
+) -> Bytes {
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
+    let mut first_byte = Some(first_byte);
     loop {
         match tokio::time::timeout(idle, stream.next()).await {
             Ok(Some(Ok(chunk))) => {
+                if let Some(f) = first_byte.take() {
+                    f();
+                }
                 let room = limit.saturating_sub(out.len());
                 out.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 if out.len() >= limit {

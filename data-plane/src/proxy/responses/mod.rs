@@ -11,6 +11,7 @@ mod deliver;
 pub mod downstream;
 pub mod failover;
 pub mod outbound;
+mod timing;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -115,6 +116,8 @@ pub struct Ctx {
     pub raw_len: usize,
     pub user_agent: String,
     pub reasoning_effort: String,
+    /// The added-latency clock (`timing.rs`).
+    pub timing: timing::Timing,
 }
 
 impl Flow {
@@ -195,6 +198,7 @@ impl Flow {
             headers: parts.headers,
             client_ip,
             started,
+            timing: timing::Timing::new(started),
             started_ms: tollgate_shared::now_ms(),
             body: json,
             raw_len: parsed.raw_len,

@@ -155,9 +155,15 @@ pub struct Config {
     )]
     pub charge_estimates: bool,
 
-    /// Structured JSON logs.
+    /// Structured JSON logs (each line carries its request's `request_id` and
+    /// `trace_id`).
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+
+    /// OTLP/gRPC collector to export trace spans to, e.g. http://otel-collector:4317
+    /// (the standard OpenTelemetry variable). Unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 
     /// Responses endpoint of subscription (OAuth) accounts (tests point it at a fake).
     #[arg(
@@ -304,6 +310,7 @@ impl Config {
             fallback_price: None,
             charge_estimates: defaults::CHARGE_ESTIMATES,
             log_json: false,
+            otlp_endpoint: None,
             codex_url: crate::admission::lease_url::DEFAULT_CODEX_URL.to_owned(),
             user_wait_timeout_ms: defaults::USER_WAIT_TIMEOUT_MS,
             user_extra_pending: defaults::USER_EXTRA_PENDING,

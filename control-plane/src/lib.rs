@@ -106,6 +106,9 @@ pub async fn serve_on(
     tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
     let health_port = Server::builder().add_service(grpc_health.clone());
     let router = Server::builder()
+        // A span per call, continuing the caller's `traceparent` (a data plane's Admit
+        // is a child of its request's trace).
+        .trace_fn(grpc_span)
         .add_service(grpc_health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -165,6 +168,22 @@ fn gateway_parts(
         session: SessionSettings::from_config(config),
         billing: BillingSettings::from_config(config),
     }
+}
+
+fn grpc_span(req: &http::Request<()>) -> tracing::Span {
+    let path = req.uri().path();
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = path,
+        otel.kind = "server",
+        rpc.method = path,
+        trace_id = tracing::field::Empty,
+    );
+    tollgate_shared::telemetry::continue_trace(&span, req.headers());
+    if let Some(id) = tollgate_shared::telemetry::trace_id(&span) {
+        span.record("trace_id", id.as_str());
+    }
+    span
 }
 
 /// The standard gRPC health-checking service (`grpc.health.v1`), reporting both

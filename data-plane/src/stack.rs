@@ -65,8 +65,10 @@ where
     B: http_body::Body + Send + 'static,
 {
     ServiceBuilder::new()
-        // A tracing span per request (method, URI, version), closed with status and latency.
-        .layer(TraceLayer::new_for_http())
+        // A tracing span per request (method, path: never the query, which may hold a
+        // key), closed with status and latency. It continues the client's `traceparent`
+        // and carries the request and trace ids into every log line inside it.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         // Responses by route, status and error code: above the rescues, so load-shed
         // 503s and rescued panics are counted like every other answer.
         .layer(tower::layer::layer_fn(move |inner| Counted {
@@ -88,6 +90,23 @@ where
         .load_shed()
         .concurrency_limit(max_in_flight)
         .service(inner)
+}
+
+fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
+        otel.kind = "server",
+        method = %req.method(),
+        path = req.uri().path(),
+        request_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    tollgate_shared::telemetry::continue_trace(&span, req.headers());
+    if let Some(id) = tollgate_shared::telemetry::trace_id(&span) {
+        span.record("trace_id", id.as_str());
+    }
+    span
 }
 
 /// Counts responses by route, status and error code (route from the request's path, code

@@ -66,12 +66,21 @@ impl Flow {
             .await;
             return Attempt::Done;
         };
+        // The upstream call's own span; the upstream gets its `traceparent`.
+        let span = tracing::info_span!(
+            "upstream",
+            otel.kind = "client",
+            account_id = account.account_id
+        );
+        let mut headers = request.headers;
+        tollgate_shared::telemetry::inject(&span, &mut headers);
         let sent = Instant::now();
         ctx.timing.mark_sent();
-        let resp = self
-            .upstream
-            .send(account, request.headers, request.payload)
-            .await;
+        let resp = tracing::Instrument::instrument(
+            self.upstream.send(account, headers, request.payload),
+            span,
+        )
+        .await;
         let flow = &self.metrics.flow;
         flow.upstream_response.observe(sent.elapsed().as_secs_f64());
         let resp = match resp {

@@ -203,10 +203,16 @@ impl Flow {
             body: json,
             raw_len: parsed.raw_len,
         };
+        let span = tracing::Span::current();
+        span.record("request_id", ctx.request_id.as_str());
         let (head_tx, head_rx) = oneshot::channel();
         let flow = self.clone();
-        self.tasks
-            .spawn(async move { flow.run(ctx, Downstream::new(head_tx)).await });
+        // The run stays in the request's span (its logs carry the request and trace ids,
+        // its Admit and upstream calls are children of the client's trace).
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move { flow.run(ctx, Downstream::new(head_tx)).await },
+            span,
+        ));
         head_rx.await.unwrap_or_else(|_| {
             ClientError::new(ErrorCode::Internal, "The request failed unexpectedly").into_response()
         })

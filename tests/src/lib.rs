@@ -11,6 +11,7 @@
 //! - [`fake_upstream`]: the fake OpenAI upstream and its OAuth token endpoint;
 //! - [`fake_proxy`]: real HTTP and SOCKS5 outbound proxies;
 //! - [`sse`]: the one SSE parser, which keeps the bytes;
+//! - [`sdk`]: the official OpenAI Python SDK, installed once, and a runner for its scripts;
 //! - [`eventually`]: waits for a condition instead of sleeping.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +22,7 @@ pub mod fake_control_plane;
 pub mod fake_proxy;
 pub mod fake_upstream;
 pub mod fixture;
+pub mod sdk;
 pub mod sse;
 pub mod stage;
 

@@ -281,7 +281,7 @@ impl Flow {
                         }
                         for ev in events.drain(..) {
                             let out = obs.observe(ev);
-                            if to_client && !ds.send(out).await {
+                            if to_client && !ds.send_event(out).await {
                                 client_left(guard);
                             }
                             last_downstream = Instant::now();
@@ -294,7 +294,7 @@ impl Flow {
                     None => {
                         if let Some(rest) = split.finish() {
                             let out = obs.observe(rest);
-                            if to_client { ds.send(out).await; }
+                            if to_client { ds.send_event(out).await; }
                         }
                         return if obs.final_response.is_some() { Ok(()) } else { Err(StreamFault::Cut) };
                     }
@@ -353,7 +353,10 @@ impl Flow {
                 obs.usage = v.get("usage").and_then(Usage::from_json);
                 obs.final_response = Some(v.clone());
                 if !ds.is_gone() {
-                    ds.respond(json(status, v.to_string(), request_id));
+                    match ds.final_body(v) {
+                        Ok(body) => ds.respond(json(status, body.to_string(), request_id)),
+                        Err(e) => ds.fail(e).await,
+                    }
                 }
             }
             Err(_) if ds.is_gone() => {}
@@ -440,7 +443,10 @@ async fn successful(resp: reqwest::Response) -> Result<reqwest::Response, Upstre
 /// The final response collected from a stream, for a client that asked for JSON.
 async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut Downstream) {
     match (&obs.final_response, error) {
-        (Some(resp), None) => ds.respond(json(StatusCode::OK, resp.to_string(), None)),
+        (Some(resp), None) => match ds.final_body(resp.clone()) {
+            Ok(body) => ds.respond(json(StatusCode::OK, body.to_string(), None)),
+            Err(e) => ds.fail(e).await,
+        },
         (_, e) => {
             ds.fail(e.unwrap_or_else(|| {
                 ClientError::new(

@@ -27,6 +27,7 @@ use tollgate_shared::ErrorCode;
 
 use super::auth_info::KeyInfo;
 use super::cache::AuthCache;
+use super::chat::Front;
 use super::errors::ClientError;
 use super::throttle::InvalidKeyThrottle;
 use super::{body, checks, extract, transform};
@@ -159,6 +160,17 @@ impl Flow {
         req: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        self.handle_front(req, peer, Front::Responses).await
+    }
+
+    /// One request from a client speaking `front`'s API: its body becomes a Responses
+    /// body here, and its answer is shaped back on the way out (the `Downstream`).
+    pub async fn handle_front(
+        self: Arc<Self>,
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+        front: Front,
+    ) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let (key, client_ip) = match self
@@ -172,7 +184,7 @@ impl Flow {
             Ok(b) => b,
             Err(e) => return e.into_response(),
         };
-        let parsed = match body::parse(&raw) {
+        let (parsed, reply) = match front.parse(&raw) {
             Ok(p) => p,
             Err(e) => return e.into_response(),
         };
@@ -210,7 +222,10 @@ impl Flow {
         // The run stays in the request's span (its logs carry the request and trace ids,
         // its Admit and upstream calls are children of the client's trace).
         self.tasks.spawn(tracing::Instrument::instrument(
-            async move { flow.run(ctx, Downstream::new(head_tx)).await },
+            async move {
+                flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
+                    .await
+            },
             span,
         ));
         head_rx.await.unwrap_or_else(|_| {

@@ -673,6 +673,13 @@ mod tests {
         assert_eq!(form["client_id"], super::super::DEFAULT_CLIENT_ID);
         assert_eq!(form["scope"], "openid profile email");
         assert_eq!(s.refresher.calls(), 1);
+        assert_eq!(refreshes(&s.refresher, "renewed"), 1);
+    }
+
+    fn refreshes(r: &TokenRefresher, outcome: &'static str) -> u64 {
+        r.outcomes()
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .get()
     }
 
     #[tokio::test]
@@ -726,6 +733,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, RefreshError::Failed(_)), "{e:?}");
         assert_eq!(s.server.hits.load(Ordering::SeqCst), 3);
+        // One refresh (its retries inside), counted once, as failed.
+        assert_eq!(refreshes(&s.refresher, "failed"), 1);
+        assert_eq!(refreshes(&s.refresher, "renewed"), 0);
         let a = s.store.get_account(id).await.unwrap();
         assert_eq!(a.status, AccountStatus::Error);
         assert_eq!(

@@ -155,7 +155,16 @@ async fn both_planes_export_metrics_that_move_with_requests() {
     );
 
     // A few more: JSON and streamed answers, and one bad key.
-    for stream in [false, true, false, true] {
+    // A stream being relayed counts as open, until it ends.
+    gw.up
+        .push(Script::success().pause_after(1, Duration::from_secs(2)));
+    let mut streaming = gw.post(0, &b.key, body(true)).await;
+    assert_eq!(streaming.status(), 200);
+    assert!(streaming.chunk().await.unwrap().is_some());
+    let (dp, _) = scrape(&dp_url, None).await;
+    assert_eq!(value(&dp, "tollgate_streams_open"), Some(1.0), "{dp}");
+    while streaming.chunk().await.unwrap().is_some() {}
+    for stream in [false, false, true] {
         let r = gw.post(0, &b.key, body(stream)).await;
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();

@@ -130,6 +130,22 @@ pub fn flush() {
     }
 }
 
+/// The drain's last step: exports the buffered spans, waiting at most until `deadline`.
+/// The export blocks (the SDK's batch thread does the sending), so it runs on a blocking
+/// thread; one that overruns is abandoned to the process exit that follows.
+pub async fn flush_until(deadline: tokio::time::Instant) {
+    let Some(p) = PROVIDER.get().cloned() else {
+        return;
+    };
+    let flush = tokio::task::spawn_blocking(move || p.force_flush());
+    match tokio::time::timeout_at(deadline, flush).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "flushing traces failed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "flushing traces failed"),
+        Err(_) => tracing::warn!("drain: flushing traces overran the budget"),
+    }
+}
+
 /// Flushes and stops the exporter (at process exit).
 pub fn shutdown() {
     if let Some(p) = PROVIDER.get() {

@@ -4,6 +4,8 @@
 //!
 //! - [`cluster`]: the one way to start a control plane ([`cluster::ControlPlane`]) and data
 //!   planes, and the Admin API client;
+//! - [`dp_process`]: a data plane as an OS process, for what only a process shows (its
+//!   memory through `/proc`);
 //! - [`db`]: per-test SQLite / Postgres databases dropped on `Drop`, and
 //!   [`on_both_backends!`];
 //! - [`fixture`]: a whole gateway (fake upstream, control plane, data planes) with setup
@@ -18,6 +20,7 @@
 
 pub mod cluster;
 pub mod db;
+pub mod dp_process;
 pub mod fake_control_plane;
 pub mod fake_proxy;
 pub mod fake_upstream;

@@ -2,6 +2,8 @@
 
 pub mod auth_info;
 pub mod body;
+pub mod body_budget;
+pub mod body_read;
 pub mod cache;
 pub mod chat;
 pub mod checks;

@@ -39,6 +39,16 @@ pub enum Attempt {
     },
 }
 
+/// How the wait for an upstream's response head ended.
+enum Head {
+    Answer(reqwest::Response),
+    Failed(UpstreamFailure),
+    /// The client went away first.
+    ClientLeft,
+    /// The SIGTERM drain reached its cut first.
+    Drained,
+}
+
 /// The request as this account's upstream gets it.
 struct UpstreamRequest {
     headers: HeaderMap,
@@ -52,7 +62,7 @@ impl Flow {
     /// report. A failover-class failure hands the lease back to the run loop.
     pub(super) async fn attempt(
         &self,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         lease: &Lease,
         guard: LeaseGuard,
         ds: &mut Downstream,
@@ -74,23 +84,42 @@ impl Flow {
         );
         let mut headers = request.headers;
         tollgate_shared::telemetry::inject(&span, &mut headers);
-        let sent = Instant::now();
-        ctx.timing.mark_sent();
-        let resp = tracing::Instrument::instrument(
+        let send = tracing::Instrument::instrument(
             self.upstream.send(account, headers, request.payload),
             span,
-        )
-        .await;
+        );
+        let sent = Instant::now();
+        ctx.timing.mark_sent();
+        let head = self.head(send, ds).await;
         let flow = &self.metrics.flow;
         flow.upstream_response.observe(sent.elapsed().as_secs_f64());
-        let resp = match resp {
-            Ok(resp) => resp,
-            Err(failure) => {
+        let resp = match head {
+            Head::Answer(resp) => resp,
+            Head::Failed(failure) => {
                 ctx.timing.add_wait(sent.elapsed());
                 return self.fail_over(ctx, account, failure, guard);
             }
+            Head::ClientLeft => {
+                // Nothing came back: the upstream request is dropped (its connection
+                // closed), the slots are freed now, and nothing is charged.
+                tracing::info!(
+                    account_id = account.account_id,
+                    "client left before the upstream answered; request cancelled"
+                );
+                drop(guard);
+                return Attempt::Done;
+            }
+            // The drain's cut came before the upstream's answer: the request may already
+            // cost something, so its usage is reported (estimated from the input).
+            Head::Drained => {
+                drop(guard);
+                ds.fail(super::failover::shutting_down()).await;
+                let observer = Observer::new(&request.upstream_model, &ctx.model);
+                self.report_usage(ctx, lease, &request.upstream_model, &observer);
+                return Attempt::Done;
+            }
         };
-        let resp = successful(resp).await;
+        let resp = successful(resp, self.settings.body_timeout).await;
         // Reading a failure's body is upstream time too.
         ctx.timing.add_wait(sent.elapsed());
         let resp = match resp {
@@ -108,6 +137,7 @@ impl Flow {
                 return Attempt::Done;
             }
         };
+        ctx.release_body();
         self.report_success_headers(ctx, account, &resp);
         let observer = Observer::new(&request.upstream_model, &ctx.model);
         let (obs, fault) = self.deliver(ctx, resp, observer, guard, ds).await;
@@ -120,12 +150,51 @@ impl Flow {
         Attempt::Done
     }
 
+    /// Waits for the upstream's response head: at most the header timeout, and only as
+    /// long as the client is there (a committed stream gets keep-alive pings meanwhile,
+    /// which is also how a departed HTTP/2 client is noticed).
+    async fn head(
+        &self,
+        send: impl Future<Output = Result<reqwest::Response, UpstreamFailure>>,
+        ds: &mut Downstream,
+    ) -> Head {
+        if ds.is_gone() {
+            return Head::ClientLeft;
+        }
+        let timeout = self.settings.header_timeout;
+        let send = tokio::time::timeout(timeout, send);
+        tokio::pin!(send);
+        let period = self.settings.keepalive;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                r = &mut send => return match r {
+                    Ok(Ok(resp)) => Head::Answer(resp),
+                    Ok(Err(failure)) => Head::Failed(failure),
+                    Err(_) => Head::Failed(UpstreamFailure::header_timeout(timeout)),
+                },
+                _ = ping.tick(), if ds.committed() => {
+                    if !ds.send(PING).await {
+                        return Head::ClientLeft;
+                    }
+                }
+                () = ds.closed() => return Head::ClientLeft,
+                () = self.drain_cut.cancelled() => return Head::Drained,
+            }
+        }
+    }
+
     /// The body and header rules of this account's kind applied to the client's request.
     /// `None` when the body cannot be encoded.
     fn upstream_request(&self, ctx: &Ctx, account: &AccountLease) -> Option<UpstreamRequest> {
         let (kind, target) = self.upstream_target(ctx, account);
         let mut body = ctx.body.clone();
         let upstream_model = transform::body(&mut body, &ctx.model, &target);
+        // Only the ChatGPT backend requires instructions; an API-key upstream gets the
+        // client's request as sent (injected text would change outputs and cost tokens).
+        if kind == transform::Kind::OAuth && !ctx.codex {
+            crate::proxy::body::ensure_instructions(&mut body, &self.settings.instructions);
+        }
         let prompt_cache_key = body
             .get("prompt_cache_key")
             .and_then(Value::as_str)
@@ -138,7 +207,10 @@ impl Flow {
             &self.settings.default_originator,
             prompt_cache_key.as_deref(),
         );
-        let payload = serde_json::to_vec(&body).ok()?;
+        // Sized once: a growing buffer would briefly hold up to twice a large body.
+        let mut payload = Vec::with_capacity(ctx.raw_len.saturating_add(64 << 10));
+        serde_json::to_writer(&mut payload, &body).ok()?;
+        drop(body);
         Some(UpstreamRequest {
             headers,
             payload,
@@ -201,10 +273,7 @@ impl Flow {
         if is_sse {
             self.pump(ctx, resp, observer, guard, ds).await
         } else {
-            (
-                self.json_response(ctx, resp, observer, guard, ds).await,
-                None,
-            )
+            self.json_response(ctx, resp, observer, guard, ds).await
         }
     }
 
@@ -309,6 +378,9 @@ impl Flow {
                     last_downstream = Instant::now();
                 }
                 () = ds.closed(), if !ds.is_gone() => client_left(guard),
+                // The drain's budget is running out: end the stream now (the client gets
+                // the error event, usage is reported from what was seen).
+                () = self.drain_cut.cancelled() => return Err(StreamFault::Drained),
             }
         }
     }
@@ -320,7 +392,8 @@ impl Flow {
             .observe(ctx.timing.since_sent().as_secs_f64());
     }
 
-    /// A non-streaming JSON answer: passed through with the model mapped back.
+    /// A non-streaming JSON answer: passed through with the model mapped back. Returns
+    /// what was observed and whether the body timed out.
     async fn json_response(
         &self,
         ctx: &Ctx,
@@ -328,25 +401,40 @@ impl Flow {
         obs: Observer,
         guard: LeaseGuard,
         ds: &mut Downstream,
-    ) -> Observer {
+    ) -> (Observer, Option<StreamFault>) {
         let status = resp.status();
         let request_id = resp.headers().get("x-request-id").cloned();
         let mut guard = Some(guard);
-        let read = read_body(resp, JSON_BODY_LIMIT, self.settings.idle_timeout, || {
-            self.observe_first_byte(ctx);
-        });
+        let read = read_body(
+            resp,
+            JSON_BODY_LIMIT,
+            self.settings.idle_timeout,
+            self.settings.body_timeout,
+            || self.observe_first_byte(ctx),
+        );
         tokio::pin!(read);
-        let raw = tokio::select! {
-            raw = &mut read => raw,
+        let (raw, fault) = tokio::select! {
+            read = &mut read => read,
             // Client gone: release the slots now, but read the body to its end (bounded
-            // by the idle timeout) so the upstream's real usage is billed.
+            // by the body timeout) so the upstream's real usage is billed.
             () = ds.closed() => {
                 client_left(&mut guard);
-                read.await
+                tokio::select! {
+                    read = &mut read => read,
+                    () = self.drain_cut.cancelled() => (Bytes::new(), Some(StreamFault::Drained)),
+                }
             }
+            // The drain's budget is running out: a 503 now, usage estimated.
+            () = self.drain_cut.cancelled() => (Bytes::new(), Some(StreamFault::Drained)),
         };
         drop(guard);
         let mut obs = obs;
+        if let Some(fault) = fault {
+            if !ds.is_gone() {
+                ds.fail(fault.client_error()).await;
+            }
+            return (obs, Some(fault));
+        }
         match serde_json::from_slice::<Value>(&raw) {
             Ok(mut v) => {
                 obs.rewrite_response(&mut v);
@@ -368,7 +456,7 @@ impl Flow {
                 .await
             }
         }
-        obs
+        (obs, None)
     }
 
     fn report_usage(&self, ctx: &Ctx, lease: &Lease, upstream_model: &str, obs: &Observer) {
@@ -428,14 +516,20 @@ fn client_left(guard: &mut Option<LeaseGuard>) {
     drop(guard.take());
 }
 
-/// A success passes; a failure is read (a bounded prefix of its body) and typed.
-async fn successful(resp: reqwest::Response) -> Result<reqwest::Response, UpstreamFailure> {
+/// A success passes; a failure is read (a bounded prefix of its body, for at most
+/// `within`) and typed.
+async fn successful(
+    resp: reqwest::Response,
+    within: Duration,
+) -> Result<reqwest::Response, UpstreamFailure> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
     let headers = outcome_headers(resp.headers());
-    let raw = read_prefix(resp, ERROR_BODY_LIMIT).await;
+    let raw = tokio::time::timeout(within, read_prefix(resp, ERROR_BODY_LIMIT))
+        .await
+        .unwrap_or_default();
     let message = error_message(&raw);
     Err(UpstreamFailure::status(status, message, headers, raw))
 }
@@ -459,20 +553,24 @@ async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut D
     }
 }
 
-/// A whole (bounded) body; the upstream may be silent at most `idle` between chunks.
-/// A body that stalls or breaks yields what arrived (then not valid JSON).
-/// `first_byte` runs when the first chunk arrives.
+/// A whole (bounded) body; the upstream may be silent at most `idle` between chunks and
+/// take at most `total` in all, else the body timed out (`IdleTimeout`). A body that
+/// breaks yields what arrived (then not valid JSON). `first_byte` runs when the first
+/// chunk arrives.
 async fn read_body(
     resp: reqwest::Response,
     limit: usize,
     idle: Duration,
+    total: Duration,
     first_byte: impl FnOnce(),
-) -> Bytes {
+) -> (Bytes, Option<StreamFault>) {
+    let deadline = tokio::time::Instant::now() + total;
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     let mut first_byte = Some(first_byte);
     loop {
-        match tokio::time::timeout(idle, stream.next()).await {
+        let wait = deadline.min(tokio::time::Instant::now() + idle);
+        match tokio::time::timeout_at(wait, stream.next()).await {
             Ok(Some(Ok(chunk))) => {
                 if let Some(f) = first_byte.take() {
                     f();
@@ -489,12 +587,12 @@ async fn read_body(
             }
             Ok(None) => break,
             Err(_) => {
-                tracing::info!("upstream body stalled past the idle timeout");
-                break;
+                tracing::info!("upstream body timed out (idle or body timeout)");
+                return (Bytes::from(out), Some(StreamFault::IdleTimeout));
             }
         }
     }
-    Bytes::from(out)
+    (Bytes::from(out), None)
 }
 
 async fn read_prefix(resp: reqwest::Response, limit: usize) -> Bytes {

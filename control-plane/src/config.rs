@@ -106,6 +106,10 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
 
+    /// Optional plain-HTTP port serving Prometheus metrics at `/metrics`, e.g.
+    /// 0.0.0.0:9601 (no secrets there; keep it inside the cluster).
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// On SIGTERM, the whole drain's budget, seconds: health turns NOT_SERVING, sessions
     /// end, in-flight calls finish within its first four fifths, then storage closes.
     /// Keep it shorter than the pod's terminationGracePeriodSeconds.
@@ -168,9 +172,15 @@ pub struct Config {
     )]
     pub recovered_output_tokens: i64,
 
-    /// Structured JSON logs.
+    /// Structured JSON logs (each line carries its request's `request_id` and
+    /// `trace_id`).
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+
+    /// OTLP/gRPC collector to export trace spans to, e.g. http://otel-collector:4317
+    /// (the standard OpenTelemetry variable). Unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 
     /// Responses endpoint of subscription (OAuth) accounts (tests point it at a fake).
     #[arg(
@@ -307,6 +317,7 @@ impl Config {
             tls_reload_interval_ms: 10_000,
             insecure_plaintext: true,
             health_listen: None,
+            metrics_listen: None,
             drain_timeout_secs: defaults::DRAIN_TIMEOUT_SECS,
             allow_insecure_upstreams: false,
             allow_private_upstreams: false,
@@ -318,6 +329,7 @@ impl Config {
             charge_estimates: defaults::CHARGE_ESTIMATES,
             recovered_output_tokens: defaults::RECOVERED_OUTPUT_TOKENS,
             log_json: false,
+            otlp_endpoint: None,
             codex_url: crate::admission::lease_url::DEFAULT_CODEX_URL.to_owned(),
             user_wait_timeout_ms: defaults::USER_WAIT_TIMEOUT_MS,
             user_extra_pending: defaults::USER_EXTRA_PENDING,

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod metrics;
 pub mod model;
 pub mod oauth;
 pub mod storage;
@@ -61,6 +62,14 @@ pub async fn serve_on(
     let resolved = config.resolve()?;
     let mut transport = tls::Transport::new(&resolved.tls, listener)?;
     transport.bind_health_port(config.health_listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| Error::Config(format!("cannot listen on {a}: {e}")))?,
+        ),
+        None => None,
+    };
     let store = Store::connect(&resolved.database_url, resolved.secrets.clone()).await?;
     let invalidations = Invalidations::new();
     let addr: SocketAddr = transport
@@ -72,11 +81,17 @@ pub async fn serve_on(
     // end of the drain; the data planes' sessions end as soon as it starts.
     let background = CancellationToken::new();
     let end_sessions = CancellationToken::new();
-    let gateway = GatewayService::new(
-        gateway_parts(&config, &store, &invalidations, &tasks, &background),
-        tasks.clone(),
-        end_sessions.clone(),
-    );
+    let parts = gateway_parts(&config, &store, &invalidations, &tasks, &background);
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = ?l.local_addr().ok(), "metrics port serving");
+        tasks.spawn(metrics::serve(
+            l,
+            parts.metrics.clone(),
+            tasks.clone(),
+            background.clone(),
+        ));
+    }
+    let gateway = GatewayService::new(parts, tasks.clone(), end_sessions.clone());
     let admin = admin::AdminService::new(admin::AdminContext::new(
         store.clone(),
         invalidations.clone(),
@@ -96,6 +111,9 @@ pub async fn serve_on(
     tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
     let health_port = Server::builder().add_service(grpc_health.clone());
     let router = Server::builder()
+        // A span per call, continuing the caller's `traceparent` (a data plane's Admit
+        // is a child of its request's trace).
+        .trace_fn(grpc_span)
         .add_service(grpc_health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -151,8 +169,9 @@ pub async fn serve_on(
     if drain::until(plan.deadline, store.close()).await.is_none() {
         tracing::error!("drain: closing storage overran the budget");
     }
-    // Telemetry: logs are written synchronously, so nothing is buffered today; an
-    // exporter (OTLP traces/metrics) flushes here, bounded by `plan.deadline`.
+    // Telemetry: logs are written synchronously; buffered trace spans are exported
+    // now, bounded by `plan.deadline`.
+    tollgate_shared::telemetry::flush_until(plan.deadline).await;
     tracing::info!(
         took_ms = plan.started.elapsed().as_millis(),
         "control plane stopped"
@@ -162,7 +181,8 @@ pub async fn serve_on(
 
 /// The engines behind the Gateway service, with their background tasks on `tasks`:
 /// the token refresher, admission (lease reaper, sticky pruning, last-used writes) and
-/// the snapshot admission reads through (applies invalidations).
+/// the snapshot admission reads through (applies invalidations); and the metrics over
+/// them (`parts.metrics.leadership` is where leadership is reported).
 fn gateway_parts(
     config: &Config,
     store: &Store,
@@ -179,6 +199,7 @@ fn gateway_parts(
         shutdown.clone(),
     );
     tasks.spawn(tokens.clone().run_background());
+    let token_refreshes = tokens.outcomes();
     let admission = Admission::new(
         store.clone(),
         invalidations.clone(),
@@ -196,7 +217,10 @@ fn gateway_parts(
         BillingSettings::from_config(config),
         shutdown.clone(),
     ));
+    let mut metrics = metrics::Metrics::new();
+    metrics.observe(&admission, &sessions, token_refreshes);
     GatewayParts {
+        metrics: Arc::new(metrics),
         store: store.clone(),
         invalidations: invalidations.clone(),
         sessions,
@@ -204,6 +228,22 @@ fn gateway_parts(
         session: SessionSettings::from_config(config),
         billing: BillingSettings::from_config(config),
     }
+}
+
+fn grpc_span(req: &http::Request<()>) -> tracing::Span {
+    let path = req.uri().path();
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = path,
+        otel.kind = "server",
+        rpc.method = path,
+        trace_id = tracing::field::Empty,
+    );
+    tollgate_shared::telemetry::continue_trace(&span, req.headers());
+    if let Some(id) = tollgate_shared::telemetry::trace_id(&span) {
+        span.record("trace_id", id.as_str());
+    }
+    span
 }
 
 /// The standard gRPC health-checking service (`grpc.health.v1`), reporting both

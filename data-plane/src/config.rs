@@ -124,9 +124,15 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_USAGE_SPILL_PATH")]
     pub usage_spill_path: Option<std::path::PathBuf>,
 
-    /// Structured JSON logs.
+    /// Structured JSON logs (each line carries its request's `request_id` and
+    /// `trace_id`).
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+
+    /// OTLP/gRPC collector to export trace spans to, e.g. http://otel-collector:4317
+    /// (the standard OpenTelemetry variable). Unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 
     #[command(flatten)]
     pub flow: FlowConfig,
@@ -355,6 +361,7 @@ impl Config {
             usage_memory_cap: defaults::USAGE_MEMORY_CAP,
             usage_spill_path: None,
             log_json: false,
+            otlp_endpoint: None,
             flow: FlowConfig::default(),
             edge: EdgeConfig::default(),
         }

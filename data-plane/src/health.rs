@@ -60,11 +60,14 @@ impl Health {
                     )
                 }
             }
-            "/metrics" => text(
-                StatusCode::OK,
-                self.metrics.encode(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
+            "/metrics" => {
+                let accept = req
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (body, content_type) = self.metrics.render(accept);
+                text(StatusCode::OK, body, content_type)
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
         })
     }

@@ -61,7 +61,15 @@ impl Listeners {
 /// (returning within the drain budget).
 pub async fn main_from_env() -> std::process::ExitCode {
     let config = <Config as clap::Parser>::parse();
-    tollgate_shared::telemetry::init_logging(config.log_json);
+    if let Err(e) = tollgate_shared::telemetry::init(&tollgate_shared::telemetry::Options {
+        service: "tollgate-data-plane",
+        json: config.log_json,
+        otlp_endpoint: config.otlp_endpoint.clone(),
+        filter: None,
+    }) {
+        eprintln!("Error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let shutdown = CancellationToken::new();
     let server = serve(config, shutdown.clone());
     tokio::pin!(server);
@@ -73,6 +81,8 @@ pub async fn main_from_env() -> std::process::ExitCode {
             server.await
         }
     };
+    // Spans of the drain itself included.
+    tollgate_shared::telemetry::shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -113,7 +123,11 @@ pub async fn serve_on(
     // Background work stops after the proxy drained, so in-flight requests keep their
     // session, releases and usage reporting until the end.
     let background = CancellationToken::new();
-    let cache = AuthCache::new(control.clone(), config.flow.auth_cache_capacity);
+    let cache = AuthCache::new(
+        control.clone(),
+        config.flow.auth_cache_capacity,
+        metrics.clone(),
+    );
     let (leases, release_rx) = LeaseRegistry::new();
     let (usage, usage_rx) = UsageSender::new();
     let hooks: Arc<dyn SessionHooks> = Arc::new(proxy::Hooks {
@@ -278,8 +292,9 @@ pub async fn serve_on(
     if drain::until(plan.deadline, tasks.wait()).await.is_none() {
         tracing::error!("drain: background tasks overran the budget");
     }
-    // Telemetry: logs are written synchronously, so nothing is buffered today; an
-    // exporter (OTLP traces/metrics) flushes here, bounded by `plan.deadline`.
+    // Telemetry: logs are written synchronously; buffered trace spans are exported
+    // now, bounded by `plan.deadline`.
+    tollgate_shared::telemetry::flush_until(plan.deadline).await;
     tracing::info!(
         took_ms = plan.started.elapsed().as_millis(),
         "data plane stopped"

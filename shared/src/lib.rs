@@ -5,6 +5,7 @@
 pub mod domain;
 pub mod drain;
 pub mod error;
+pub mod metrics_text;
 pub mod money;
 pub mod proto;
 pub mod refusal;

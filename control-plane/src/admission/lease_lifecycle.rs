@@ -152,6 +152,9 @@ impl Admission {
             tracing::info!(freed = n, "freed orphaned leases");
         }
         self.queue_estimates(reaped);
+        inner
+            .leases_reaped
+            .inc_by(u64::try_from(freed + n).unwrap_or(u64::MAX));
         freed + n
     }
 

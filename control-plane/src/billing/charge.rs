@@ -39,6 +39,7 @@ use super::record::{self, Checked};
 use super::served;
 use crate::error::{Error, Result};
 use crate::events::{Change, Invalidation, Invalidations, Scope};
+use crate::metrics::BillingMetrics;
 use crate::model::UsageRecord;
 use crate::storage::{ChargeOutcome, StorageError, Store};
 
@@ -182,6 +183,7 @@ pub async fn report_usage(
     store: &Store,
     invalidations: &Invalidations,
     settings: &BillingSettings,
+    metrics: &BillingMetrics,
     records: Vec<pb::UsageReport>,
     now_ms: i64,
 ) -> Result<pb::ReportUsageResponse> {
@@ -197,19 +199,30 @@ pub async fn report_usage(
     for report in records {
         let request_id = report.request_id.clone();
         let raw = report.clone();
-        match land(store, &prices, &mut mappings, settings, report, now_ms).await {
+        let started = std::time::Instant::now();
+        let landed = land(store, &prices, &mut mappings, settings, report, now_ms).await;
+        metrics
+            .charge_latency
+            .observe(started.elapsed().as_secs_f64());
+        match landed {
             Landed::Charged(usage, outcome) => {
                 pending.charged(&usage, &outcome);
-                if !outcome.inserted {
+                if outcome.inserted {
+                    metrics.record("charged");
+                    metrics.charged(&usage);
+                } else {
+                    metrics.record("replayed");
                     tracing::debug!(request_id, "usage record replayed; already charged");
                 }
                 resp.acked_request_ids.push(request_id);
             }
             Landed::Permanent(reason) => {
                 match dead_letter::store(store, &raw, &reason, now_ms).await {
-                    Ok(()) => resp
-                        .dead_lettered
-                        .push(pb::DeadLettered { request_id, reason }),
+                    Ok(()) => {
+                        metrics.record("dead_lettered");
+                        resp.dead_lettered
+                            .push(pb::DeadLettered { request_id, reason })
+                    }
                     Err(e) if belongs_to_record(&e) => {
                         tracing::error!(request_id, error = %e, "dead letter not stored; will be retried");
                     }
@@ -221,6 +234,7 @@ pub async fn report_usage(
                 }
             }
             Landed::Retry(e) => {
+                metrics.record("retry");
                 tracing::error!(request_id, error = %e, "usage record not charged; will be retried");
             }
             Landed::Stop(e) => {

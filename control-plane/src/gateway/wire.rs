@@ -71,6 +71,8 @@ impl From<Granted> for pb::Lease {
             subscription_id: g.subscription_id,
             billing_mode: g.billing_mode.as_str().to_owned(),
             rate_multiplier: g.rate_multiplier.to_string(),
+            // Set by the Admit handler, which measured the wait.
+            queued_us: 0,
         }
     }
 }

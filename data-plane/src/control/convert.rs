@@ -114,6 +114,7 @@ fn lease(l: pb::Lease) -> Admission {
         subscription_id: l.subscription_id,
         billing_mode: l.billing_mode,
         rate_multiplier: l.rate_multiplier,
+        queued: std::time::Duration::from_micros(u64::try_from(l.queued_us).unwrap_or(0)),
         account: AccountLease {
             account_id: a.account_id,
             kind,

@@ -95,6 +95,8 @@ pub struct Lease {
     pub subscription_id: Option<i64>,
     pub billing_mode: String,
     pub rate_multiplier: String,
+    /// How long the Admit call waited in the control plane's slot queues.
+    pub queued: std::time::Duration,
 }
 
 /// The account a lease is for, with what it takes to call its upstream.

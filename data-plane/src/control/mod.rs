@@ -81,10 +81,14 @@ impl ControlClient {
     /// One admission; may wait in the control plane.
     pub async fn admit(&self, req: AdmitRequest) -> Result<Admission, CallFailed> {
         self.count("admit");
-        let resp = self
-            .inner
-            .clone()
-            .admit(convert::admit_request(req))
+        // A client span whose `traceparent` goes along in the metadata: the control
+        // plane's span for this call is its child.
+        let span = tracing::info_span!("admit", otel.kind = "client");
+        let mut request = tonic::Request::new(convert::admit_request(req));
+        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
+        tollgate_shared::telemetry::inject(&span, &mut headers);
+        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+        let resp = tracing::Instrument::instrument(self.inner.clone().admit(request), span)
             .await?
             .into_inner();
         Ok(convert::admission(resp))

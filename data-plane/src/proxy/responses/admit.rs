@@ -59,7 +59,10 @@ impl Flow {
             }
         };
         match result {
-            Ok(Admission::Granted(lease)) => Ok(*lease),
+            Ok(Admission::Granted(lease)) => {
+                ctx.timing.add_wait(lease.queued);
+                Ok(*lease)
+            }
             Ok(Admission::Refused { code, message }) => Err(ClientError::new(code, message)),
             Ok(Admission::Malformed { lease_id, reason }) => {
                 // Granted but unusable: give it back at once, or the slots stay taken

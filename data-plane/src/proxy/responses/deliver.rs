@@ -19,6 +19,7 @@ use super::upstream::{error_message, outcome_headers};
 use super::{Ctx, Flow};
 use crate::control::domain::{AccountLease, Lease, Outcome, OutcomeKind, UsageReport};
 use crate::control::leases::LeaseGuard;
+use crate::metrics::flow::OpenStream;
 use crate::proxy::errors::ClientError;
 use crate::proxy::sse::{LineTooLong, Observer, Splitter, Usage};
 use crate::proxy::transform;
@@ -75,12 +76,29 @@ impl Flow {
             .await;
             return Attempt::Done;
         };
-        let send = self
-            .upstream
-            .send(account, request.headers, request.payload);
-        let resp = match self.head(send, ds).await {
+        // The upstream call's own span; the upstream gets its `traceparent`.
+        let span = tracing::info_span!(
+            "upstream",
+            otel.kind = "client",
+            account_id = account.account_id
+        );
+        let mut headers = request.headers;
+        tollgate_shared::telemetry::inject(&span, &mut headers);
+        let send = tracing::Instrument::instrument(
+            self.upstream.send(account, headers, request.payload),
+            span,
+        );
+        let sent = Instant::now();
+        ctx.timing.mark_sent();
+        let head = self.head(send, ds).await;
+        let flow = &self.metrics.flow;
+        flow.upstream_response.observe(sent.elapsed().as_secs_f64());
+        let resp = match head {
             Head::Answer(resp) => resp,
-            Head::Failed(failure) => return self.fail_over(ctx, account, failure, guard),
+            Head::Failed(failure) => {
+                ctx.timing.add_wait(sent.elapsed());
+                return self.fail_over(ctx, account, failure, guard);
+            }
             Head::ClientLeft => {
                 // Nothing came back: the upstream request is dropped (its connection
                 // closed), the slots are freed now, and nothing is charged.
@@ -101,8 +119,14 @@ impl Flow {
                 return Attempt::Done;
             }
         };
-        let resp = match successful(resp, self.settings.body_timeout).await {
-            Ok(resp) => resp,
+        let resp = successful(resp, self.settings.body_timeout).await;
+        // Reading a failure's body is upstream time too.
+        ctx.timing.add_wait(sent.elapsed());
+        let resp = match resp {
+            Ok(resp) => {
+                flow.added_latency.observe(ctx.timing.added().as_secs_f64());
+                resp
+            }
             Err(failure) if failure.fails_over() => {
                 return self.fail_over(ctx, account, failure, guard);
             }
@@ -249,7 +273,7 @@ impl Flow {
         if is_sse {
             self.pump(ctx, resp, observer, guard, ds).await
         } else {
-            self.json_response(resp, observer, guard, ds).await
+            self.json_response(ctx, resp, observer, guard, ds).await
         }
     }
 
@@ -267,10 +291,7 @@ impl Flow {
             ds.commit_sse(resp.headers().get("x-request-id").cloned());
         }
         let mut guard = Some(guard);
-        let fault = self
-            .relay(ctx.stream, resp, &mut obs, &mut guard, ds)
-            .await
-            .err();
+        let fault = self.relay(ctx, resp, &mut obs, &mut guard, ds).await.err();
         let error = match fault {
             // The upstream already told the client, with its own error event.
             Some(StreamFault::Cut) if obs.saw_error_event => None,
@@ -295,7 +316,7 @@ impl Flow {
     /// to its end for usage. `Ok` = a final response arrived.
     async fn relay(
         &self,
-        to_client: bool,
+        ctx: &Ctx,
         resp: reqwest::Response,
         obs: &mut Observer,
         guard: &mut Option<LeaseGuard>,
@@ -306,6 +327,9 @@ impl Flow {
         let mut events: Vec<Bytes> = Vec::new();
         let mut last_upstream = Instant::now();
         let mut last_downstream = Instant::now();
+        let to_client = ctx.stream;
+        let _open = to_client.then(|| OpenStream::new(&self.metrics.flow.streams_open));
+        let mut first_byte = true;
         loop {
             let next_ping = last_downstream.max(last_upstream) + self.settings.keepalive;
             let idle_deadline = last_upstream + self.settings.idle_timeout;
@@ -318,6 +342,9 @@ impl Flow {
                 chunk = upstream.next() => match chunk {
                     Some(Ok(bytes)) => {
                         last_upstream = Instant::now();
+                        if std::mem::take(&mut first_byte) {
+                            self.observe_first_byte(ctx);
+                        }
                         if split.push(&bytes, &mut events) == Err(LineTooLong) {
                             return Err(StreamFault::LineTooLong);
                         }
@@ -358,10 +385,18 @@ impl Flow {
         }
     }
 
+    fn observe_first_byte(&self, ctx: &Ctx) {
+        self.metrics
+            .flow
+            .upstream_first_byte
+            .observe(ctx.timing.since_sent().as_secs_f64());
+    }
+
     /// A non-streaming JSON answer: passed through with the model mapped back. Returns
     /// what was observed and whether the body timed out.
     async fn json_response(
         &self,
+        ctx: &Ctx,
         resp: reqwest::Response,
         obs: Observer,
         guard: LeaseGuard,
@@ -375,6 +410,7 @@ impl Flow {
             JSON_BODY_LIMIT,
             self.settings.idle_timeout,
             self.settings.body_timeout,
+            || self.observe_first_byte(ctx),
         );
         tokio::pin!(read);
         let (raw, fault) = tokio::select! {
@@ -439,6 +475,11 @@ impl Flow {
                 true,
             ),
         };
+        let flow = &self.metrics.flow;
+        flow.add_tokens("input", usage.input_tokens);
+        flow.add_tokens("output", usage.output_tokens);
+        flow.add_tokens("cached", usage.cached_tokens);
+        flow.add_tokens("reasoning", usage.reasoning_tokens);
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         ctx.billed.store(true, std::sync::atomic::Ordering::Relaxed);
         self.usage.send(UsageReport {
@@ -515,20 +556,26 @@ async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut D
 
 /// A whole (bounded) body; the upstream may be silent at most `idle` between chunks and
 /// take at most `total` in all, else the body timed out (`IdleTimeout`). A body that
-/// breaks yields what arrived (then not valid JSON).
+/// breaks yields what arrived (then not valid JSON). `first_byte` runs when the first
+/// chunk arrives.
 async fn read_body(
     resp: reqwest::Response,
     limit: usize,
     idle: Duration,
     total: Duration,
+    first_byte: impl FnOnce(),
 ) -> (Bytes, Option<StreamFault>) {
     let deadline = tokio::time::Instant::now() + total;
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
+    let mut first_byte = Some(first_byte);
     loop {
         let wait = deadline.min(tokio::time::Instant::now() + idle);
         match tokio::time::timeout_at(wait, stream.next()).await {
             Ok(Some(Ok(chunk))) => {
+                if let Some(f) = first_byte.take() {
+                    f();
+                }
                 let room = limit.saturating_sub(out.len());
                 out.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 if out.len() >= limit {

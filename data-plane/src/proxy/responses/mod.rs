@@ -11,6 +11,7 @@ mod deliver;
 pub mod downstream;
 pub mod failover;
 pub mod outbound;
+mod timing;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -137,6 +138,8 @@ pub struct Ctx {
     /// that held a lease and ends without one tells the control plane (`unbilled`).
     pub leased: AtomicBool,
     pub billed: AtomicBool,
+    /// The added-latency clock (`timing.rs`).
+    pub timing: timing::Timing,
 }
 
 impl Ctx {
@@ -238,6 +241,7 @@ impl Flow {
             headers: parts.headers,
             client_ip,
             started,
+            timing: timing::Timing::new(started),
             started_ms: tollgate_shared::now_ms(),
             body: json,
             body_charge: Some(body_charge),
@@ -245,12 +249,19 @@ impl Flow {
             leased: AtomicBool::new(false),
             billed: AtomicBool::new(false),
         };
+        let span = tracing::Span::current();
+        span.record("request_id", ctx.request_id.as_str());
         let (head_tx, head_rx) = oneshot::channel();
         let flow = self.clone();
-        self.tasks.spawn(async move {
-            flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
-                .await
-        });
+        // The run stays in the request's span (its logs carry the request and trace ids,
+        // its Admit and upstream calls are children of the client's trace).
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
+                    .await
+            },
+            span,
+        ));
         head_rx.await.unwrap_or_else(|_| {
             ClientError::new(ErrorCode::Internal, "The request failed unexpectedly").into_response()
         })

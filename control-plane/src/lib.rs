@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod leadership;
 pub mod model;
 pub mod oauth;
 pub mod storage;
@@ -27,6 +28,8 @@ use tollgate_shared::proto::{
     FILE_DESCRIPTOR_SET, admin::v1::admin_server::AdminServer,
     gateway::v1::gateway_server::GatewayServer,
 };
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 pub use config::Config;
@@ -35,8 +38,11 @@ pub use error::{Error, Result};
 use crate::admission::{Admission, AdmissionSettings};
 use crate::billing::BillingSettings;
 use crate::events::Invalidations;
+use crate::gateway::reconcile::GrantHold;
 use crate::gateway::session::Sessions;
 use crate::gateway::{GatewayParts, GatewayService, SessionSettings};
+use crate::leadership::gate::LeaderOnly;
+use crate::leadership::{ElectionSettings, Leadership, Role};
 use crate::oauth::{OAuthSettings, TokenRefresher};
 use crate::storage::Store;
 
@@ -67,11 +73,16 @@ pub async fn serve_on(
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
 
     let tasks = TaskTracker::new();
-    let gateway = GatewayService::new(
-        gateway_parts(&config, &store, &invalidations, &tasks, &shutdown),
-        tasks.clone(),
-        shutdown.clone(),
-    );
+    let leadership = leadership(&config, addr, &tasks, &shutdown);
+    let (parts, jobs) = gateway_parts(&config, &store, &invalidations, &tasks, &shutdown);
+    let grants = parts.grants.clone();
+    let gateway = GatewayService::new(parts, tasks.clone(), shutdown.clone());
+    tasks.spawn(lead(
+        leadership.clone(),
+        jobs,
+        grants,
+        config.reconcile_window_ms,
+    ));
     let admin = admin::AdminService::new(admin::AdminContext::new(
         store.clone(),
         invalidations.clone(),
@@ -85,7 +96,7 @@ pub async fn serve_on(
             config.admin_cert_scopes.clone(),
         ),
     );
-    let grpc_health = grpc_health_service().await;
+    let grpc_health = grpc_health_service(&leadership, &tasks, &shutdown).await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
     tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
@@ -94,31 +105,46 @@ pub async fn serve_on(
         .add_service(grpc_health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(GatewayServer::with_interceptor(
-            gateway,
+        .add_service(InterceptedService::new(
+            LeaderOnly::new(GatewayServer::new(gateway), leadership.subscribe()),
             transport.gateway_guard(),
         ))
-        .add_service(admin);
+        .add_service(LeaderOnly::new(admin, leadership.subscribe()));
+    // A leader that lost its lease stops the whole process: its live state must not
+    // serve again (a supervisor restarts it as a fresh standby).
+    let lost = CancellationToken::new();
+    tasks.spawn(stop_when_deposed(
+        leadership.clone(),
+        shutdown.clone(),
+        lost.clone(),
+    ));
     let result = transport.serve(router, health_port, shutdown.clone()).await;
-    // Background engines and session tasks stop with the server.
+    // Background engines and session tasks stop with the server; resigning (with the
+    // shutdown) hands leadership to a standby at once.
+    leadership.resign();
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;
     store.close().await;
+    if lost.is_cancelled() {
+        tracing::error!("control plane stopped: leadership lost");
+        return Err(Error::Internal("leadership lost".into()));
+    }
     tracing::info!("control plane stopped");
     result.map_err(|e| Error::Internal(format!("gRPC server: {e}")))
 }
 
-/// The engines behind the Gateway service, with their background tasks on `tasks`:
-/// the token refresher, admission (lease reaper, sticky pruning, last-used writes) and
-/// the snapshot admission reads through (applies invalidations).
+/// The engines behind the Gateway service. The snapshot admission reads through
+/// (applies invalidations) runs on `tasks` on every replica; the jobs that must run once
+/// (the token refresher; admission's lease reaper, sticky pruning and last-used writes)
+/// are returned, for `lead` to start on the leader only.
 fn gateway_parts(
     config: &Config,
     store: &Store,
     invalidations: &Invalidations,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
-) -> GatewayParts {
+) -> (GatewayParts, futures::future::BoxFuture<'static, ()>) {
     let sessions = Sessions::default();
     let tokens = TokenRefresher::new(
         store.clone(),
@@ -127,7 +153,7 @@ fn gateway_parts(
         tasks.clone(),
         shutdown.clone(),
     );
-    tasks.spawn(tokens.clone().run_background());
+    let refresher = tokens.clone().run_background();
     let admission = Admission::new(
         store.clone(),
         invalidations.clone(),
@@ -135,33 +161,116 @@ fn gateway_parts(
         tokens,
         AdmissionSettings::from_config(config),
     );
-    tasks.spawn(admission.clone().run_background(shutdown.clone()));
+    let reaper = admission.clone().run_background(shutdown.clone());
+    let jobs = Box::pin(async move {
+        tokio::join!(refresher, reaper);
+    });
     tasks.spawn(admission.snapshot().clone().follow(shutdown.clone()));
-    GatewayParts {
+    let parts = GatewayParts {
         store: store.clone(),
         invalidations: invalidations.clone(),
         sessions,
         admission,
         session: SessionSettings::from_config(config),
         billing: BillingSettings::from_config(config),
+        grants: GrantHold::default(),
+    };
+    (parts, jobs)
+}
+
+/// Campaigns through etcd when configured; otherwise this process leads alone.
+fn leadership(
+    config: &Config,
+    addr: SocketAddr,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Leadership {
+    if config.etcd_endpoints.is_empty() {
+        return Leadership::single();
+    }
+    let settings = ElectionSettings {
+        endpoints: config.etcd_endpoints.clone(),
+        key: config.election_key.clone(),
+        advertise: config.advertised(addr),
+        lease_ttl: std::time::Duration::from_secs(config.leader_lease_ttl_s),
+    };
+    Leadership::campaign(settings, tasks, shutdown)
+}
+
+/// Once elected: holds grants back for the reconcile window (the data planes re-attach
+/// and declare their leases first), then runs the once-only background jobs.
+async fn lead(
+    leadership: Leadership,
+    jobs: futures::future::BoxFuture<'static, ()>,
+    grants: GrantHold,
+    reconcile_window_ms: u64,
+) {
+    let Some(term) = leadership.leading().await else {
+        return;
+    };
+    if leadership.is_elected() {
+        grants.hold_for(std::time::Duration::from_millis(reconcile_window_ms));
+    }
+    tracing::info!(term, "leading: background jobs started");
+    jobs.await;
+}
+
+/// Stops the server when this replica stops leading while not shutting down.
+async fn stop_when_deposed(
+    leadership: Leadership,
+    shutdown: CancellationToken,
+    lost: CancellationToken,
+) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = leadership.stepped_down() => {
+            if !shutdown.is_cancelled() {
+                lost.cancel();
+                shutdown.cancel();
+            }
+        }
     }
 }
 
-/// The standard gRPC health-checking service (`grpc.health.v1`), reporting both
-/// services and the server as a whole as serving.
-async fn grpc_health_service()
--> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+/// The standard gRPC health-checking service (`grpc.health.v1`): both services and the
+/// server as a whole are SERVING on the leader and NOT_SERVING on a standby (so a
+/// Kubernetes Service routes to the leader alone), following the role on `tasks`.
+async fn grpc_health_service(
+    leadership: &Leadership,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<GatewayServer<GatewayService>>()
-        .await;
-    reporter
-        .set_serving::<AdminServer<admin::AdminService>>()
-        .await;
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    let mut role = leadership.subscribe();
+    set_health(&reporter, &role.borrow_and_update().clone()).await;
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                changed = role.changed() => if changed.is_err() { break },
+            }
+            let now = role.borrow_and_update().clone();
+            set_health(&reporter, &now).await;
+        }
+        // The election ended (shutdown or stepped down): nothing is served any more.
+        set_health(&reporter, &Role::SteppedDown).await;
+    });
     service
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, role: &Role) {
+    let status = match role {
+        Role::Leader { .. } => tonic_health::ServingStatus::Serving,
+        Role::Standby { .. } | Role::SteppedDown => tonic_health::ServingStatus::NotServing,
+    };
+    reporter
+        .set_service_status(GatewayServer::<GatewayService>::NAME, status)
+        .await;
+    reporter
+        .set_service_status(AdminServer::<admin::AdminService>::NAME, status)
+        .await;
+    reporter.set_service_status("", status).await;
 }
 
 /// Server reflection (v1 and v1alpha) over our services and the health service.

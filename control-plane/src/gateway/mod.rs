@@ -2,6 +2,7 @@
 //! authorization, admission, release, usage and outcome reports.
 
 mod authorize;
+pub mod reconcile;
 pub mod session;
 pub mod wire;
 
@@ -50,6 +51,8 @@ pub struct GatewayParts {
     pub session: SessionSettings,
     /// Pricing and charging of usage reports.
     pub billing: BillingSettings,
+    /// Admit waits here after a failover (the reconcile window).
+    pub grants: reconcile::GrantHold,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +163,7 @@ impl Gateway for GatewayService {
         request: Request<pb::AdmitRequest>,
     ) -> Result<Response<pb::AdmitResponse>, Status> {
         let req = admission::AdmitRequest::from(request.into_inner());
+        self.parts.grants.wait().await;
         let result = self.parts.admission.admit(req).await;
         Ok(Response::new(wire::admit_response(result)?))
     }

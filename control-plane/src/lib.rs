@@ -242,7 +242,8 @@ async fn grpc_health_service(
 ) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, service) = tonic_health::server::health_reporter();
     let mut role = leadership.subscribe();
-    set_health(&reporter, &role.borrow_and_update().clone()).await;
+    let now = role.borrow_and_update().clone();
+    set_health(&reporter, &now).await;
     let shutdown = shutdown.clone();
     tasks.spawn(async move {
         loop {

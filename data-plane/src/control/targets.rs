@@ -1,0 +1,94 @@
+//! Which control plane to call. The data plane knows a list of control-plane addresses
+//! (or one Kubernetes Service address that routes to the ready leader) and calls one at
+//! a time. A standby refuses with `UNAVAILABLE` naming the leader (`x-tollgate-leader`):
+//! the data plane moves to that address. An unreachable one moves it to the next.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use tollgate_shared::proto::gateway::v1::gateway_client::GatewayClient;
+use tollgate_shared::tls::TlsConnector;
+use tonic::transport::Channel;
+
+use crate::error::Result;
+
+/// Metadata on a standby's refusal naming the leader's advertised URL (the control
+/// plane's `leadership::gate::LEADER_METADATA`).
+const LEADER_METADATA: &str = "x-tollgate-leader";
+
+pub struct Targets {
+    tls: Option<TlsConnector>,
+    /// Configured addresses first, then leaders learnt from refusals.
+    list: Mutex<Vec<(String, GatewayClient<Channel>)>>,
+    current: AtomicUsize,
+}
+
+impl Targets {
+    pub fn new(urls: &[String], tls: Option<TlsConnector>) -> Result<Self> {
+        let list = urls
+            .iter()
+            .map(|u| Ok((u.clone(), super::channel(u, tls.clone())?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            tls,
+            list: Mutex::new(list),
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, GatewayClient<Channel>)>> {
+        self.list.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The client to call now, with its index (for [`Targets::failed`]).
+    pub fn current(&self) -> (usize, GatewayClient<Channel>) {
+        let list = self.lock();
+        let i = self.current.load(Ordering::Acquire) % list.len().max(1);
+        (i, list[i].1.clone())
+    }
+
+    /// A call to target `index` failed with `status`. Returns whether it was redirected
+    /// to a named leader (worth retrying at once). Concurrent failures of one target
+    /// move on once: only the first still sees `index` as current.
+    pub fn failed(&self, index: usize, status: &tonic::Status) -> bool {
+        if !is_failover(status) {
+            return false;
+        }
+        let hint = status
+            .metadata()
+            .get(LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut list = self.lock();
+        if let Some(url) = hint {
+            let found = list.iter().position(|(u, _)| *u == url);
+            let at = match found {
+                Some(at) => at,
+                None => match super::channel(&url, self.tls.clone()) {
+                    Ok(client) => {
+                        tracing::info!(leader = url, "learnt the control-plane leader's address");
+                        list.push((url, client));
+                        list.len() - 1
+                    }
+                    Err(_) => return false,
+                },
+            };
+            self.current.store(at, Ordering::Release);
+            return at != index;
+        }
+        let next = (index + 1) % list.len().max(1);
+        let _ = self
+            .current
+            .compare_exchange(index, next, Ordering::AcqRel, Ordering::Acquire);
+        false
+    }
+}
+
+/// Whether a failed Gateway call may succeed on another control plane (unreachable,
+/// connection lost, or a standby's refusal) rather than being an answer.
+pub fn is_failover(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}

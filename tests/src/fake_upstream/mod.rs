@@ -84,23 +84,36 @@ pub async fn refused_url() -> String {
 struct Counters {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Per upstream credential (bearer): (in flight now, most at once).
+    per_bearer: Mutex<HashMap<String, (usize, usize)>>,
 }
 
-/// Counts one Responses request as in flight from arrival until its response body is
-/// finished or dropped.
-struct InFlight(Arc<Counters>);
+/// Counts one Responses request as in flight, in total and for its credential, from
+/// arrival until its response body is finished or dropped.
+struct InFlight(Arc<Counters>, Option<String>);
 
 impl InFlight {
-    fn enter(c: &Arc<Counters>) -> Self {
+    fn enter(c: &Arc<Counters>, bearer: Option<&str>) -> Self {
         let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         c.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        Self(c.clone())
+        if let Some(b) = bearer {
+            let mut map = c.per_bearer.lock().unwrap();
+            let e = map.entry(b.to_owned()).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(e.0);
+        }
+        Self(c.clone(), bearer.map(str::to_owned))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(b) = &self.1
+            && let Some(e) = self.0.per_bearer.lock().unwrap().get_mut(b)
+        {
+            e.0 -= 1;
+        }
     }
 }
 
@@ -420,6 +433,12 @@ impl FakeUpstream {
         self.state.counters.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// The most Responses requests in flight at once with this upstream credential.
+    pub fn max_in_flight_for(&self, bearer: &str) -> usize {
+        let map = self.state.counters.per_bearer.lock().unwrap();
+        map.get(bearer).map_or(0, |e| e.1)
+    }
+
     pub fn reset_max_in_flight(&self) {
         self.state
             .counters
@@ -548,7 +567,7 @@ async fn handle(
     }
 
     if parts.method == Method::POST && path.ends_with("/responses") {
-        let guard = InFlight::enter(&state.counters);
+        let guard = InFlight::enter(&state.counters, rec.bearer.as_deref());
         let script = state.scripts.lock().unwrap().next(rec.bearer.as_deref());
         let stream = rec.answered_as_stream();
         let model = rec.model().unwrap_or("gpt-4o").to_string();

@@ -1,0 +1,393 @@
+//! High availability, end to end: etcd, three control-plane processes on one Postgres
+//! database, two data planes, steady streaming and non-streaming load. SIGKILL the leader:
+//! every in-flight stream completes, new requests succeed after the failover (nothing
+//! beyond the data plane's failover wait), no user or account ever exceeds its
+//! concurrency limit (the fake upstream counts per credential), and every usage record is
+//! charged exactly once. And: a leader cut off from etcd stops serving before another
+//! leader starts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tollgate_shared::proto::admin::v1 as admin;
+use tollgate_tests::cluster::{DataPlane, admin_client};
+use tollgate_tests::fake_upstream::{FakeUpstream, Script};
+use tollgate_tests::ha::{Etcd, Replica, ReplicaSet, TcpRelay, leader_of};
+use tollgate_tests::{Backend, TestDb, eventually};
+
+const USER_LIMIT: i32 = 3;
+const ACCOUNT_LIMIT: i32 = 2;
+const CHUNKS: usize = 8;
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate-control-plane-under-test");
+
+/// Short TTLs so the test is quick: a 2 s leader lease (the shortest etcd grants), a
+/// 2 s reconcile window, fast heartbeats.
+fn fast_flags() -> Vec<String> {
+    [
+        "--leader-lease-ttl-s=2",
+        "--reconcile-window-ms=2000",
+        "--heartbeat-interval-ms=200",
+        "--lease-grace-ms=5000",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+struct Seeded {
+    key: String,
+    key_id: i64,
+}
+
+/// A user limited to `USER_LIMIT` with two accounts limited to `ACCOUNT_LIMIT` each.
+async fn seed(leader_url: &str, up: &FakeUpstream) -> Seeded {
+    let mut a = admin_client(leader_url);
+    let user = a
+        .create_user(admin::CreateUserRequest {
+            email: "ha@example.com".into(),
+            name: "HA".into(),
+            concurrency: Some(USER_LIMIT),
+            initial_balance_nanos: 1_000 * 1_000_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let group = a
+        .create_group(admin::CreateGroupRequest {
+            name: "ha".into(),
+            rate_multiplier: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    for secret in ["cred-a", "cred-b"] {
+        a.create_account(admin::CreateAccountRequest {
+            name: secret.into(),
+            credential: Some(admin::create_account_request::Credential::ApiKey(
+                admin::ApiKeyCredential {
+                    api_key: secret.into(),
+                },
+            )),
+            base_url: up.base_url(),
+            concurrency: Some(ACCOUNT_LIMIT),
+            priority: 10,
+            groups: vec![admin::AccountGroup {
+                group_id: group,
+                priority: 10,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let k = a
+        .create_key(admin::CreateKeyRequest {
+            user_id: user,
+            group_id: Some(group),
+            name: "ha".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    Seeded {
+        key: k.secret,
+        key_id: k.key.unwrap().id,
+    }
+}
+
+async fn data_plane(replicas: &[Replica]) -> DataPlane {
+    let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
+    let mut c = tollgate_data_plane::Config::for_control_plane(urls.join(","));
+    c.flow.failover_wait_ms = 15_000;
+    DataPlane::start_with(c).await
+}
+
+/// One finished client request.
+struct Outcome {
+    stream: bool,
+    started: Instant,
+    ended: Instant,
+    status: u16,
+    complete: bool,
+    detail: String,
+}
+
+async fn one_request(http: &reqwest::Client, url: &str, key: &str, stream: bool) -> Outcome {
+    let started = Instant::now();
+    let r = http
+        .post(url)
+        .bearer_auth(key)
+        .json(&json!({"model": "gpt-5.1", "input": "hi", "stream": stream}))
+        .send()
+        .await;
+    let (status, body) = match r {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    };
+    let text: String = if stream {
+        tollgate_tests::sse::parse_sse(&body)
+            .events
+            .iter()
+            .filter(|e| e.kind().as_deref() == Some("response.output_text.delta"))
+            .map(|e| e.json()["delta"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    } else {
+        body.clone()
+    };
+    let all_chunks = (0..CHUNKS).all(|i| text.contains(&format!("chunk{i};")));
+    let completed = !stream || body.contains("response.completed");
+    Outcome {
+        stream,
+        started,
+        ended: Instant::now(),
+        status,
+        complete: status == 200 && all_chunks && completed,
+        detail: body.chars().take(300).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_leader_loses_no_stream_no_limit_and_no_charge() {
+    let etcd = Etcd::start().await;
+    let up = FakeUpstream::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut set = ReplicaSet::new(BIN, &db.url, &etcd.endpoint, &up.codex_url());
+    set.flags = fast_flags();
+    let mut replicas: Vec<Replica> = ["cp-a", "cp-b", "cp-c"]
+        .iter()
+        .map(|n| set.start(n, None))
+        .collect();
+    let first = leader_of(&replicas, Duration::from_secs(30)).await;
+    let seeded = seed(&replicas[first].url(), &up).await;
+    // Streams and answers of ~0.8 s, so several are in flight whenever the leader dies.
+    let chunks: Vec<String> = (0..CHUNKS).map(|i| format!("chunk{i};")).collect();
+    up.set_default(
+        Script::success()
+            .text(chunks)
+            .event_delay(Duration::from_millis(100)),
+    );
+    let dps = [data_plane(&replicas).await, data_plane(&replicas).await];
+    for dp in &dps {
+        eventually("data plane ready", Duration::from_secs(20), || async {
+            dp.admin_status("/readyz").await == 200
+        })
+        .await;
+    }
+
+    // Steady load: 6 clients (3 streaming, 3 not), over both data planes, for 3 s
+    // before the kill and until 8 s after.
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = tollgate_tests::http_client();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..6 {
+        let url = format!("{}/v1/responses", dps[w % 2].proxy_url());
+        let (http, key, stop) = (http.clone(), seeded.key.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut done = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                done.push(one_request(&http, &url, &key, w < 3).await);
+            }
+            done
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(up.in_flight() > 0, "requests in flight when the leader dies");
+    replicas[first].kill().await;
+    let killed_at = Instant::now();
+    let standbys: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    let new_leader = tollgate_tests::eventually_some(
+        "a new leader serving",
+        Duration::from_secs(20),
+        || async {
+            for &i in &standbys {
+                if replicas[i].is_serving().await {
+                    return Some(i);
+                }
+            }
+            None
+        },
+    )
+    .await;
+    let elected_after = killed_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(elected_after)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = workers.join_all().await.into_iter().flatten().collect();
+
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.complete).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed or came back incomplete, e.g. status {} {:?}",
+        failed.len(),
+        outcomes.len(),
+        failed[0].status,
+        failed[0].detail
+    );
+    let through_kill = outcomes
+        .iter()
+        .filter(|o| o.stream && o.started < killed_at && o.ended > killed_at)
+        .count();
+    assert!(through_kill > 0, "some stream was open across the kill");
+    let after = outcomes.iter().filter(|o| o.started > killed_at).count();
+    assert!(after > 0, "requests were made after the kill");
+    // The longest client-visible pause: a request started after the kill and waiting the
+    // longest for its answer to end.
+    let slowest_after = outcomes
+        .iter()
+        .filter(|o| o.started > killed_at)
+        .map(|o| o.ended - o.started)
+        .max()
+        .unwrap();
+    // The first request admitted after the failover.
+    let first_served = outcomes
+        .iter()
+        .filter(|o| o.started > killed_at + Duration::from_millis(50))
+        .map(|o| o.ended)
+        .min()
+        .unwrap();
+    println!(
+        "failover: new leader serving {:.2} s after SIGKILL; first request completed {:.2} s after; slowest request started after the kill took {:.2} s; {} requests, {} streams open across the kill",
+        elected_after.as_secs_f64(),
+        (first_served - killed_at).as_secs_f64(),
+        slowest_after.as_secs_f64(),
+        outcomes.len(),
+        through_kill,
+    );
+
+    // Limits held across the change.
+    let limit = usize::try_from(ACCOUNT_LIMIT).unwrap();
+    for cred in ["cred-a", "cred-b"] {
+        let max = up.max_in_flight_for(cred);
+        assert!(max <= limit, "{cred}: {max} at once, limit {limit}");
+    }
+    let user_limit = usize::try_from(USER_LIMIT).unwrap();
+    assert!(
+        up.max_in_flight() <= user_limit,
+        "user: {} at once, limit {user_limit}",
+        up.max_in_flight()
+    );
+
+    // Every usage record charged exactly once: the fake upstream's bill (100 input
+    // tokens per answer) equals the usage log's, one record per request id.
+    let served = up.count();
+    assert_eq!(served, outcomes.len(), "one upstream call per request");
+    let a = admin_client(&replicas[new_leader].url());
+    let query = || {
+        let mut a = a.clone();
+        async move {
+            a.query_usage(admin::QueryUsageRequest {
+                filter: Some(admin::UsageFilter {
+                    key_id: seeded.key_id,
+                    ..Default::default()
+                }),
+                page: Some(admin::PageRequest {
+                    limit: 10_000,
+                    page_token: String::new(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    eventually("every usage record committed", Duration::from_secs(20), || async {
+        query().await.records.len() >= served
+    })
+    .await;
+    let usage = query().await;
+    assert_eq!(usage.records.len(), served);
+    let ids: HashSet<&str> = usage.records.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids.len(), served, "one record per request id");
+    let billed_tokens: i64 = usage.records.iter().map(|r| r.input_tokens).sum();
+    assert_eq!(billed_tokens, 100 * i64::try_from(served).unwrap());
+    let cost: i64 = usage.records.iter().map(|r| r.actual_cost_nanos).sum();
+    let key = a
+        .clone()
+        .get_key(admin::GetKeyRequest { id: seeded.key_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(key.quota_used_nanos, cost, "charged once: quota_used = Σ cost");
+
+    for dp in dps {
+        dp.stop().await;
+    }
+    drop(etcd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_stops_serving_before_another_leader_starts() {
+    let etcd = Etcd::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut set = ReplicaSet::new(BIN, &db.url, &etcd.endpoint, "http://127.0.0.1:9");
+    set.flags = fast_flags();
+    // The first replica reaches etcd through a relay the test can black-hole, and is
+    // started alone so that it becomes the leader.
+    let relay = TcpRelay::start(etcd.addr()).await;
+    let mut replicas = vec![set.start("cut", Some(&relay.url()))];
+    assert_eq!(leader_of(&replicas, Duration::from_secs(30)).await, 0);
+    replicas.push(set.start("standby-1", None));
+    replicas.push(set.start("standby-2", None));
+    // The standbys are up (answering, NOT_SERVING) before the cut.
+    for r in &replicas[1..] {
+        eventually("standby answers health", Duration::from_secs(30), || async {
+            r.health().await.is_some()
+        })
+        .await;
+    }
+    assert!(replicas[0].is_serving().await);
+
+    relay.block();
+    let cut_at = Instant::now();
+    // Watch all three every 20 ms: record when the old leader stopped serving and when
+    // a standby started; never both at once.
+    let mut old_stopped = None;
+    let mut new_started = None;
+    while new_started.is_none() {
+        assert!(cut_at.elapsed() < Duration::from_secs(30), "no new leader");
+        let old = replicas[0].is_serving().await;
+        if !old && old_stopped.is_none() {
+            old_stopped = Some(cut_at.elapsed());
+        }
+        for r in &replicas[1..] {
+            if r.is_serving().await {
+                new_started = Some(cut_at.elapsed());
+                assert!(
+                    old_stopped.is_some(),
+                    "{} serves while the cut-off leader still does",
+                    r.name
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (stopped, started) = (old_stopped.unwrap(), new_started.unwrap());
+    println!(
+        "cut-off leader stopped serving {:.2} s after the cut; a new leader served {:.2} s after",
+        stopped.as_secs_f64(),
+        started.as_secs_f64()
+    );
+    assert!(stopped < started);
+    // The deposed process exits (a supervisor restarts it as a fresh standby).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !replicas[0].exited() {
+        assert!(Instant::now() < deadline, "the deposed leader exits");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        replicas[0].log().contains("stepping down"),
+        "{}",
+        replicas[0].log()
+    );
+}

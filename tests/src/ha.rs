@@ -184,9 +184,13 @@ impl Replica {
     /// gRPC health of the whole server: `Some(SERVING)` on the leader, `NOT_SERVING` on a
     /// standby, `None` when it does not answer.
     pub async fn health(&self) -> Option<ServingStatus> {
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel(&self.url(), None));
+        let mut client =
+            tonic_health::pb::health_client::HealthClient::new(channel(&self.url(), None));
         let call = client.check(tonic_health::pb::HealthCheckRequest::default());
-        let r = tokio::time::timeout(Duration::from_millis(500), call).await.ok()?.ok()?;
+        let r = tokio::time::timeout(Duration::from_millis(500), call)
+            .await
+            .ok()?
+            .ok()?;
         ServingStatus::try_from(r.into_inner().status).ok()
     }
 

@@ -29,8 +29,8 @@ mod defaults {
     pub const OAUTH_REFRESH_RETRIES: u32 = 3;
     pub const OAUTH_REFRESH_BACKOFF_MS: u64 = 1_000;
     pub const ELECTION_KEY: &str = "/tollgate/leader";
-    pub const LEADER_LEASE_TTL_S: u64 = 10;
-    pub const RECONCILE_WINDOW_MS: u64 = 5_000;
+    pub const LEADER_LEASE_TTL_S: u64 = 5;
+    pub const RECONCILE_WINDOW_MS: u64 = 3_000;
 }
 
 #[derive(Debug, Clone, clap::Parser)]

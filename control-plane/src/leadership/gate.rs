@@ -69,3 +69,32 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_leader_is_let_through() {
+        assert!(refusal(&Role::Leader { term: 7 }).is_none());
+        for role in [Role::Standby { leader: None }, Role::SteppedDown] {
+            let s = refusal(&role).unwrap();
+            assert_eq!(s.code(), tonic::Code::Unavailable);
+            assert!(s.metadata().get(LEADER_METADATA).is_none());
+        }
+    }
+
+    #[test]
+    fn a_standby_names_the_leader() {
+        let s = refusal(&Role::Standby {
+            leader: Some("https://cp-1:7600".into()),
+        })
+        .unwrap();
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("https://cp-1:7600"), "{}", s.message());
+        assert_eq!(
+            s.metadata().get(LEADER_METADATA).unwrap().to_str().unwrap(),
+            "https://cp-1:7600"
+        );
+    }
+}

@@ -92,3 +92,45 @@ pub fn is_failover(status: &tonic::Status) -> bool {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets() -> Targets {
+        let urls = ["http://cp-a:7600", "http://cp-b:7600", "http://cp-c:7600"].map(String::from);
+        Targets::new(&urls, None).unwrap()
+    }
+
+    fn not_leader(leader: &str) -> tonic::Status {
+        let mut s = tonic::Status::unavailable("not the leader");
+        s.metadata_mut()
+            .insert(LEADER_METADATA, leader.parse().unwrap());
+        s
+    }
+
+    #[tokio::test]
+    async fn follows_the_leader_a_standby_names() {
+        let t = targets();
+        assert_eq!(t.current().0, 0);
+        assert!(t.failed(0, &not_leader("http://cp-c:7600")));
+        assert_eq!(t.current().0, 2);
+        // An address not configured is learnt and followed.
+        assert!(t.failed(2, &not_leader("http://cp-d:7600")));
+        assert_eq!(t.current().0, 3);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_target_moves_on_once() {
+        let t = targets();
+        let down = tonic::Status::unavailable("connection refused");
+        assert!(!t.failed(0, &down));
+        assert_eq!(t.current().0, 1);
+        // A second failure reported for the same (stale) target does not skip cp-b.
+        assert!(!t.failed(0, &down));
+        assert_eq!(t.current().0, 1);
+        // An answer (not a failover) leaves the target alone.
+        assert!(!t.failed(1, &tonic::Status::invalid_argument("bad")));
+        assert_eq!(t.current().0, 1);
+    }
+}

@@ -46,7 +46,7 @@ pub trait SessionHooks: Send + Sync + 'static {
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Kept short: during a failover the new leader holds grants back until the data planes
 /// have re-attached (its reconcile window), so a data plane must retry well within it.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub async fn run(
     control: super::ControlClient,

@@ -86,6 +86,8 @@ struct Counters {
     max_in_flight: AtomicUsize,
     /// Per upstream credential (bearer): (in flight now, most at once).
     per_bearer: Mutex<HashMap<String, (usize, usize)>>,
+    /// Named sets of credentials (e.g. one user's accounts): (members, now, most).
+    groups: Mutex<HashMap<String, (Vec<String>, usize, usize)>>,
 }
 
 /// Counts one Responses request as in flight, in total and for its credential, from
@@ -101,6 +103,12 @@ impl InFlight {
             let e = map.entry(b.to_owned()).or_default();
             e.0 += 1;
             e.1 = e.1.max(e.0);
+            for g in c.groups.lock().unwrap().values_mut() {
+                if g.0.iter().any(|m| m == b) {
+                    g.1 += 1;
+                    g.2 = g.2.max(g.1);
+                }
+            }
         }
         Self(c.clone(), bearer.map(str::to_owned))
     }
@@ -109,10 +117,15 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if let Some(b) = &self.1
-            && let Some(e) = self.0.per_bearer.lock().unwrap().get_mut(b)
-        {
-            e.0 -= 1;
+        if let Some(b) = &self.1 {
+            if let Some(e) = self.0.per_bearer.lock().unwrap().get_mut(b) {
+                e.0 -= 1;
+            }
+            for g in self.0.groups.lock().unwrap().values_mut() {
+                if g.0.iter().any(|m| m == b) {
+                    g.1 -= 1;
+                }
+            }
         }
     }
 }
@@ -437,6 +450,24 @@ impl FakeUpstream {
     pub fn max_in_flight_for(&self, bearer: &str) -> usize {
         let map = self.state.counters.per_bearer.lock().unwrap();
         map.get(bearer).map_or(0, |e| e.1)
+    }
+
+    /// Counts requests in flight with any of `bearers` together as `name` from now on
+    /// (e.g. the accounts one user's requests may use: the user's concurrency).
+    pub fn count_group(&self, name: &str, bearers: &[&str]) {
+        let members = bearers.iter().map(|b| (*b).to_owned()).collect();
+        self.state
+            .counters
+            .groups
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), (members, 0, 0));
+    }
+
+    /// The most requests of group `name` in flight at once.
+    pub fn max_in_flight_of_group(&self, name: &str) -> usize {
+        let groups = self.state.counters.groups.lock().unwrap();
+        groups.get(name).map_or(0, |g| g.2)
     }
 
     pub fn reset_max_in_flight(&self) {

@@ -75,7 +75,12 @@ impl Flow {
             }
             Err(AdmitFailed::Call(e)) => {
                 tracing::warn!(error = %e, "admit call failed");
-                Err(ClientError::of(ErrorCode::BillingUnavailable))
+                let mut client = ClientError::of(ErrorCode::BillingUnavailable);
+                if e.is_failover() {
+                    // Still no leader past the failover wait.
+                    client.retry_after_secs = Some(RETRY_AFTER_SECS);
+                }
+                Err(client)
             }
         }
     }
@@ -116,7 +121,6 @@ impl Flow {
                         failed_on = None;
                     }
                 }
-                Err(e) if e.is_failover() => return Err(AdmitFailed::NoLeader),
                 other => return other.map_err(AdmitFailed::Call),
             }
         }

@@ -203,6 +203,17 @@ impl Replica {
         self.child.kill().await.unwrap();
     }
 
+    /// SIGTERM: the graceful stop (a leader resigns at once).
+    pub async fn terminate(&mut self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
         self.child.try_wait().unwrap().is_some()

@@ -460,3 +460,44 @@ async fn a_leader_cut_off_from_etcd_stops_serving_before_another_leader_starts()
         replicas[0].log()
     );
 }
+
+/// SIGTERM gives leadership up at once: a standby serves long before the old leader's
+/// 10 s lease could have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_leader_resigns_and_a_standby_takes_over_at_once() {
+    let etcd = Etcd::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut set = ReplicaSet::new(BIN, &db.url, &etcd.endpoint, "http://127.0.0.1:9");
+    set.flags = vec!["--leader-lease-ttl-s=10".into()];
+    let mut replicas = vec![set.start("first", None)];
+    assert_eq!(leader_of(&replicas, Duration::from_secs(30)).await, 0);
+    replicas.push(set.start("standby", None));
+    eventually(
+        "standby answers health",
+        Duration::from_secs(30),
+        || async { replicas[1].health().await.is_some() },
+    )
+    .await;
+    assert!(!replicas[1].is_serving().await, "a standby is NOT_SERVING");
+
+    replicas[0].terminate().await;
+    let terminated_at = Instant::now();
+    eventually("the standby leads", Duration::from_secs(8), || async {
+        replicas[1].is_serving().await
+    })
+    .await;
+    let took = terminated_at.elapsed();
+    println!(
+        "after SIGTERM a standby served {:.2} s later",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "well before the 10 s lease expires"
+    );
+    assert!(
+        replicas[0].log().contains("resigned leadership"),
+        "{}",
+        replicas[0].log()
+    );
+}

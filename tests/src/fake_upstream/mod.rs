@@ -86,9 +86,12 @@ struct Counters {
     max_in_flight: AtomicUsize,
     /// Per upstream credential (bearer): (in flight now, most at once).
     per_bearer: Mutex<HashMap<String, (usize, usize)>>,
-    /// Named sets of credentials (e.g. one user's accounts): (members, now, most).
-    groups: Mutex<HashMap<String, (Vec<String>, usize, usize)>>,
+    /// Named sets of credentials (e.g. one user's accounts).
+    groups: Mutex<HashMap<String, Group>>,
 }
+
+/// A set of credentials counted together: (members, in flight now, most at once).
+type Group = (Vec<String>, usize, usize);
 
 /// Counts one Responses request as in flight, in total and for its credential, from
 /// arrival until its response body is finished or dropped.

@@ -223,6 +223,14 @@ impl Replica {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The timestamp (first field, RFC 3339 UTC: comparable as text) of the first log
+    /// line containing `needle`.
+    pub fn logged_at(&self, needle: &str) -> Option<String> {
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains(needle))?;
+        line.split_whitespace().next().map(str::to_owned)
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

@@ -2,9 +2,10 @@
 //! database, two data planes, steady streaming and non-streaming load. SIGKILL the leader:
 //! every in-flight stream completes, new requests succeed after the failover (nothing
 //! beyond the data plane's failover wait), no user or account ever exceeds its
-//! concurrency limit (the fake upstream counts per credential), and every usage record is
-//! charged exactly once. And: a leader cut off from etcd stops serving before another
-//! leader starts.
+//! concurrency limit (the fake upstream counts per credential), every usage record is
+//! charged exactly once, and the data planes stay ready. A leader cut off from etcd stops
+//! serving before another leader starts; a SIGTERM'd leader resigns at once, and a
+//! standby refuses calls naming the leader.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -246,6 +247,36 @@ async fn sigkill_of_the_leader_loses_no_stream_no_limit_and_no_charge() {
             done
         });
     }
+    // The data planes stay ready throughout (a failover must not take them out of
+    // service): sampled every 100 ms until the load stops.
+    {
+        let urls: Vec<String> = dps
+            .iter()
+            .map(|d| format!("{}/readyz", d.admin_url()))
+            .collect();
+        let (http, stop) = (http.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut not_ready = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                for u in &urls {
+                    let status = http.get(u).send().await.map(|r| r.status().as_u16());
+                    if !matches!(status, Ok(200)) {
+                        not_ready.push(Outcome {
+                            stream: false,
+                            probe: false,
+                            started: Instant::now(),
+                            ended: Instant::now(),
+                            status: status.unwrap_or(0),
+                            complete: false,
+                            detail: format!("{u} not ready"),
+                        });
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            not_ready
+        });
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         up.in_flight() > 0,
@@ -479,6 +510,23 @@ async fn a_terminated_leader_resigns_and_a_standby_takes_over_at_once() {
     )
     .await;
     assert!(!replicas[1].is_serving().await, "a standby is NOT_SERVING");
+    // A standby refuses Admin (and Gateway) calls, naming the leader.
+    let refused = admin_client(&replicas[1].url())
+        .list_users(admin::ListUsersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    let leader = replicas[0].url();
+    assert!(refused.message().contains(&leader), "{}", refused.message());
+    assert_eq!(
+        refused
+            .metadata()
+            .get("x-tollgate-leader")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        leader
+    );
 
     replicas[0].terminate().await;
     let terminated_at = Instant::now();

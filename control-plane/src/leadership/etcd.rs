@@ -174,7 +174,9 @@ async fn lead(
                 }
                 if let Some((keeper, _)) = stream.as_mut() {
                     let at = Instant::now();
-                    if keeper.keep_alive().await.is_ok() {
+                    // Bounded: a stalled connection must not hold up the deadline above.
+                    let send = tokio::time::timeout(s.lease_ttl / 4, keeper.keep_alive()).await;
+                    if matches!(send, Ok(Ok(()))) {
                         sent.push_back(at);
                     } else {
                         stream = None;

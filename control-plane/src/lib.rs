@@ -24,6 +24,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tollgate_shared::drain;
 use tollgate_shared::proto::{
     FILE_DESCRIPTOR_SET, admin::v1::admin_server::AdminServer,
     gateway::v1::gateway_server::GatewayServer,
@@ -73,10 +74,14 @@ pub async fn serve_on(
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
 
     let tasks = TaskTracker::new();
-    let leadership = leadership(&config, addr, &tasks, &shutdown);
-    let (parts, jobs) = gateway_parts(&config, &store, &invalidations, &tasks, &shutdown);
+    // The engines (token refresher, admission, snapshot) serve in-flight calls to the
+    // end of the drain; the data planes' sessions end as soon as it starts.
+    let background = CancellationToken::new();
+    let end_sessions = CancellationToken::new();
+    let leadership = leadership(&config, addr, &tasks);
+    let (parts, jobs) = gateway_parts(&config, &store, &invalidations, &tasks, &background);
     let grants = parts.grants.clone();
-    let gateway = GatewayService::new(parts, tasks.clone(), shutdown.clone());
+    let gateway = GatewayService::new(parts, tasks.clone(), end_sessions.clone());
     tasks.spawn(lead(
         leadership.clone(),
         jobs,
@@ -96,7 +101,7 @@ pub async fn serve_on(
             config.admin_cert_scopes.clone(),
         ),
     );
-    let grpc_health = grpc_health_service(&leadership, &tasks, &shutdown).await;
+    let (health, grpc_health) = grpc_health_service(&leadership, &tasks, &background).await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
     tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
@@ -110,27 +115,74 @@ pub async fn serve_on(
             transport.gateway_guard(),
         ))
         .add_service(LeaderOnly::new(admin, leadership.subscribe()));
-    // A leader that lost its lease stops the whole process: its live state must not
-    // serve again (a supervisor restarts it as a fresh standby).
+    // A leader that lost its lease stops: its live state must not serve again. It
+    // drains like a SIGTERM and `serve` returns an error (the process exits and its
+    // supervisor restarts it as a fresh standby).
     let lost = CancellationToken::new();
     tasks.spawn(stop_when_deposed(
         leadership.clone(),
         shutdown.clone(),
         lost.clone(),
     ));
-    let result = transport.serve(router, health_port, shutdown.clone()).await;
-    // Background engines and session tasks stop with the server; resigning (with the
-    // shutdown) hands leadership to a standby at once.
+    let stop_accepting = CancellationToken::new();
+    let cut = CancellationToken::new();
+    let server = transport.serve(router, health_port, stop_accepting.clone(), cut.clone());
+    tokio::pin!(server);
+    let failed = tokio::select! {
+        r = &mut server => Some(r),
+        () = shutdown.cancelled() => None,
+    };
+    // The drain (steps and instants: `tollgate_shared::drain`); the budget starts now.
+    let plan = drain::Plan::new(tokio::time::Instant::now(), config.drain_timeout());
+    let result = match failed {
+        Some(r) => r,
+        None => {
+            tracing::info!(
+                budget_secs = config.drain_timeout_secs,
+                "draining: NOT_SERVING, ending sessions, finishing in-flight calls"
+            );
+            // First, every health check (both ports) fails: readiness drops and data
+            // planes stop choosing this process.
+            not_serving(&health).await;
+            // Leadership (etcd) is given up here, so a standby takes over at once.
+            leadership.resign();
+            // Then no new connections (HTTP/2 GOAWAY) and the sessions end: the data
+            // planes re-attach (to the new leader) declaring the leases they hold.
+            stop_accepting.cancel();
+            end_sessions.cancel();
+            match drain::until(plan.cut_at, &mut server).await {
+                Some(r) => r,
+                None => {
+                    cut.cancel();
+                    drain::until(plan.ended_by, &mut server)
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            }
+        }
+    };
+    // Background engines and session tasks stop with the server.
     leadership.resign();
     shutdown.cancel();
+    end_sessions.cancel();
+    background.cancel();
     tasks.close();
-    tasks.wait().await;
-    store.close().await;
+    if drain::until(plan.stopped_by, tasks.wait()).await.is_none() {
+        tracing::error!("drain: background tasks overran the budget");
+    }
+    if drain::until(plan.deadline, store.close()).await.is_none() {
+        tracing::error!("drain: closing storage overran the budget");
+    }
+    // Telemetry: logs are written synchronously, so nothing is buffered today; an
+    // exporter (OTLP traces/metrics) flushes here, bounded by `plan.deadline`.
     if lost.is_cancelled() {
         tracing::error!("control plane stopped: leadership lost");
         return Err(Error::Internal("leadership lost".into()));
     }
-    tracing::info!("control plane stopped");
+    tracing::info!(
+        took_ms = plan.started.elapsed().as_millis(),
+        "control plane stopped"
+    );
     result.map_err(|e| Error::Internal(format!("gRPC server: {e}")))
 }
 
@@ -179,12 +231,7 @@ fn gateway_parts(
 }
 
 /// Campaigns through etcd when configured; otherwise this process leads alone.
-fn leadership(
-    config: &Config,
-    addr: SocketAddr,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Leadership {
+fn leadership(config: &Config, addr: SocketAddr, tasks: &TaskTracker) -> Leadership {
     if config.etcd_endpoints.is_empty() {
         return Leadership::single();
     }
@@ -194,7 +241,7 @@ fn leadership(
         advertise: config.advertised(addr),
         lease_ttl: std::time::Duration::from_secs(config.leader_lease_ttl_s),
     };
-    Leadership::campaign(settings, tasks, shutdown)
+    Leadership::campaign(settings, tasks)
 }
 
 /// Once elected: holds grants back for the reconcile window (the data planes re-attach
@@ -232,32 +279,34 @@ async fn stop_when_deposed(
     }
 }
 
-/// The standard gRPC health-checking service (`grpc.health.v1`): both services and the
-/// server as a whole are SERVING on the leader and NOT_SERVING on a standby (so a
-/// Kubernetes Service routes to the leader alone), following the role on `tasks`.
+/// The standard gRPC health-checking service (`grpc.health.v1`), and its reporter: both
+/// services and the server as a whole are SERVING on the leader and NOT_SERVING on a
+/// standby (so a Kubernetes Service routes to the leader alone), following the role on
+/// `tasks` until `stop` (and NOT_SERVING from `not_serving` on).
 async fn grpc_health_service(
     leadership: &Leadership,
     tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    stop: &CancellationToken,
+) -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
     let (reporter, service) = tonic_health::server::health_reporter();
     let mut role = leadership.subscribe();
     let now = role.borrow_and_update().clone();
     set_health(&reporter, &now).await;
-    let shutdown = shutdown.clone();
+    let (follower, stop) = (reporter.clone(), stop.clone());
     tasks.spawn(async move {
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = stop.cancelled() => break,
                 changed = role.changed() => if changed.is_err() { break },
             }
             let now = role.borrow_and_update().clone();
-            set_health(&reporter, &now).await;
+            set_health(&follower, &now).await;
         }
-        // The election ended (shutdown or stepped down): nothing is served any more.
-        set_health(&reporter, &Role::SteppedDown).await;
     });
-    service
+    (reporter, service)
 }
 
 async fn set_health(reporter: &tonic_health::server::HealthReporter, role: &Role) {
@@ -272,6 +321,19 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, role: &Role
         .set_service_status(AdminServer::<admin::AdminService>::NAME, status)
         .await;
     reporter.set_service_status("", status).await;
+}
+
+/// The drain's first step: every service, and the server as a whole, NOT_SERVING.
+async fn not_serving(reporter: &tonic_health::server::HealthReporter) {
+    reporter
+        .set_not_serving::<GatewayServer<GatewayService>>()
+        .await;
+    reporter
+        .set_not_serving::<AdminServer<admin::AdminService>>()
+        .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 }
 
 /// Server reflection (v1 and v1alpha) over our services and the health service.

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 /// Every default that both the flags and the in-process constructors
 /// (`FlowConfig::default`, `Config::for_control_plane`) use, written once.
 mod defaults {
-    pub const DRAIN_TIMEOUT_SECS: u64 = 30;
+    pub const DRAIN_TIMEOUT_SECS: u64 = tollgate_shared::drain::DEFAULT_BUDGET_SECS;
     pub const USAGE_MEMORY_CAP: usize = 10_000;
     pub const BODY_LIMIT_BYTES: usize = 100 << 20;
     /// Request-body bytes held at once; each costs about three bytes of memory at peak
@@ -109,7 +109,9 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_DATA_PLANE_ID")]
     pub data_plane_id: Option<String>,
 
-    /// On SIGTERM, how long in-flight requests and streams may run before being cut.
+    /// On SIGTERM, the whole drain's budget, seconds: requests and streams finish within
+    /// its first four fifths, then the rest are ended and usage is flushed. Keep it
+    /// shorter than the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT_SECS", default_value_t = defaults::DRAIN_TIMEOUT_SECS)]
     pub drain_timeout_secs: u64,
 

@@ -61,15 +61,11 @@ impl Leadership {
         }
     }
 
-    /// Campaigns through etcd on `tasks` until elected, then leads until resigned (also
-    /// on `shutdown`) or unable to renew.
-    pub fn campaign(
-        settings: ElectionSettings,
-        tasks: &TaskTracker,
-        shutdown: &CancellationToken,
-    ) -> Self {
+    /// Campaigns through etcd on `tasks` until elected, then leads until resigned or
+    /// unable to renew. The owner must `resign` when it stops (the drain does).
+    pub fn campaign(settings: ElectionSettings, tasks: &TaskTracker) -> Self {
         let (tx, role) = watch::channel(Role::Standby { leader: None });
-        let resign = shutdown.child_token();
+        let resign = CancellationToken::new();
         tasks.spawn(etcd::run(settings, tx, resign.clone()));
         Self {
             role,
@@ -116,9 +112,9 @@ impl Leadership {
         let _ = role.wait_for(|r| *r == Role::SteppedDown).await;
     }
 
-    /// Gives leadership up at once: stops serving and releases the etcd lease, so a
-    /// standby takes over without waiting for the lease to expire. For SIGTERM (the
-    /// composition root also resigns when its shutdown starts). No-op without etcd.
+    /// Gives leadership up at once (and stops campaigning): stops serving and releases
+    /// the etcd lease, so a standby takes over without waiting for the lease to expire.
+    /// The SIGTERM drain calls it right after reporting NOT_SERVING. No-op without etcd.
     pub fn resign(&self) {
         self.resign.cancel();
     }

@@ -44,6 +44,8 @@ enum Head {
     Failed(UpstreamFailure),
     /// The client went away first.
     ClientLeft,
+    /// The SIGTERM drain reached its cut first.
+    Drained,
 }
 
 /// The request as this account's upstream gets it.
@@ -87,6 +89,15 @@ impl Flow {
                     "client left before the upstream answered; request cancelled"
                 );
                 drop(guard);
+                return Attempt::Done;
+            }
+            // The drain's cut came before the upstream's answer: the request may already
+            // cost something, so its usage is reported (estimated from the input).
+            Head::Drained => {
+                drop(guard);
+                ds.fail(super::failover::shutting_down()).await;
+                let observer = Observer::new(&request.upstream_model, &ctx.model);
+                self.report_usage(ctx, lease, &request.upstream_model, &observer);
                 return Attempt::Done;
             }
         };
@@ -144,6 +155,7 @@ impl Flow {
                     }
                 }
                 () = ds.closed() => return Head::ClientLeft,
+                () = self.drain_cut.cancelled() => return Head::Drained,
             }
         }
     }
@@ -339,6 +351,9 @@ impl Flow {
                     last_downstream = Instant::now();
                 }
                 () = ds.closed(), if !ds.is_gone() => client_left(guard),
+                // The drain's budget is running out: end the stream now (the client gets
+                // the error event, usage is reported from what was seen).
+                () = self.drain_cut.cancelled() => return Err(StreamFault::Drained),
             }
         }
     }
@@ -368,8 +383,13 @@ impl Flow {
             // by the body timeout) so the upstream's real usage is billed.
             () = ds.closed() => {
                 client_left(&mut guard);
-                read.await
+                tokio::select! {
+                    read = &mut read => read,
+                    () = self.drain_cut.cancelled() => (Bytes::new(), Some(StreamFault::Drained)),
+                }
             }
+            // The drain's budget is running out: a 503 now, usage estimated.
+            () = self.drain_cut.cancelled() => (Bytes::new(), Some(StreamFault::Drained)),
         };
         drop(guard);
         let mut obs = obs;

@@ -21,6 +21,7 @@ use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_shared::ErrorCode;
 
@@ -111,6 +112,9 @@ pub struct Flow {
     pub body_budget: Arc<BodyBudget>,
     /// Request tasks; waited for on shutdown before usage is flushed.
     pub tasks: TaskTracker,
+    /// Cancelled at the drain's cut: requests still open end at once (streams with an
+    /// SSE error event) and report their usage.
+    pub drain_cut: CancellationToken,
 }
 
 /// One validated request.

@@ -29,6 +29,9 @@ mod defaults {
     pub const OAUTH_USE_MARGIN_MS: u64 = 60_000;
     pub const OAUTH_REFRESH_RETRIES: u32 = 3;
     pub const OAUTH_REFRESH_BACKOFF_MS: u64 = 1_000;
+    pub const ELECTION_KEY: &str = "/tollgate/leader";
+    pub const LEADER_LEASE_TTL_S: u64 = 5;
+    pub const RECONCILE_WINDOW_MS: u64 = 3_000;
     pub const DRAIN_TIMEOUT_SECS: u64 = tollgate_shared::drain::DEFAULT_BUDGET_SECS;
 }
 
@@ -294,6 +297,33 @@ pub struct Config {
         default_value_t = defaults::OAUTH_REFRESH_BACKOFF_MS
     )]
     pub oauth_refresh_backoff_ms: u64,
+
+    /// etcd endpoints (comma-separated, e.g. http://etcd-0:2379). Set: the replicas
+    /// campaign for leadership and only the leader serves Gateway and Admin. Unset (the
+    /// embedded default): this control plane is always the leader.
+    #[arg(long, env = "TOLLGATE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+
+    /// The etcd key the leader holds (its value: the leader's advertised URL).
+    #[arg(long, env = "TOLLGATE_ELECTION_KEY", default_value = defaults::ELECTION_KEY)]
+    pub election_key: String,
+
+    /// TTL of the leader's etcd lease in seconds. It is renewed every quarter TTL; a
+    /// leader whose last renewal is older than three quarters of it stops serving, before
+    /// the lease can expire and a standby can take over.
+    #[arg(long, env = "TOLLGATE_LEADER_LEASE_TTL_S", default_value_t = defaults::LEADER_LEASE_TTL_S)]
+    pub leader_lease_ttl_s: u64,
+
+    /// The URL data planes dial to reach this replica, told to them by standbys as the
+    /// leader's address (default: https://<listen address>, or http:// when plaintext).
+    #[arg(long, env = "TOLLGATE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// After winning an election, Admit holds new grants back this long so that the data
+    /// planes re-attach and declare the leases they hold first (no over-grant across a
+    /// failover). Used only with etcd.
+    #[arg(long, env = "TOLLGATE_RECONCILE_WINDOW_MS", default_value_t = defaults::RECONCILE_WINDOW_MS)]
+    pub reconcile_window_ms: u64,
 }
 
 impl Config {
@@ -351,6 +381,11 @@ impl Config {
             oauth_use_margin_ms: defaults::OAUTH_USE_MARGIN_MS,
             oauth_refresh_retries: defaults::OAUTH_REFRESH_RETRIES,
             oauth_refresh_backoff_ms: defaults::OAUTH_REFRESH_BACKOFF_MS,
+            etcd_endpoints: Vec::new(),
+            election_key: defaults::ELECTION_KEY.into(),
+            leader_lease_ttl_s: defaults::LEADER_LEASE_TTL_S,
+            advertise_url: None,
+            reconcile_window_ms: defaults::RECONCILE_WINDOW_MS,
         }
     }
 
@@ -387,6 +422,7 @@ impl Config {
             ));
         }
         self.check_admission()?;
+        self.check_leadership()?;
         let admin_token = self.secret(
             self.admin_token.as_deref(),
             self.admin_token_file.as_deref(),
@@ -426,6 +462,35 @@ impl Config {
             database_url,
             tls,
         })
+    }
+
+    fn check_leadership(&self) -> Result<()> {
+        if !(2..=300).contains(&self.leader_lease_ttl_s) {
+            return Err(Error::Config(
+                "TOLLGATE_LEADER_LEASE_TTL_S must be 2..=300".into(),
+            ));
+        }
+        if self.reconcile_window_ms > 600_000 {
+            return Err(Error::Config(
+                "TOLLGATE_RECONCILE_WINDOW_MS must be at most 600000".into(),
+            ));
+        }
+        if self.election_key.trim().is_empty() {
+            return Err(Error::Config(
+                "TOLLGATE_ELECTION_KEY must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What standbys tell data planes to dial: the advertised URL, else this listen
+    /// address with the scheme the gRPC port speaks.
+    pub fn advertised(&self, listen: std::net::SocketAddr) -> String {
+        match &self.advertise_url {
+            Some(u) => u.clone(),
+            None if self.insecure_plaintext => format!("http://{listen}"),
+            None => format!("https://{listen}"),
+        }
     }
 
     fn check_admission(&self) -> Result<()> {

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod leadership;
 pub mod metrics;
 pub mod model;
 pub mod oauth;
@@ -29,6 +30,8 @@ use tollgate_shared::proto::{
     FILE_DESCRIPTOR_SET, admin::v1::admin_server::AdminServer,
     gateway::v1::gateway_server::GatewayServer,
 };
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 pub use config::Config;
@@ -37,8 +40,11 @@ pub use error::{Error, Result};
 use crate::admission::{Admission, AdmissionSettings};
 use crate::billing::BillingSettings;
 use crate::events::Invalidations;
+use crate::gateway::reconcile::GrantHold;
 use crate::gateway::session::Sessions;
 use crate::gateway::{GatewayParts, GatewayService, SessionSettings};
+use crate::leadership::gate::LeaderOnly;
+use crate::leadership::{ElectionSettings, Leadership, Role};
 use crate::oauth::{OAuthSettings, TokenRefresher};
 use crate::storage::Store;
 
@@ -81,7 +87,8 @@ pub async fn serve_on(
     // end of the drain; the data planes' sessions end as soon as it starts.
     let background = CancellationToken::new();
     let end_sessions = CancellationToken::new();
-    let parts = gateway_parts(&config, &store, &invalidations, &tasks, &background);
+    let leadership = leadership(&config, addr, &tasks);
+    let (parts, jobs) = gateway_parts(&config, &store, &invalidations, &tasks, &background);
     if let Some(l) = metrics_listener {
         tracing::info!(addr = ?l.local_addr().ok(), "metrics port serving");
         tasks.spawn(metrics::serve(
@@ -91,7 +98,19 @@ pub async fn serve_on(
             background.clone(),
         ));
     }
+    tasks.spawn(report_leadership(
+        leadership.clone(),
+        parts.metrics.clone(),
+        background.clone(),
+    ));
+    let grants = parts.grants.clone();
     let gateway = GatewayService::new(parts, tasks.clone(), end_sessions.clone());
+    tasks.spawn(lead(
+        leadership.clone(),
+        jobs,
+        grants,
+        config.reconcile_window_ms,
+    ));
     let admin = admin::AdminService::new(admin::AdminContext::new(
         store.clone(),
         invalidations.clone(),
@@ -105,7 +124,7 @@ pub async fn serve_on(
             config.admin_cert_scopes.clone(),
         ),
     );
-    let (health, grpc_health) = grpc_health_service().await;
+    let (health, grpc_health) = grpc_health_service(&leadership, &tasks, &background).await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
     tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
@@ -117,11 +136,20 @@ pub async fn serve_on(
         .add_service(grpc_health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(GatewayServer::with_interceptor(
-            gateway,
+        .add_service(InterceptedService::new(
+            LeaderOnly::new(GatewayServer::new(gateway), leadership.subscribe()),
             transport.gateway_guard(),
         ))
-        .add_service(admin);
+        .add_service(LeaderOnly::new(admin, leadership.subscribe()));
+    // A leader that lost its lease stops: its live state must not serve again. It
+    // drains like a SIGTERM and `serve` returns an error (the process exits and its
+    // supervisor restarts it as a fresh standby).
+    let lost = CancellationToken::new();
+    tasks.spawn(stop_when_deposed(
+        leadership.clone(),
+        shutdown.clone(),
+        lost.clone(),
+    ));
     let stop_accepting = CancellationToken::new();
     let cut = CancellationToken::new();
     let server = transport.serve(router, health_port, stop_accepting.clone(), cut.clone());
@@ -143,6 +171,7 @@ pub async fn serve_on(
             // planes stop choosing this process.
             not_serving(&health).await;
             // Leadership (etcd) is given up here, so a standby takes over at once.
+            leadership.resign();
             // Then no new connections (HTTP/2 GOAWAY) and the sessions end: the data
             // planes re-attach (to the new leader) declaring the leases they hold.
             stop_accepting.cancel();
@@ -159,6 +188,7 @@ pub async fn serve_on(
         }
     };
     // Background engines and session tasks stop with the server.
+    leadership.resign();
     shutdown.cancel();
     end_sessions.cancel();
     background.cancel();
@@ -172,6 +202,10 @@ pub async fn serve_on(
     // Telemetry: logs are written synchronously; buffered trace spans are exported
     // now, bounded by `plan.deadline`.
     tollgate_shared::telemetry::flush_until(plan.deadline).await;
+    if lost.is_cancelled() {
+        tracing::error!("control plane stopped: leadership lost");
+        return Err(Error::Internal("leadership lost".into()));
+    }
     tracing::info!(
         took_ms = plan.started.elapsed().as_millis(),
         "control plane stopped"
@@ -179,17 +213,18 @@ pub async fn serve_on(
     result.map_err(|e| Error::Internal(format!("gRPC server: {e}")))
 }
 
-/// The engines behind the Gateway service, with their background tasks on `tasks`:
-/// the token refresher, admission (lease reaper, sticky pruning, last-used writes) and
-/// the snapshot admission reads through (applies invalidations); and the metrics over
-/// them (`parts.metrics.leadership` is where leadership is reported).
+/// The engines behind the Gateway service and the metrics over them. The snapshot
+/// admission reads through (applies invalidations) runs on `tasks` on every replica; the
+/// jobs that must run once (the token refresher; admission's lease reaper, sticky
+/// pruning and last-used writes; the estimates of leases that ended without a usage
+/// record) are returned, for `lead` to start on the leader only.
 fn gateway_parts(
     config: &Config,
     store: &Store,
     invalidations: &Invalidations,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
-) -> GatewayParts {
+) -> (GatewayParts, futures::future::BoxFuture<'static, ()>) {
     let sessions = Sessions::default();
     let tokens = TokenRefresher::new(
         store.clone(),
@@ -198,8 +233,8 @@ fn gateway_parts(
         tasks.clone(),
         shutdown.clone(),
     );
-    tasks.spawn(tokens.clone().run_background());
     let token_refreshes = tokens.outcomes();
+    let refresher = tokens.clone().run_background();
     let admission = Admission::new(
         store.clone(),
         invalidations.clone(),
@@ -207,19 +242,22 @@ fn gateway_parts(
         tokens,
         AdmissionSettings::from_config(config),
     );
-    tasks.spawn(admission.clone().run_background(shutdown.clone()));
+    let reaper = admission.clone().run_background(shutdown.clone());
     tasks.spawn(admission.snapshot().clone().follow(shutdown.clone()));
-    // Estimates for leases reaped without a usage record.
-    tasks.spawn(crate::billing::recovered::run(
+    // Estimates for leases reaped without a usage record: they charge, so leader only.
+    let recovered = crate::billing::recovered::run(
         admission.clone(),
         store.clone(),
         invalidations.clone(),
         BillingSettings::from_config(config),
         shutdown.clone(),
-    ));
+    );
+    let jobs = Box::pin(async move {
+        tokio::join!(refresher, reaper, recovered);
+    });
     let mut metrics = metrics::Metrics::new();
     metrics.observe(&admission, &sessions, token_refreshes);
-    GatewayParts {
+    let parts = GatewayParts {
         metrics: Arc::new(metrics),
         store: store.clone(),
         invalidations: invalidations.clone(),
@@ -227,6 +265,57 @@ fn gateway_parts(
         admission,
         session: SessionSettings::from_config(config),
         billing: BillingSettings::from_config(config),
+        grants: GrantHold::default(),
+    };
+    (parts, jobs)
+}
+
+/// Campaigns through etcd when configured; otherwise this process leads alone.
+fn leadership(config: &Config, addr: SocketAddr, tasks: &TaskTracker) -> Leadership {
+    if config.etcd_endpoints.is_empty() {
+        return Leadership::single();
+    }
+    let settings = ElectionSettings {
+        endpoints: config.etcd_endpoints.clone(),
+        key: config.election_key.clone(),
+        advertise: config.advertised(addr),
+        lease_ttl: std::time::Duration::from_secs(config.leader_lease_ttl_s),
+    };
+    Leadership::campaign(settings, tasks)
+}
+
+/// Once elected: holds grants back for the reconcile window (the data planes re-attach
+/// and declare their leases first), then runs the once-only background jobs.
+async fn lead(
+    leadership: Leadership,
+    jobs: futures::future::BoxFuture<'static, ()>,
+    grants: GrantHold,
+    reconcile_window_ms: u64,
+) {
+    let Some(term) = leadership.leading().await else {
+        return;
+    };
+    if leadership.is_elected() {
+        grants.hold_for(std::time::Duration::from_millis(reconcile_window_ms));
+    }
+    tracing::info!(term, "leading: background jobs started");
+    jobs.await;
+}
+
+/// Stops the server when this replica stops leading while not shutting down.
+async fn stop_when_deposed(
+    leadership: Leadership,
+    shutdown: CancellationToken,
+    lost: CancellationToken,
+) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = leadership.stepped_down() => {
+            if !shutdown.is_cancelled() {
+                lost.cancel();
+                shutdown.cancel();
+            }
+        }
     }
 }
 
@@ -246,23 +335,74 @@ fn grpc_span(req: &http::Request<()>) -> tracing::Span {
     span
 }
 
-/// The standard gRPC health-checking service (`grpc.health.v1`), reporting both
-/// services and the server as a whole as serving (until `not_serving`), and its reporter.
-async fn grpc_health_service() -> (
+/// Keeps the leadership gauges in step with this replica's role until `stop`.
+async fn report_leadership(
+    leadership: Leadership,
+    metrics: Arc<metrics::Metrics>,
+    stop: CancellationToken,
+) {
+    let mut role = leadership.subscribe();
+    let mut term = 0;
+    loop {
+        let current = role.borrow_and_update().clone();
+        match current {
+            leadership::Role::Leader { term: t } => {
+                term = t;
+                metrics.leadership.set(true, t);
+            }
+            leadership::Role::Standby { .. } | leadership::Role::SteppedDown => {
+                metrics.leadership.set(false, term);
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = role.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// The standard gRPC health-checking service (`grpc.health.v1`), and its reporter: both
+/// services and the server as a whole are SERVING on the leader and NOT_SERVING on a
+/// standby (so a Kubernetes Service routes to the leader alone), following the role on
+/// `tasks` until `stop` (and NOT_SERVING from `not_serving` on).
+async fn grpc_health_service(
+    leadership: &Leadership,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> (
     tonic_health::server::HealthReporter,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) {
     let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<GatewayServer<GatewayService>>()
-        .await;
-    reporter
-        .set_serving::<AdminServer<admin::AdminService>>()
-        .await;
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    let mut role = leadership.subscribe();
+    let now = role.borrow_and_update().clone();
+    set_health(&reporter, &now).await;
+    let (follower, stop) = (reporter.clone(), stop.clone());
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = role.changed() => if changed.is_err() { break },
+            }
+            let now = role.borrow_and_update().clone();
+            set_health(&follower, &now).await;
+        }
+    });
     (reporter, service)
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, role: &Role) {
+    let status = match role {
+        Role::Leader { .. } => tonic_health::ServingStatus::Serving,
+        Role::Standby { .. } | Role::SteppedDown => tonic_health::ServingStatus::NotServing,
+    };
+    reporter
+        .set_service_status(GatewayServer::<GatewayService>::NAME, status)
+        .await;
+    reporter
+        .set_service_status(AdminServer::<admin::AdminService>::NAME, status)
+        .await;
+    reporter.set_service_status("", status).await;
 }
 
 /// The drain's first step: every service, and the server as a whole, NOT_SERVING.

@@ -111,11 +111,12 @@ pub async fn serve_on(
     let metrics = Arc::new(Metrics::new());
     let tls = control::tls::client_tls(&config)?;
     let control = ControlClient::new(
-        control::channel(
-            &config.control_plane_url,
+        control::targets::Targets::new(
+            &control::urls(&config.control_plane_url),
             tls.clone().map(tollgate_shared::tls::TlsConnector::new),
         )?,
         metrics.clone(),
+        std::time::Duration::from_millis(config.flow.failover_wait_ms),
     );
     let settings = Settings::from_config(&config.flow)?;
     let (state_tx, state_rx) = watch::channel(SessionState::default());
@@ -149,7 +150,7 @@ pub async fn serve_on(
         tasks.spawn(tls.watch(config.tls_reload_interval(), background.clone()));
     }
     tasks.spawn(control::session::run(
-        control.raw(),
+        control.clone(),
         data_plane_id,
         state_tx,
         hooks,
@@ -203,6 +204,7 @@ pub async fn serve_on(
 
     let health = health::Health {
         session: state_rx.clone(),
+        outage_grace: config.readiness_outage(),
         draining: shutdown.clone(),
         metrics: metrics.clone(),
     };

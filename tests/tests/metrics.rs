@@ -96,10 +96,10 @@ async fn both_planes_export_metrics_that_move_with_requests() {
         b.account
     );
 
-    // A single control plane is the leader (of term 0) from the start.
+    // A single control plane is the leader (of term 1) from the start.
     let (cp, _) = scrape(&cp_url, None).await;
     assert_eq!(value(&cp, "tollgate_cp_leader"), Some(1.0), "{cp}");
-    assert_eq!(value(&cp, "tollgate_cp_leader_term"), Some(0.0), "{cp}");
+    assert_eq!(value(&cp, "tollgate_cp_leader_term"), Some(1.0), "{cp}");
     assert_eq!(
         value(&cp, "tollgate_cp_sessions_attached"),
         Some(1.0),

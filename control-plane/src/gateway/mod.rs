@@ -2,6 +2,7 @@
 //! authorization, admission, release, usage and outcome reports.
 
 mod authorize;
+pub mod reconcile;
 pub mod session;
 pub mod wire;
 
@@ -51,6 +52,8 @@ pub struct GatewayParts {
     /// Pricing and charging of usage reports.
     pub billing: BillingSettings,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Admit waits here after a failover (the reconcile window).
+    pub grants: reconcile::GrantHold,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +164,7 @@ impl Gateway for GatewayService {
         request: Request<pb::AdmitRequest>,
     ) -> Result<Response<pb::AdmitResponse>, Status> {
         let req = admission::AdmitRequest::from(request.into_inner());
+        self.parts.grants.wait().await;
         let started = std::time::Instant::now();
         let (result, queued) =
             admission::queue_time::measure(self.parts.admission.admit(req)).await;

@@ -65,6 +65,8 @@ pub struct Settings {
     pub default_codex_model: String,
     pub default_originator: String,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long an admission waits for the control plane through a failover.
+    pub failover_wait: Duration,
 }
 
 impl Settings {
@@ -91,6 +93,7 @@ impl Settings {
                 .iter()
                 .filter_map(|p| super::auth_info::parse_net(p))
                 .collect(),
+            failover_wait: Duration::from_millis(c.failover_wait_ms),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Groups: rate multiplier, billing kind and subscription limits.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::domain::GroupStatus;
@@ -58,7 +59,7 @@ impl Store {
         .bind(flag(new.exclusive))
         .bind(new.description)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .one_row(&self.pool)
         .await
         .map_err(|e| unique_violation(e, name_taken(&new.name)))?;
         row_to_group(&row)
@@ -69,7 +70,7 @@ impl Store {
             "SELECT {GROUP_COLS} FROM groups WHERE id = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("group", id))?;
         row_to_group(&row)
@@ -126,7 +127,7 @@ impl Store {
         );
         let row = args
             .bind(sqlx::query(&sql))
-            .fetch_optional(&self.pool)
+            .optional_row(&self.pool)
             .await
             .map_err(|e| unique_violation(e, name_taken(&name)))?
             .ok_or_else(|| not_found("group", id))?;

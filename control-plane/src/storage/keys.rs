@@ -4,6 +4,7 @@
 //! the future, quota reset, expiry cleared) happen in the same UPDATE as the change, so
 //! no reader ever sees the new value with the old status.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::domain::KeyStatus;
@@ -70,7 +71,7 @@ impl Store {
         .bind(new.quota_nanos)
         .bind(new.expires_at_ms)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await
         .map_err(|e| unique_violation(e, || "api key".to_owned()))?;
         match row {
@@ -90,7 +91,7 @@ impl Store {
             "SELECT {KEY_COLS} FROM api_keys WHERE id = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("api key", id))?;
         row_to_key(&row)
@@ -102,7 +103,7 @@ impl Store {
             "SELECT {KEY_COLS} FROM api_keys WHERE key_hash = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(hash.to_owned())
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?;
         row.as_ref().map(row_to_key).transpose()
     }
@@ -274,7 +275,7 @@ impl Store {
     async fn update_key_with(&self, id: i64, sql: &str, args: Args) -> Result<ApiKey> {
         let row = args
             .bind(sqlx::query(sql))
-            .fetch_optional(&self.pool)
+            .optional_row(&self.pool)
             .await?
             .ok_or_else(|| not_found("api key", id))?;
         row_to_key(&row)

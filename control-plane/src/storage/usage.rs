@@ -1,6 +1,7 @@
 //! Usage records (one per request, idempotent by request id) and the operators' queries:
 //! filtered pages, totals and per-UTC-day series.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::DAY_MS;
@@ -245,7 +246,7 @@ impl Store {
             "SELECT {TOTALS_COLS} FROM usage_logs{}",
             where_clause(&conds)
         );
-        let row = args.bind(sqlx::query(&sql)).fetch_one(&self.pool).await?;
+        let row = args.bind(sqlx::query(&sql)).one_row(&self.pool).await?;
         row_to_totals(&row)
     }
 }

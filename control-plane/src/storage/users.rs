@@ -1,5 +1,6 @@
 //! Users and their balance ledger.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::domain::UserStatus;
@@ -66,7 +67,7 @@ async fn insert_ledger(
     .bind(balance_after_nanos)
     .bind(reason.to_owned())
     .bind(now)
-    .fetch_one(&mut *conn)
+    .one_row(&mut *conn)
     .await?;
     row_to_ledger(&row)
 }
@@ -88,7 +89,7 @@ impl Store {
         .bind(i64::from(new.concurrency))
         .bind(new.notes)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .one_row(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, email_taken(&new.email)))?;
         let user = row_to_user(&row)?;
@@ -113,7 +114,7 @@ impl Store {
             "SELECT {USER_COLS} FROM users WHERE id = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("user", id))?;
         row_to_user(&row)
@@ -164,7 +165,7 @@ impl Store {
         );
         let row = args
             .bind(sqlx::query(&sql))
-            .fetch_optional(&self.pool)
+            .optional_row(&self.pool)
             .await
             .map_err(|e| unique_violation(e, email_taken(&email)))?
             .ok_or_else(|| not_found("user", id))?;
@@ -229,7 +230,7 @@ impl Store {
                 .bind(now)
                 .bind(user_id)
                 .bind(guard.1)
-                .fetch_optional(&mut *tx)
+                .optional_row(&mut *tx)
                 .await?;
                 match row {
                     Some(row) => (row_to_user(&row)?, delta),
@@ -248,7 +249,7 @@ impl Store {
                 )
                 .bind(now)
                 .bind(user_id)
-                .fetch_optional(&mut *tx)
+                .optional_row(&mut *tx)
                 .await?
                 .ok_or_else(|| not_found("user", user_id))?
                 .try_get("balance_nanos")?;
@@ -260,7 +261,7 @@ impl Store {
                 ))
                 .bind(amount_nanos)
                 .bind(user_id)
-                .fetch_one(&mut *tx)
+                .one_row(&mut *tx)
                 .await?;
                 (row_to_user(&row)?, delta)
             }

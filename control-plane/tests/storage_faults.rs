@@ -60,3 +60,101 @@ async fn sqlite_disk_full_loses_nothing_acknowledged_and_recovers() {
     books.check_admin(&fresh, &admin_rounds).await;
     fresh.close().await;
 }
+
+/// The database turned read-only under a running store (as a failover to a standby or
+/// an operator's disk-full guard does), then writable again. SQLite's own read-only
+/// case cannot be made at run time: a filesystem is not remounted read-only while
+/// SQLite holds its files open for writing, and the disk-full test covers its writes
+/// failing underneath.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_database_refuses_writes_and_recovers() {
+    let Some(pg) = postgres::PgCluster::start() else {
+        return;
+    };
+    let store = connect(&pg.url()).await;
+    let books = Books::open(&store).await;
+    let before = books.charge_many(&store, "before", 3).await;
+    assert_eq!(before.acked.len(), 3, "{before:?}");
+
+    pg.set_read_only(true);
+    // A configuration reload reaches the server's sessions as they next run a command.
+    // Rounds until one is refused whole; the earlier ones are checked too.
+    let rounds = std::sync::Mutex::new(Vec::new());
+    let probe = |tag: &'static str| {
+        let (books, store, rounds) = (&books, &store, &rounds);
+        move || async move {
+            let n = rounds.lock().unwrap().len();
+            let round = books.charge_many(store, &format!("{tag}{n}"), 5).await;
+            let all = if tag == "ro" {
+                round.acked.is_empty()
+            } else {
+                round.acked.len() == 5
+            };
+            rounds.lock().unwrap().push(round);
+            all.then_some(())
+        }
+    };
+    let wait = std::time::Duration::from_secs(10);
+    tollgate_tests::eventually_some("writes refused", wait, probe("ro")).await;
+    let during = rounds.lock().unwrap().pop().unwrap();
+    let admin = books.admin_writes(&store, "ro", 2).await;
+    pg.set_read_only(false);
+    assert!(
+        admin.created.is_empty() && admin.notes_acked.is_none(),
+        "{admin:?}"
+    );
+    for error in during.errors.iter().chain(&admin.errors) {
+        assert!(error.contains("database is unavailable"), "{error}");
+    }
+
+    tollgate_tests::eventually_some("writes accepted", wait, probe("after")).await;
+    let admin_after = books.admin_writes(&store, "after", 1).await;
+    assert!(admin_after.errors.is_empty(), "{admin_after:?}");
+    let rounds = rounds.into_inner().unwrap();
+    let all: Vec<&Round> = [&before, &during].into_iter().chain(&rounds).collect();
+    books.check(&store, &all).await;
+    books.check_admin(&store, &[&admin, &admin_after]).await;
+    store.close().await;
+}
+
+/// A Postgres of the test's own, stopped under a running store and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_restarted_loses_nothing_and_recovers() {
+    let Some(pg) = postgres::PgCluster::start() else {
+        return;
+    };
+    let store = connect(&pg.url()).await;
+    let books = Books::open(&store).await;
+    let before = books.charge_many(&store, "before", 3).await;
+    assert_eq!(before.acked.len(), 3, "{before:?}");
+
+    pg.down();
+    let during = books.charge_many(&store, "down", 2).await;
+    let admin = books.admin_writes(&store, "down", 1).await;
+    assert!(
+        during.acked.is_empty(),
+        "acknowledged with Postgres down: {during:?}"
+    );
+    assert!(
+        admin.created.is_empty() && admin.notes_acked.is_none(),
+        "{admin:?}"
+    );
+    for error in during.errors.iter().chain(&admin.errors) {
+        assert!(error.contains("database is unavailable"), "{error}");
+    }
+    pg.up();
+
+    let after = books.charge_many(&store, "after", 5).await;
+    assert_eq!(
+        after.acked.len(),
+        5,
+        "no recovery without a restart: {:?}",
+        after.errors
+    );
+    let admin_after = books.admin_writes(&store, "after", 1).await;
+    assert!(admin_after.errors.is_empty(), "{admin_after:?}");
+    // The records acknowledged before the stop survived it; none counted twice.
+    books.check(&store, &[&before, &during, &after]).await;
+    books.check_admin(&store, &[&admin, &admin_after]).await;
+    store.close().await;
+}

@@ -79,6 +79,16 @@ pub struct Store {
 impl Store {
     /// Connects, creates the SQLite file when missing, and applies pending migrations.
     pub async fn connect(url: &str, secrets: SecretBox) -> Result<Self> {
+        Self::connect_with(url, secrets, ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] with a given wait for a pool connection: how long a call waits
+    /// for a database that cannot be reached before it fails as unavailable.
+    pub async fn connect_with(
+        url: &str,
+        secrets: SecretBox,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Self> {
         install_default_drivers();
         let dialect = Dialect::of_url(url)?;
         let url = match dialect {
@@ -98,6 +108,7 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -147,6 +158,11 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+/// How long a call waits for a pool connection (sqlx's default is 30 s): with the
+/// database away, an Admin write or a usage batch fails as unavailable after this
+/// instead of holding its caller; data planes retry usage with backoff.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Set on every SQLite connection (ARCHITECTURE.md "Decisions": SQLite durability):
 /// - `busy_timeout = 5000`: a writer waits up to 5 s for another connection's write

@@ -2,10 +2,13 @@
 //! books a test keeps of what was acknowledged, checked against a fresh store after the
 //! fault.
 
+pub mod postgres;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use tollgate_control_plane::billing::{BillingSettings, report_usage};
 use tollgate_control_plane::events::Invalidations;
@@ -44,6 +47,21 @@ impl SmallFs {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Remounts the filesystem read-only (`true`) or read-write again.
+    pub fn set_read_only(&self, read_only: bool) {
+        let mode = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let ok = Command::new("mount")
+            .args(["-o", mode])
+            .arg(self.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -o {mode} failed");
     }
 
     /// Fills the filesystem to the last byte; the space comes back when the filler drops.
@@ -98,7 +116,8 @@ impl Drop for Filler {
 }
 
 pub async fn connect(url: &str) -> Store {
-    Store::connect(url, tollgate_tests::db::secrets())
+    // A short wait for a connection keeps the tests with the database away quick.
+    Store::connect_with(url, tollgate_tests::db::secrets(), Duration::from_secs(1))
         .await
         .unwrap()
 }

@@ -49,21 +49,6 @@ impl SmallFs {
         self.dir.path()
     }
 
-    /// Remounts the filesystem read-only (`true`) or read-write again.
-    pub fn set_read_only(&self, read_only: bool) {
-        let mode = if read_only {
-            "remount,ro"
-        } else {
-            "remount,rw"
-        };
-        let ok = Command::new("mount")
-            .args(["-o", mode])
-            .arg(self.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mount -o {mode} failed");
-    }
-
     /// Fills the filesystem to the last byte; the space comes back when the filler drops.
     pub fn fill(&self) -> Filler {
         let path = self.path().join("filler");

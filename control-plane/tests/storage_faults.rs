@@ -158,3 +158,104 @@ async fn postgres_stopped_and_restarted_loses_nothing_and_recovers() {
     books.check_admin(&store, &[&admin, &admin_after]).await;
     store.close().await;
 }
+
+/// The Admin API over real gRPC with the control plane's data dir (its embedded SQLite)
+/// on a small filesystem that fills up: each write either answers UNAVAILABLE with a
+/// message that says so, or persists; the balance it serves is the one on disk; it
+/// writes again once space is freed, and a restart finds exactly what was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_writes_on_a_full_disk_fail_clearly_or_persist() {
+    use tollgate_shared::proto::admin::v1 as pb;
+    use tollgate_tests::cluster::{ControlPlane, Home, control_plane_config};
+
+    let home = Home::embedded();
+    let Some(mount) = SmallFs::mount_on(home.data_dir(), 8) else {
+        return;
+    };
+    let config = control_plane_config(home.data_dir());
+    let cp = ControlPlane::start_with(home, config).await;
+    let mut admin = cp.admin();
+    let create = |email: String| pb::CreateUserRequest {
+        email,
+        name: "n".into(),
+        initial_balance_nanos: 1_000,
+        ..Default::default()
+    };
+    let add_one = |user_id| pb::AdjustBalanceRequest {
+        user_id,
+        op: pb::BalanceOp::Add as i32,
+        amount_nanos: 1,
+        reason: "fault test".into(),
+    };
+    let payer = admin
+        .create_user(create("payer@x.io".into()))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let filler = mount.fill();
+    let (mut added, mut created, mut refused) = (0, Vec::new(), Vec::new());
+    for i in 0..24 {
+        match admin.adjust_balance(add_one(payer.id)).await {
+            Ok(_) => added += 1,
+            Err(status) => refused.push(status),
+        }
+        match admin.create_user(create(format!("u{i}@x.io"))).await {
+            Ok(u) => created.push(u.into_inner().email),
+            Err(status) => refused.push(status),
+        }
+        if i % 6 == 5 {
+            filler.release(64 * 1024);
+        }
+    }
+    println!(
+        "disk full: {added} balance adds and {} creates acknowledged, {} refused",
+        created.len(),
+        refused.len()
+    );
+    assert!(!refused.is_empty(), "a full disk refused no Admin write");
+    for status in &refused {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains("database is unavailable"),
+            "{status:?}"
+        );
+    }
+    drop(filler);
+
+    // No restart: writes work again, and the balance served counts every acknowledged add.
+    let after = admin
+        .adjust_balance(add_one(payer.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.user.unwrap().balance_nanos, 1_000 + added + 1);
+
+    // A restart reads the same from disk.
+    let (home, config) = cp.stop().await;
+    let cp = ControlPlane::start_with(home, config).await;
+    let mut admin = cp.admin();
+    let get = pb::GetUserRequest { id: payer.id };
+    let on_disk = admin.get_user(get).await.unwrap().into_inner();
+    assert_eq!(on_disk.balance_nanos, 1_000 + added + 1);
+    let listed = admin
+        .list_users(pb::ListUsersRequest {
+            page: Some(pb::PageRequest {
+                limit: 500,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    for email in &created {
+        assert!(
+            listed.iter().any(|u| &u.email == email),
+            "{email} acknowledged, missing"
+        );
+    }
+    cp.stop().await;
+    drop(mount);
+}

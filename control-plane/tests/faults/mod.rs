@@ -49,15 +49,29 @@ impl SmallFs {
         self.dir.path()
     }
 
+    /// Mounts a `mib` MiB tmpfs on the existing empty directory `at` (a control plane's
+    /// data dir), unmounted when the returned guard drops.
+    pub fn mount_on(at: &Path, mib: u32) -> Option<Mounted> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Mounted(at.to_owned())),
+            Ok(o) => {
+                skipped(&String::from_utf8_lossy(&o.stderr));
+                None
+            }
+            Err(e) => {
+                skipped(&e.to_string());
+                None
+            }
+        }
+    }
+
     /// Fills the filesystem to the last byte; the space comes back when the filler drops.
     pub fn fill(&self) -> Filler {
-        let path = self.path().join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 4096];
-        while file.write_all(&chunk).is_ok() {}
-        // The last partial block too.
-        while file.write_all(&[0u8]).is_ok() {}
-        Filler { path }
+        fill(self.path())
     }
 }
 
@@ -75,6 +89,32 @@ impl Drop for SmallFs {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// A tmpfs mounted by [`SmallFs::mount_on`]; unmounted on drop.
+pub struct Mounted(PathBuf);
+
+impl Mounted {
+    pub fn fill(&self) -> Filler {
+        fill(&self.0)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A file taking all free space in `dir`; removed on drop.
+fn fill(dir: &Path) -> Filler {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while file.write_all(&chunk).is_ok() {}
+    // The last partial block too.
+    while file.write_all(&[0u8]).is_ok() {}
+    Filler { path }
 }
 
 /// A file taking all free space; removed on drop.

@@ -41,9 +41,20 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self> {
+        let bind = |addr, setting| async move {
+            TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+                addr,
+                setting,
+                source,
+            })
+        };
         Ok(Self {
-            proxy: TcpListener::bind(config.listen).await?,
-            admin: TcpListener::bind(config.admin_listen).await?,
+            proxy: bind(config.listen, "--listen / TOLLGATE_DP_LISTEN").await?,
+            admin: bind(
+                config.admin_listen,
+                "--admin-listen / TOLLGATE_DP_ADMIN_LISTEN",
+            )
+            .await?,
         })
     }
 

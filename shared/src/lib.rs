@@ -4,7 +4,9 @@
 
 pub mod domain;
 pub mod error;
+pub mod exit;
 pub mod money;
+pub mod private_dir;
 pub mod proto;
 pub mod refusal;
 pub mod served_model;

@@ -186,6 +186,7 @@ async fn admin_writes_on_a_full_disk_fail_clearly_or_persist() {
         op: pb::BalanceOp::Add as i32,
         amount_nanos: 1,
         reason: "fault test".into(),
+        allow_negative: false,
     };
     let payer = admin
         .create_user(create("payer@x.io".into()))

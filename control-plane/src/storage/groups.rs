@@ -1,5 +1,6 @@
 //! Groups: rate multiplier, billing kind and subscription limits.
 
+use super::keys::{KeyOwner, disable_keys_of};
 use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -135,8 +136,10 @@ impl Store {
     }
 
     /// Soft delete. The group's account memberships go with it, so no account is routed
-    /// through a group that no longer exists; keys keep their `group_id` for history.
-    pub async fn delete_group(&self, id: i64) -> Result<()> {
+    /// through a group that no longer exists. A group with keys (not deleted) is refused
+    /// unless `cascade`, which disables them (they keep their `group_id` for history);
+    /// returns the ids of the keys it disabled.
+    pub async fn delete_group(&self, id: i64, cascade: bool) -> Result<Vec<i64>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
@@ -150,11 +153,13 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(not_found("group", id));
         }
+        let what = format!("group {id}");
+        let disabled = disable_keys_of(&mut tx, KeyOwner::Group(id), &what, cascade).await?;
         sqlx::query("DELETE FROM account_groups WHERE group_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(disabled)
     }
 }

@@ -193,9 +193,35 @@ impl Store {
         filter: &UsageFilter,
         page: Page,
     ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
+        self.query_usage_ordered(filter, page, false).await
+    }
+
+    /// [`Store::query_usage`] newest first: `page.after_id` is then the cursor below
+    /// which the page starts (0 = from the newest).
+    pub async fn query_usage_newest_first(
+        &self,
+        filter: &UsageFilter,
+        page: Page,
+    ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
+        self.query_usage_ordered(filter, page, true).await
+    }
+
+    async fn query_usage_ordered(
+        &self,
+        filter: &UsageFilter,
+        page: Page,
+        newest_first: bool,
+    ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
         let mut args = Args::default();
         let mut conds = filter_conds(&mut args, filter);
-        let tail = page_clause(&mut args, &mut conds, "id", page);
+        let tail = if newest_first {
+            if page.after_id > 0 {
+                conds.push(format!("id < {}", args.int(page.after_id)));
+            }
+            format!(" ORDER BY id DESC LIMIT {}", args.int(page_limit(page)))
+        } else {
+            page_clause(&mut args, &mut conds, "id", page)
+        };
         let sql = format!(
             "SELECT id, {USAGE_COLS} FROM usage_logs{}{tail}",
             where_clause(&conds)

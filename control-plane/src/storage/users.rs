@@ -7,6 +7,7 @@ use tollgate_shared::domain::UserStatus;
 use tollgate_shared::now_ms;
 
 use super::args::{Args, page_clause, paged, where_clause};
+use super::keys::{KeyOwner, disable_keys_of};
 use super::{Store, not_found, parse_stored, to_i32, unique_violation};
 use crate::error::{Error, Result};
 use crate::model::{BalanceOp, LedgerEntry, NewUser, Page, Paged, User, UserPatch};
@@ -172,30 +173,39 @@ impl Store {
         row_to_user(&row)
     }
 
-    pub async fn delete_user(&self, id: i64) -> Result<()> {
+    /// Soft delete. A user with keys (not deleted) is refused unless `cascade`, which
+    /// disables them in the same transaction; returns the ids of the keys it disabled.
+    pub async fn delete_user(&self, id: i64, cascade: bool) -> Result<Vec<i64>> {
         let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE users SET deleted_at_ms = $1, updated_at_ms = $1 \
              WHERE id = $2 AND deleted_at_ms IS NULL",
         )
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("user", id));
         }
-        Ok(())
+        let what = format!("user {id}");
+        let disabled = disable_keys_of(&mut tx, KeyOwner::User(id), &what, cascade).await?;
+        tx.commit().await?;
+        Ok(disabled)
     }
 
     /// Changes the balance and records the change in the ledger, in one transaction.
-    /// `amount_nanos` is a magnitude: the op gives the sign.
+    /// `amount_nanos` is a magnitude: the op gives the sign. A subtraction that would
+    /// take the balance below zero is refused (FailedPrecondition naming the flag)
+    /// unless `allow_negative`.
     pub async fn adjust_balance(
         &self,
         user_id: i64,
         op: BalanceOp,
         amount_nanos: i64,
         reason: &str,
+        allow_negative: bool,
     ) -> Result<(User, LedgerEntry)> {
         if amount_nanos < 0 {
             return Err(Error::invalid("amount_nanos", "must not be negative"));
@@ -233,7 +243,19 @@ impl Store {
                 .optional_row(&mut *tx)
                 .await?;
                 match row {
-                    Some(row) => (row_to_user(&row)?, delta),
+                    Some(row) => {
+                        let user = row_to_user(&row)?;
+                        if delta < 0 && user.balance_nanos < 0 && !allow_negative {
+                            // Dropping the transaction rolls the subtraction back.
+                            return Err(Error::FailedPrecondition(format!(
+                                "the balance of user {user_id} would go below zero \
+                                 ({} - {amount_nanos} nano-USD); pass --allow-negative \
+                                 (Admin API: allow_negative = true) to allow it",
+                                user.balance_nanos - delta
+                            )));
+                        }
+                        (user, delta)
+                    }
                     None => {
                         drop(tx);
                         // Either missing or the sum does not fit.

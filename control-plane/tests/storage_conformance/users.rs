@@ -233,6 +233,10 @@ pub(crate) async fn case_balance_ops_and_ledger(store: &Store) {
         .unwrap()
         .items;
     assert_eq!(ledger.len(), 6, "refusals leave no ledger row");
+    store
+        .adjust_balance(u.id, BalanceOp::Subtract, 500, "back below", true)
+        .await
+        .unwrap();
 
     assert_invalid(
         store

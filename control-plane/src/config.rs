@@ -28,6 +28,7 @@ mod defaults {
     pub const OAUTH_USE_MARGIN_MS: u64 = 60_000;
     pub const OAUTH_REFRESH_RETRIES: u32 = 3;
     pub const OAUTH_REFRESH_BACKOFF_MS: u64 = 1_000;
+    pub const DRAIN_TIMEOUT_SECS: u64 = tollgate_shared::drain::DEFAULT_BUDGET_SECS;
 }
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -103,6 +104,12 @@ pub struct Config {
     /// which cannot speak TLS), e.g. 0.0.0.0:7601.
     #[arg(long, env = "TOLLGATE_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+
+    /// On SIGTERM, the whole drain's budget, seconds: health turns NOT_SERVING, sessions
+    /// end, in-flight calls finish within its first four fifths, then storage closes.
+    /// Keep it shorter than the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT_SECS", default_value_t = defaults::DRAIN_TIMEOUT_SECS)]
+    pub drain_timeout_secs: u64,
 
     /// Serve gRPC without TLS (development only, refused in production): any peer can
     /// then call Gateway and receive upstream credentials in leases.
@@ -289,6 +296,7 @@ impl Config {
             tls_reload_interval_ms: 10_000,
             insecure_plaintext: true,
             health_listen: None,
+            drain_timeout_secs: defaults::DRAIN_TIMEOUT_SECS,
             allow_insecure_upstreams: false,
             allow_private_upstreams: false,
             upstream_host_allowlist: Vec::new(),
@@ -322,6 +330,10 @@ impl Config {
         }
     }
 
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_timeout_secs)
+    }
+
     /// Checks ranges and resolves secrets. Fails with a message naming the setting.
     pub fn resolve(&self) -> Result<Resolved> {
         if self.key_prefix.len() > 16
@@ -343,6 +355,11 @@ impl Config {
             return Err(Error::Config(
                 "TOLLGATE_HEARTBEAT_INTERVAL_MS must be at least 100 and below the lease grace"
                     .into(),
+            ));
+        }
+        if !(1..=3_600).contains(&self.drain_timeout_secs) {
+            return Err(Error::Config(
+                "TOLLGATE_DRAIN_TIMEOUT_SECS must be 1..=3600".into(),
             ));
         }
         self.check_admission()?;

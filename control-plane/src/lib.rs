@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tollgate_shared::drain;
 use tollgate_shared::proto::{
     FILE_DESCRIPTOR_SET, admin::v1::admin_server::AdminServer,
     gateway::v1::gateway_server::GatewayServer,
@@ -70,10 +71,14 @@ pub async fn serve_on(
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
 
     let tasks = TaskTracker::new();
+    // The engines (token refresher, admission, snapshot) serve in-flight calls to the
+    // end of the drain; the data planes' sessions end as soon as it starts.
+    let background = CancellationToken::new();
+    let end_sessions = CancellationToken::new();
     let gateway = GatewayService::new(
-        gateway_parts(&config, &store, &invalidations, &tasks, &shutdown),
+        gateway_parts(&config, &store, &invalidations, &tasks, &background),
         tasks.clone(),
-        shutdown.clone(),
+        end_sessions.clone(),
     );
     let admin = admin::AdminService::new(admin::AdminContext::new(
         store.clone(),
@@ -88,7 +93,7 @@ pub async fn serve_on(
             config.admin_cert_scopes.clone(),
         ),
     );
-    let grpc_health = grpc_health_service().await;
+    let (health, grpc_health) = grpc_health_service().await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
     tracing::info!(%addr, dialect = ?store.dialect(), tls = transport.is_tls(), "control plane serving");
@@ -102,13 +107,59 @@ pub async fn serve_on(
             transport.gateway_guard(),
         ))
         .add_service(admin);
-    let result = transport.serve(router, health_port, shutdown.clone()).await;
+    let stop_accepting = CancellationToken::new();
+    let cut = CancellationToken::new();
+    let server = transport.serve(router, health_port, stop_accepting.clone(), cut.clone());
+    tokio::pin!(server);
+    let failed = tokio::select! {
+        r = &mut server => Some(r),
+        () = shutdown.cancelled() => None,
+    };
+    // The drain (steps and instants: `tollgate_shared::drain`); the budget starts now.
+    let plan = drain::Plan::new(tokio::time::Instant::now(), config.drain_timeout());
+    let result = match failed {
+        Some(r) => r,
+        None => {
+            tracing::info!(
+                budget_secs = config.drain_timeout_secs,
+                "draining: NOT_SERVING, ending sessions, finishing in-flight calls"
+            );
+            // First, every health check (both ports) fails: readiness drops and data
+            // planes stop choosing this process.
+            not_serving(&health).await;
+            // Leadership (etcd) is given up here, so a standby takes over at once.
+            // Then no new connections (HTTP/2 GOAWAY) and the sessions end: the data
+            // planes re-attach (to the new leader) declaring the leases they hold.
+            stop_accepting.cancel();
+            end_sessions.cancel();
+            match drain::until(plan.cut_at, &mut server).await {
+                Some(r) => r,
+                None => {
+                    cut.cancel();
+                    drain::until(plan.ended_by, &mut server)
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            }
+        }
+    };
     // Background engines and session tasks stop with the server.
     shutdown.cancel();
+    end_sessions.cancel();
+    background.cancel();
     tasks.close();
-    tasks.wait().await;
-    store.close().await;
-    tracing::info!("control plane stopped");
+    if drain::until(plan.stopped_by, tasks.wait()).await.is_none() {
+        tracing::error!("drain: background tasks overran the budget");
+    }
+    if drain::until(plan.deadline, store.close()).await.is_none() {
+        tracing::error!("drain: closing storage overran the budget");
+    }
+    // Telemetry: logs are written synchronously, so nothing is buffered today; an
+    // exporter (OTLP traces/metrics) flushes here, bounded by `plan.deadline`.
+    tracing::info!(
+        took_ms = plan.started.elapsed().as_millis(),
+        "control plane stopped"
+    );
     result.map_err(|e| Error::Internal(format!("gRPC server: {e}")))
 }
 
@@ -151,9 +202,11 @@ fn gateway_parts(
 }
 
 /// The standard gRPC health-checking service (`grpc.health.v1`), reporting both
-/// services and the server as a whole as serving.
-async fn grpc_health_service()
--> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+/// services and the server as a whole as serving (until `not_serving`), and its reporter.
+async fn grpc_health_service() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<GatewayServer<GatewayService>>()
@@ -164,7 +217,20 @@ async fn grpc_health_service()
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    service
+    (reporter, service)
+}
+
+/// The drain's first step: every service, and the server as a whole, NOT_SERVING.
+async fn not_serving(reporter: &tonic_health::server::HealthReporter) {
+    reporter
+        .set_not_serving::<GatewayServer<GatewayService>>()
+        .await;
+    reporter
+        .set_not_serving::<AdminServer<admin::AdminService>>()
+        .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 }
 
 /// Server reflection (v1 and v1alpha) over our services and the health service.

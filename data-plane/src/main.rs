@@ -1,28 +1,7 @@
-//! Binary: parse flags, install logging, serve until SIGINT/SIGTERM, then drain.
-
-use std::process::ExitCode;
-
-use clap::Parser;
-use tokio_util::sync::CancellationToken;
+//! Binary: everything is in the library's `main_from_env` (this file is also built as
+//! the system tests' copy of the binary, see `tests/Cargo.toml`).
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    let config = tollgate_data_plane::Config::parse();
-    tollgate_shared::telemetry::init_logging(config.log_json);
-    let shutdown = CancellationToken::new();
-    let server = tollgate_data_plane::serve(config, shutdown.clone());
-    tokio::pin!(server);
-    let result = tokio::select! {
-        res = &mut server => res,
-        () = tollgate_shared::signal::terminated() => {
-            tracing::info!("shutdown signal received, draining");
-            shutdown.cancel();
-            server.await
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // One line on stderr, exit status 1 (a port in use, a bad setting).
-        Err(e) => tollgate_shared::exit::failed("tollgate-data-plane", &e),
-    }
+async fn main() -> std::process::ExitCode {
+    tollgate_data_plane::main_from_env().await
 }

@@ -3,6 +3,7 @@
 //! domain vocabularies and logging setup. No logic that only one plane runs.
 
 pub mod domain;
+pub mod drain;
 pub mod error;
 pub mod exit;
 pub mod money;

@@ -98,7 +98,10 @@ pub fn channel_trusting(url: &str, ca_pem: &str, identity: Option<(&str, &str)>)
 
 /// Points a data-plane config without client TLS files at the test PKI (written into
 /// `dir`), when its control-plane URL is `https://`.
-fn with_test_client_tls(config: &mut tollgate_data_plane::Config, dir: &std::path::Path) {
+pub(crate) fn with_test_client_tls(
+    config: &mut tollgate_data_plane::Config,
+    dir: &std::path::Path,
+) {
     if !config.control_plane_url.starts_with("https://") || config.client_cert.is_some() {
         return;
     }
@@ -119,6 +122,8 @@ fn with_test_client_tls(config: &mut tollgate_data_plane::Config, dir: &std::pat
 pub fn base_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config::for_data_dir(data_dir);
     config.admin_token = Some(ADMIN_TOKEN.into());
+    // Well inside `ControlPlane::stop`'s wait, whatever calls a test leaves open.
+    config.drain_timeout_secs = 10;
     config
 }
 

@@ -50,6 +50,11 @@ impl Flow {
                     }
                 }
                 () = ds.closed(), if !ds.is_gone() => return Err(self.abandon(ctx)),
+                // Shutting down: stop waiting for a slot (nothing was used, nothing billed).
+                () = self.drain_cut.cancelled() => {
+                    self.leases.abandon(&ctx.request_id);
+                    return Err(super::failover::shutting_down());
+                }
             }
         };
         match result {

@@ -19,6 +19,9 @@ const OUTCOME_BODY_CHARS: usize = 4096;
 pub enum Source {
     /// No answer at all: connect refused, TLS, reset before the head, a proxy's 407.
     Connect,
+    /// No response head within the header timeout (the request was sent; nothing came
+    /// back): the account's fault, like a 5xx.
+    HeaderTimeout,
     /// The upstream answered with this non-success status.
     Status(StatusCode),
     /// The stream broke after the response was under way.
@@ -34,6 +37,8 @@ pub enum StreamFault {
     IdleTimeout,
     /// One SSE line exceeded the line limit.
     LineTooLong,
+    /// Still open when the SIGTERM drain reached its cut (`drain::Plan::cut_at`).
+    Drained,
 }
 
 /// Whether another account should be tried.
@@ -69,6 +74,17 @@ impl UpstreamFailure {
             headers: HashMap::new(),
             body: Bytes::new(),
             refused: false,
+        }
+    }
+
+    /// No response head within `after`: fails over, reported as a timeout.
+    pub fn header_timeout(after: std::time::Duration) -> Self {
+        Self {
+            source: Source::HeaderTimeout,
+            ..Self::connect(format!(
+                "upstream response header timeout: no response head within {} ms",
+                after.as_millis()
+            ))
         }
     }
 
@@ -109,6 +125,7 @@ impl UpstreamFailure {
             StreamFault::Cut => "stream ended unexpectedly",
             StreamFault::IdleTimeout => "stream idle timeout",
             StreamFault::LineTooLong => "stream line too long",
+            StreamFault::Drained => "stream cut by the shutdown drain",
         };
         Self {
             source: Source::Stream(fault),
@@ -129,9 +146,15 @@ impl UpstreamFailure {
         let (kind, status) = match self.source {
             Source::Connect => (OutcomeKind::ConnectError, None),
             Source::Status(s) => (OutcomeKind::HttpStatus, Some(s.as_u16())),
-            Source::Stream(StreamFault::IdleTimeout) => (OutcomeKind::StreamTimeout, None),
-            // A cut or an oversized line says nothing about the account.
-            Source::Stream(StreamFault::Cut | StreamFault::LineTooLong) => return None,
+            // The control plane counts both as timeouts (status 0 for operator rules);
+            // the message tells them apart.
+            Source::HeaderTimeout | Source::Stream(StreamFault::IdleTimeout) => {
+                (OutcomeKind::StreamTimeout, None)
+            }
+            // A cut, an oversized line or our own shutdown says nothing about the account.
+            Source::Stream(StreamFault::Cut | StreamFault::LineTooLong | StreamFault::Drained) => {
+                return None;
+            }
         };
         Some(Outcome {
             account_id,
@@ -166,8 +189,18 @@ impl StreamFault {
             ),
             Self::IdleTimeout => ClientError::of(ErrorCode::StreamTimeout),
             Self::LineTooLong => ClientError::of(ErrorCode::ResponseTooLarge),
+            Self::Drained => shutting_down(),
         }
     }
+}
+
+/// What a request still open at the drain's cut gets: a 503 before its response
+/// started, else an SSE `error` event (which the OpenAI SDKs raise as an `APIError`).
+pub fn shutting_down() -> ClientError {
+    ClientError::new(
+        ErrorCode::Unavailable,
+        "The gateway is shutting down and ended this response early, please retry",
+    )
 }
 
 /// What the client sees when the switches ran out, by the last failure.
@@ -180,6 +213,7 @@ pub fn exhausted(last: Option<&UpstreamFailure>) -> ClientError {
     }
     let status = match last.map(|f| f.source) {
         Some(Source::Status(s)) => Some(s.as_u16()),
+        Some(Source::HeaderTimeout) => return ClientError::of(ErrorCode::UpstreamTimeout),
         _ => None,
     };
     let code = match status {
@@ -228,6 +262,13 @@ mod tests {
             assert_eq!(e.code.error_type().as_str(), ty);
         }
         assert_eq!(exhausted(None).status().as_u16(), 502);
+        let timeout = UpstreamFailure::header_timeout(std::time::Duration::from_secs(2));
+        assert!(timeout.fails_over());
+        let e = exhausted(Some(&timeout));
+        assert_eq!(
+            (e.status().as_u16(), e.code),
+            (504, ErrorCode::UpstreamTimeout)
+        );
         assert_eq!(
             exhausted(Some(&status(529, ""))).message,
             "Upstream service overloaded, please retry later"
@@ -248,6 +289,7 @@ mod tests {
             StreamFault::Cut,
             StreamFault::IdleTimeout,
             StreamFault::LineTooLong,
+            StreamFault::Drained,
         ] {
             assert!(!UpstreamFailure::stream(fault).fails_over(), "{fault:?}");
         }
@@ -269,5 +311,15 @@ mod tests {
             Some((OutcomeKind::StreamTimeout, None))
         );
         assert_eq!(kind(UpstreamFailure::stream(StreamFault::Cut)), None);
+        assert_eq!(kind(UpstreamFailure::stream(StreamFault::Drained)), None);
+        let timeout = UpstreamFailure::header_timeout(std::time::Duration::from_secs(2))
+            .outcome(1, "r")
+            .unwrap();
+        assert_eq!(timeout.kind, OutcomeKind::StreamTimeout);
+        assert!(
+            timeout.message.contains("header timeout"),
+            "{}",
+            timeout.message
+        );
     }
 }

@@ -447,7 +447,7 @@ impl Config {
         let database_url = match &self.database_url {
             Some(u) => u.clone(),
             None => {
-                std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+                tollgate_shared::private_dir::create(&self.data_dir).map_err(|e| {
                     Error::Config(format!(
                         "cannot create data dir {}: {e}",
                         self.data_dir.display()
@@ -559,7 +559,7 @@ impl Config {
         if path.exists() {
             return read_secret_file(&path);
         }
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+        tollgate_shared::private_dir::create(&self.data_dir).map_err(|e| {
             Error::Config(format!(
                 "cannot create data dir {}: {e}",
                 self.data_dir.display()

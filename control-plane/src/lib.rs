@@ -50,9 +50,12 @@ use crate::storage::Store;
 
 /// Binds `config.listen` and serves until `shutdown` is cancelled.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        Error::Config(format!(
+            "cannot listen on {} (set --listen / TOLLGATE_LISTEN): {e}",
+            config.listen
+        ))
+    })?;
     serve_on(config, listener, shutdown).await
 }
 

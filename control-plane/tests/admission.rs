@@ -380,6 +380,7 @@ async fn cached_state_follows_every_write(backend: Backend) {
             op: admin_pb::BalanceOp::Add as i32,
             amount_nanos: 1_000_000_000,
             reason: "top-up".into(),
+            allow_negative: false,
         }))
         .await
         .unwrap();

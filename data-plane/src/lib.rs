@@ -42,9 +42,20 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self> {
+        let bind = |addr, setting| async move {
+            TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+                addr,
+                setting,
+                source,
+            })
+        };
         Ok(Self {
-            proxy: TcpListener::bind(config.listen).await?,
-            admin: TcpListener::bind(config.admin_listen).await?,
+            proxy: bind(config.listen, "--listen / TOLLGATE_DP_LISTEN").await?,
+            admin: bind(
+                config.admin_listen,
+                "--admin-listen / TOLLGATE_DP_ADMIN_LISTEN",
+            )
+            .await?,
         })
     }
 
@@ -87,8 +98,8 @@ pub async fn main_from_env() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "data plane failed");
-            eprintln!("Error: {e}");
-            std::process::ExitCode::FAILURE
+            // One line on stderr, exit status 1 (a port in use, a bad setting).
+            tollgate_shared::exit::failed("tollgate-data-plane", &e)
         }
     }
 }

@@ -5,8 +5,10 @@
 pub mod domain;
 pub mod drain;
 pub mod error;
+pub mod exit;
 pub mod metrics_text;
 pub mod money;
+pub mod private_dir;
 pub mod proto;
 pub mod refusal;
 pub mod served_model;

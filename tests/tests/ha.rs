@@ -372,6 +372,7 @@ async fn sigkill_of_the_leader_loses_no_stream_no_limit_and_no_charge() {
                     limit: 1_000,
                     page_token: String::new(),
                 }),
+                newest_first: false,
             })
             .await
             .unwrap()

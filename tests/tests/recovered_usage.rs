@@ -37,6 +37,7 @@ async fn records(gw: &Gateway, user_id: i64) -> Vec<admin::UsageRecord> {
                 limit: 1000,
                 page_token: String::new(),
             }),
+            newest_first: false,
         })
         .await
         .unwrap()

@@ -413,6 +413,7 @@ async fn all_records(gw: &Gateway, key_id: i64) -> Vec<admin::UsageRecord> {
                     limit: 1000,
                     page_token: token,
                 }),
+                newest_first: false,
             })
             .await
             .unwrap()

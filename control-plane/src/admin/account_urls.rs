@@ -25,7 +25,8 @@ pub fn base_url(policy: &UpstreamPolicy, field: &str, value: &str) -> Result<Str
         "http" => {
             return Err(Error::invalid(
                 field,
-                "must use https (plain http upstreams are not allowed by this control plane)",
+                "must use https: plain http upstreams are refused unless the control plane \
+                 runs with --allow-insecure-upstreams (TOLLGATE_ALLOW_INSECURE_UPSTREAMS=true)",
             ));
         }
         other => {
@@ -48,14 +49,19 @@ pub fn base_url(policy: &UpstreamPolicy, field: &str, value: &str) -> Result<Str
         return Err(Error::invalid(
             field,
             format!(
-                "host {host} is loopback, private or link-local, which this control plane does not allow"
+                "host {host} is loopback, private or link-local, refused unless the control \
+                 plane runs with --allow-private-upstreams (TOLLGATE_ALLOW_PRIVATE_UPSTREAMS=true; \
+                 the data planes need it too)"
             ),
         ));
     }
     if !policy.host_allowlist.is_empty() && !allowlisted(&policy.host_allowlist, &host) {
         return Err(Error::invalid(
             field,
-            format!("host {host} is not in the upstream host allow-list"),
+            format!(
+                "host {host} is not in the upstream host allow-list \
+                 (--upstream-host-allowlist / TOLLGATE_UPSTREAM_HOST_ALLOWLIST)"
+            ),
         ));
     }
     Ok(text.trim_end_matches('/').to_owned())

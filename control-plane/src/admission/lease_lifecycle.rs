@@ -178,11 +178,12 @@ impl Admission {
             let now = Instant::now();
             self.inner.sticky.prune(now);
             if now.duration_since(last_flush) >= flush_every {
-                self.flush_last_used().await;
+                // A failure is logged and the batch kept for the next flush.
+                let _ = self.flush_last_used().await;
                 last_flush = now;
             }
         }
-        self.flush_last_used().await;
+        let _ = self.flush_last_used().await;
     }
 }
 

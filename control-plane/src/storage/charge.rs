@@ -20,6 +20,7 @@
 //! overflow in the WHERE clause (SQLite would silently switch to floating point); a
 //! guard that fails rolls everything back.
 
+use super::to_end::ToTheEnd;
 use sqlx::{AnyConnection, Row};
 use tollgate_shared::domain::{BillingMode, KeyStatus};
 use tollgate_shared::refusal::Window;
@@ -144,14 +145,14 @@ async fn charge_balance(tx: &mut AnyConnection, r: &UsageRecord) -> Result<i64> 
     .bind(r.actual_cost_nanos)
     .bind(r.user_id)
     .bind(i64::MIN + r.actual_cost_nanos)
-    .fetch_optional(&mut *tx)
+    .optional_row(&mut *tx)
     .await?;
     if let Some(row) = row {
         return Ok(row.try_get("balance_nanos")?);
     }
     let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
         .bind(r.user_id)
-        .fetch_optional(&mut *tx)
+        .optional_row(&mut *tx)
         .await?
         .is_some();
     Err(if exists {
@@ -188,7 +189,7 @@ async fn charge_subscription_windows(
         .bind(sub_id)
         .bind(r.user_id)
         .bind(i64::MAX - r.total_cost_nanos)
-        .fetch_optional(&mut *tx)
+        .optional_row(&mut *tx)
         .await?;
     if row.is_some() {
         return Ok(());
@@ -196,7 +197,7 @@ async fn charge_subscription_windows(
     let exists = sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1 AND user_id = $2")
         .bind(sub_id)
         .bind(r.user_id)
-        .fetch_optional(&mut *tx)
+        .optional_row(&mut *tx)
         .await?
         .is_some();
     Err(if exists {
@@ -224,7 +225,7 @@ async fn touch_key(tx: &mut AnyConnection, r: &UsageRecord, now_ms: i64) -> Resu
     .bind(now_ms)
     .bind(r.key_id)
     .bind(r.user_id)
-    .fetch_optional(&mut *tx)
+    .optional_row(&mut *tx)
     .await?;
     let Some(before) = before else {
         return Err(Error::NotFound(format!(
@@ -262,7 +263,7 @@ async fn charge_key_quota(
     .bind(now_ms)
     .bind(r.key_id)
     .bind(i64::MAX - r.actual_cost_nanos)
-    .fetch_optional(&mut *tx)
+    .optional_row(&mut *tx)
     .await?;
     let Some(row) = row else {
         return Err(Error::invalid(

@@ -1,6 +1,7 @@
 //! Usage records (one per request, idempotent by request id) and the operators' queries:
 //! filtered pages, totals and per-UTC-day series.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::DAY_MS;
@@ -219,9 +220,35 @@ impl Store {
         filter: &UsageFilter,
         page: Page,
     ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
+        self.query_usage_ordered(filter, page, false).await
+    }
+
+    /// [`Store::query_usage`] newest first: `page.after_id` is then the cursor below
+    /// which the page starts (0 = from the newest).
+    pub async fn query_usage_newest_first(
+        &self,
+        filter: &UsageFilter,
+        page: Page,
+    ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
+        self.query_usage_ordered(filter, page, true).await
+    }
+
+    async fn query_usage_ordered(
+        &self,
+        filter: &UsageFilter,
+        page: Page,
+        newest_first: bool,
+    ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
         let mut args = Args::default();
         let mut conds = filter_conds(&mut args, filter);
-        let tail = page_clause(&mut args, &mut conds, "id", page);
+        let tail = if newest_first {
+            if page.after_id > 0 {
+                conds.push(format!("id < {}", args.int(page.after_id)));
+            }
+            format!(" ORDER BY id DESC LIMIT {}", args.int(page_limit(page)))
+        } else {
+            page_clause(&mut args, &mut conds, "id", page)
+        };
         let sql = format!(
             "SELECT id, {USAGE_COLS} FROM usage_logs{}{tail}",
             where_clause(&conds)
@@ -272,7 +299,7 @@ impl Store {
             "SELECT {TOTALS_COLS} FROM usage_logs{}",
             where_clause(&conds)
         );
-        let row = args.bind(sqlx::query(&sql)).fetch_one(&self.pool).await?;
+        let row = args.bind(sqlx::query(&sql)).one_row(&self.pool).await?;
         row_to_totals(&row)
     }
 }

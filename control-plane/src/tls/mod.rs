@@ -133,7 +133,7 @@ impl Transport {
         if let Some(addr) = addr {
             let l = TcpListener::bind(addr).await.map_err(|e| {
                 Error::Config(format!(
-                    "cannot listen on {addr} (TOLLGATE_HEALTH_LISTEN): {e}"
+                    "cannot listen on {addr} (set --health-listen / TOLLGATE_HEALTH_LISTEN): {e}"
                 ))
             })?;
             self.health = Some(l);

@@ -59,6 +59,7 @@ on_both_backends!(crate::with_store =>
     case_group_list_pagination,
     case_key_create_lookup_and_hash_unique,
     case_key_list_filters_and_pagination,
+    case_key_owner_delete_guards,
     case_key_patch_leaves_unspecified_fields,
     case_key_status_and_touch,
     case_account_create_get_list,

@@ -521,6 +521,50 @@ def ns(v):
     return f"{v / 1000:,.2f} µs" if v >= 1000 else f"{v:,.0f} ns"
 
 
+def targets_table(results, ttfe, cpu, rss, streams):
+    """Issue 13's targets against this run."""
+    small, stream = results.get("small_agg", {}), results.get("stream_agg", {})
+    tg, d, n, ll = (small.get(k) for k in ("tollgate", "direct", "nginx", "litellm"))
+    rows = []
+
+    def row(what, target, value, ok):
+        rows.append(f"| {what} | {target} | {value} | {'yes' if ok else 'no'} |")
+
+    if tg and n:
+        r = tg["rps"] / n["rps"]
+        row("non-streaming throughput", "≥ 0.5× nginx, 0 errors",
+            f"{r:.2f}× nginx, {tg['errors']} errors", r >= 0.5 and tg["errors"] == 0)
+    if tg and d:
+        added = tg["p99"] - d["p99"]
+        row("non-streaming p99", "≤ direct + 1 ms", f"direct + {added:.2f} ms", added <= 1.0)
+    dt, tt = ttfe.get("direct"), ttfe.get("tollgate")
+    if dt and tt:
+        added = (tt["first_event"]["p50_us"] - dt["first_event"]["p50_us"]) / 1000
+        row("added time to first event (p50)", "< 0.3 ms", f"{added:.3f} ms", added < 0.3)
+    st, sd = stream.get("tollgate"), stream.get("direct")
+    if st and sd:
+        gap = 1 - st["rps"] / sd["rps"]
+        row("streaming throughput", "within 1 % of direct", f"{gap * 100:.1f} % below",
+            gap <= 0.01)
+    if tg and ll and ll["rps"]:
+        r = tg["rps"] / ll["rps"]
+        row("vs LiteLLM", "≥ 150× its throughput", f"{r:.0f}×", r >= 150)
+    if "data plane" in rss:
+        mb = rss["data plane"][0] * 1024 / 1e6
+        row("data-plane peak RSS, non-streaming", "< 48 MB", f"{mb:.1f} MB", mb < 48)
+    big = [s for s in streams if s["n"] >= 10_000 and s["dp_per_stream_kb"] is not None]
+    if big:
+        kb = big[-1]["dp_per_stream_kb"] * 1.024
+        row("memory per open stream at 10,000", "< 16 KB", f"{kb:.1f} KB", kb < 16)
+    cp = cpu.get(("control plane", "small"))
+    if cp is not None:
+        row("control-plane CPU per request", "< 40 µs", f"{cp:.0f} µs", cp < 40)
+    if not rows:
+        return []
+    return ["## Targets (issue 13)", "", "| | target | this run | met |", "|---|---|---|---|",
+            *rows, ""]
+
+
 def report(args, m, results, ttfe, cpu, rss, streams, started, profile):
     L = []
     L.append(f"# Tollgate benchmark — {started:%Y-%m-%d %H:%M} UTC")
@@ -531,7 +575,7 @@ def report(args, m, results, ttfe, cpu, rss, streams, started, profile):
              + (" — the machine was busy with other work, so throughput is noisy."
                 if m['load'][0] > 1.5 else "."))
     L.append("")
-    L.append(f"Everything on one machine over loopback: oha, the fake upstream (one process), "
+    L.append(f"Everything on one machine over loopback: the load generator, the fake upstream (one process), "
              f"nginx, LiteLLM and Tollgate share the cores. Load generator: {args.load_tool}. "
              f"Each series runs {args.duration} s; "
              f"targets alternate within each of {args.rounds} round(s); cells are the mean "
@@ -568,6 +612,7 @@ def report(args, m, results, ttfe, cpu, rss, streams, started, profile):
                      f"| {fmt(a['rps'] / n if n else None, 3)} |")
         L.append("")
         results[kind + "_agg"] = agg
+    targets_at = len(L)
     L.append("## Time to the first streamed event")
     L.append("")
     L.append(f"`stream-probe ttfe`: {args.ttfe_requests} streaming requests one after another on "
@@ -606,8 +651,8 @@ def report(args, m, results, ttfe, cpu, rss, streams, started, profile):
     L.append("")
     L.append("A fresh data plane; N streams whose upstream sends the first event and then stays "
              "silent, all open at once (`stream-probe hold`); resident memory (VmRSS) of the "
-             "data plane while they are open minus before, divided by N. Includes both sockets "
-             "(client and upstream) and the kernel-side nothing: user-space RSS only.")
+             "data plane while they are open minus before, divided by N: the process's own memory "
+             "for both connections of a stream (kernel socket buffers are not in RSS).")
     L.append("")
     L.append("| open streams | opened | failed | data plane before | while open | per stream | control plane per stream |")
     L.append("|---:|---:|---:|---:|---:|---:|---:|")
@@ -616,6 +661,7 @@ def report(args, m, results, ttfe, cpu, rss, streams, started, profile):
                  f"| {s['dp_open_kb'] / 1024:.1f} MiB | {fmt(s['dp_per_stream_kb'])} KiB "
                  f"| {fmt(s['cp_per_stream_kb'])} KiB |")
     L.append("")
+    L[targets_at:targets_at] = targets_table(results, ttfe, cpu, rss, streams)
     if profile:
         L.append("## Where Tollgate's CPU goes (perf, non-streaming load)")
         L.append("")

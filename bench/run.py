@@ -29,6 +29,8 @@ SMALL_BODY = '{"model":"gpt-5.1","input":"hello"}'
 STREAM_BODY = '{"model":"gpt-5.1","input":"hello","stream":true}'
 UPSTREAM_KEY = "sk-bench-upstream"
 SLOW_KEY = "sk-bench-slow"
+# LiteLLM refuses to start without a strong master key; the benchmark's clients send it.
+LITELLM_KEY = "sk-bench-litellm-0123456789abcdefghijklmnop"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -211,6 +213,8 @@ def start_litellm(procs, work, upstream, venv):
       api_key: {UPSTREAM_KEY}
 litellm_settings:
   telemetry: false
+general_settings:
+  master_key: {LITELLM_KEY}
 """
         )
     p = procs.start(
@@ -233,7 +237,7 @@ litellm_settings:
     url = f"http://127.0.0.1:{port}"
     wait_until(
         "litellm",
-        lambda: p.poll() is None and post(url + "/v1/responses", "anything", SMALL_BODY),
+        lambda: p.poll() is None and post(url + "/v1/responses", LITELLM_KEY, SMALL_BODY),
         180,
     )
     return p, url
@@ -734,7 +738,7 @@ def main():
         watched = {"nginx": nginx_p.pid}
         if not args.no_litellm and args.litellm_venv:
             _, litellm_url = start_litellm(procs, work, upstream, args.litellm_venv)
-            urls["litellm"] = (litellm_url, "anything")
+            urls["litellm"] = (litellm_url, LITELLM_KEY)
         tg = Tollgate(procs, work, upstream)
         urls["tollgate"] = (tg.url, tg.key)
         watched.update(tg.pids())

@@ -85,6 +85,8 @@ async fn hold(url: &str, key: &str, n: usize, secs: u64) -> Result<(), Error> {
         .build()?;
     let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
     let (tx, mut rx) = tokio::sync::mpsc::channel(n.max(1));
+    // Dropped (every stream closed) when this function returns.
+    let mut streams = tokio::task::JoinSet::new();
     for _ in 0..n {
         let (http, url, key, gate, tx) = (
             http.clone(),
@@ -93,7 +95,7 @@ async fn hold(url: &str, key: &str, n: usize, secs: u64) -> Result<(), Error> {
             gate.clone(),
             tx.clone(),
         );
-        tokio::spawn(async move {
+        streams.spawn(async move {
             let permit = gate.acquire_owned().await;
             let r = first_event(&http, &url, &key).await;
             drop(permit);
@@ -122,6 +124,7 @@ async fn hold(url: &str, key: &str, n: usize, secs: u64) -> Result<(), Error> {
     }
     println!("open {ok} {failed}");
     tokio::time::sleep(Duration::from_secs(secs)).await;
+    streams.abort_all();
     Ok(())
 }
 

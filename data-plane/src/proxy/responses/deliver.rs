@@ -101,8 +101,18 @@ impl Flow {
     /// `None` when the body cannot be encoded.
     fn upstream_request(&self, ctx: &Ctx, account: &AccountLease) -> Option<UpstreamRequest> {
         let (kind, target) = self.upstream_target(ctx, account);
-        let mut body = ctx.body.clone();
-        let upstream_model = transform::body(&mut body, &ctx.model, &target);
+        // Most requests need no change for their account: encode the client's body as it
+        // is rather than copying it (the copy is kept for failover to another account).
+        let changed;
+        let (body, upstream_model) = match transform::untouched(&ctx.body, &ctx.model, &target) {
+            Some(model) => (&ctx.body, model),
+            None => {
+                let mut copy = ctx.body.clone();
+                let model = transform::body(&mut copy, &ctx.model, &target);
+                changed = copy;
+                (&changed, model)
+            }
+        };
         let prompt_cache_key = body
             .get("prompt_cache_key")
             .and_then(Value::as_str)
@@ -115,7 +125,7 @@ impl Flow {
             &self.settings.default_originator,
             prompt_cache_key.as_deref(),
         );
-        let payload = serde_json::to_vec(&body).ok()?;
+        let payload = serde_json::to_vec(body).ok()?;
         Some(UpstreamRequest {
             headers,
             payload,

@@ -332,9 +332,11 @@ class Tollgate:
                 return str(v["id"])
         raise SystemExit(f"no id in {created}")
 
+    # The user's concurrency is a large number rather than 0 (unlimited): admission caps a
+    # user's pending requests at max(concurrency, 1) + user_extra_pending even when 0.
     def seed(self):
         user = self.admin("user", "create", "--email", "bench@example.com", "--balance",
-                          "1000000", "--concurrency", "0")
+                          "1000000", "--concurrency", "100000")
         self.admin("price", "set", "gpt-5.1", "--input", "1.25", "--output", "10",
                    "--cached-input", "0.125")
         keys = []

@@ -231,8 +231,10 @@ fn codex_body() -> Vec<u8> {
         input.push(json!({"type": "function_call", "id": format!("fc_{i}"),
             "call_id": format!("call_{i}"), "name": "shell",
             "arguments": json!({"command": ["bash", "-lc", "ls -la"]}).to_string()}));
-        input.push(json!({"type": "function_call_output", "call_id": format!("call_{i}"),
-            "output": para.repeat(3)}));
+        input.push(
+            json!({"type": "function_call_output", "call_id": format!("call_{i}"),
+            "output": para.repeat(3)}),
+        );
     }
     let tools: Vec<Value> = (0..8)
         .map(|i| {

@@ -50,7 +50,11 @@ fn has_minimal_effort(reasoning: &Map<String, Value>) -> bool {
 /// The model name sent upstream when [`body`] would leave `json` exactly as it is (an
 /// API-key account, no mapping for the model, nothing to drop or rewrite): the caller
 /// then encodes the client's body without copying it. `None` when `body` must run.
-pub fn untouched(json: &Map<String, Value>, requested_model: &str, t: &Target<'_>) -> Option<String> {
+pub fn untouched(
+    json: &Map<String, Value>,
+    requested_model: &str,
+    t: &Target<'_>,
+) -> Option<String> {
     let unchanged = t.kind != Kind::OAuth
         && !t.model_mapping.contains_key(requested_model)
         && json.get("model").and_then(Value::as_str) == Some(requested_model)

@@ -58,7 +58,9 @@ fn percentiles(mut v: Vec<Duration>) -> String {
 }
 
 async fn ttfe(url: &str, key: &str, n: usize) -> Result<(), Error> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()?;
     let mut first = Vec::with_capacity(n);
     let mut total = Vec::with_capacity(n);
     for i in 0..n / 10 + n {

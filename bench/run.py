@@ -414,6 +414,21 @@ def oha(url, key, body, concurrency, seconds, work, label):
     }
 
 
+def perf_top(data):
+    """Self time per symbol from a perf.data file: (percent, kernel?, symbol), 1 % and up."""
+    rep = subprocess.run(
+        ["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "symbol",
+         "--percent-limit", "1", "-g", "none"],
+        capture_output=True, text=True).stdout
+    rows = []
+    for line in rep.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+\[([.k])\]\s+(.*)", line)
+        if m:
+            sym = re.split(r"\s{2,}", m.group(3).strip())[0][:90]
+            rows.append((float(m.group(1)), m.group(2) == "k", sym))
+    return rows
+
+
 def perf_profile(tool, tg, key, body, conc, seconds, work):
     """An extra, uncounted Tollgate series under `perf record`: each process's top symbols."""
     out = {}
@@ -428,15 +443,7 @@ def perf_profile(tool, tg, key, body, conc, seconds, work):
     for name, (p, data) in recs.items():
         p.send_signal(signal.SIGINT)
         p.wait()
-        rep = subprocess.run(
-            ["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "symbol",
-             "--percent-limit", "1", "-g", "none"],
-            capture_output=True, text=True).stdout
-        rows = []
-        for line in rep.splitlines():
-            m = re.match(r"\s*([\d.]+)%\s+\[[.k]\]\s+(.*)", line)
-            if m:
-                rows.append((float(m.group(1)), m.group(2).strip()[:90]))
+        rows = perf_top(data)
         out[name] = rows[:15]
     return out
 
@@ -677,10 +684,10 @@ def report(args, m, results, ttfe, cpu, rss, streams, started, profile):
         for name, rows in profile.items():
             L.append(f"**{name}**")
             L.append("")
-            L.append("| self % | symbol |")
-            L.append("|---:|---|")
-            for pct, sym in rows:
-                L.append(f"| {pct:.1f} | `{sym}` |")
+            L.append("| self % | where | symbol |")
+            L.append("|---:|---|---|")
+            for pct, kernel, sym in rows:
+                L.append(f"| {pct:.1f} | {'kernel' if kernel else 'user'} | `{sym}` |")
             L.append("")
     micro = micro_results()
     if micro:

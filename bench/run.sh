@@ -53,5 +53,6 @@ fi
 
 publish=()
 [ $short = 1 ] || publish=(--publish)
+if [ $short = 0 ] && command -v perf >/dev/null 2>&1; then publish+=(--perf); fi
 exec python3 bench/run.py --load-tool "$LOAD_TOOL" --work-dir "$BENCH_WORK" --litellm-venv "$LITELLM_VENV" \
   --litellm-version "$LITELLM_VERSION" "${publish[@]}" "${args[@]}"

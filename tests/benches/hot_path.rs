@@ -129,6 +129,8 @@ fn world() -> World {
 }
 
 fn auth_cache_hit(c: &mut Criterion, w: &World) {
+    // The channel spawns its connection task on the current runtime.
+    let _rt = w.rt.enter();
     let client = ControlClient::new(w.gw.cp.gateway(), Arc::new(Metrics::new()));
     let cache = AuthCache::new(client, 10_000);
     let hash = extract::key_hash(&w.basic.key);
@@ -225,7 +227,7 @@ fn sse_usage(c: &mut Criterion, w: &World) {
 fn codex_body() -> Vec<u8> {
     let para = "The quick brown fox jumps over the lazy dog while the gateway counts tokens. ";
     let mut input = Vec::new();
-    for i in 0..24 {
+    for i in 0..36 {
         input.push(json!({"type": "message", "role": "user",
             "content": [{"type": "input_text", "text": para.repeat(6)}]}));
         input.push(json!({"type": "function_call", "id": format!("fc_{i}"),
@@ -356,6 +358,19 @@ fn benches(c: &mut Criterion) {
     sse_usage(c, &w);
     admit_and_release(c, &w);
     usage_batch(c, &w);
+    // Stopped inside the runtime, which goes last.
+    let World {
+        gw,
+        basic: _,
+        session,
+        store,
+        rt,
+    } = w;
+    rt.block_on(async move {
+        drop(session);
+        store.close().await;
+        gw.cp.stop().await;
+    });
 }
 
 criterion_group! {

@@ -27,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -270,6 +270,8 @@ struct State {
     other: Mutex<Vec<Received>>,
     counters: Arc<Counters>,
     seq: AtomicU64,
+    /// Off in the benchmark's long runs, where keeping every request would grow without bound.
+    recording: AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -309,6 +311,7 @@ impl FakeUpstream {
             other: Mutex::default(),
             counters: Arc::default(),
             seq: AtomicU64::new(1),
+            recording: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -395,6 +398,11 @@ impl FakeUpstream {
     /// Queued scripts not consumed yet (shared and per credential).
     pub fn scripts_left(&self) -> usize {
         self.state.scripts.lock().unwrap().left()
+    }
+
+    /// Stops keeping what arrives (`received()` stays as it is); scripts still apply.
+    pub fn stop_recording(&self) {
+        self.state.recording.store(false, Ordering::Relaxed);
     }
 
     // ---- what arrived ----
@@ -605,7 +613,9 @@ async fn handle(
         let script = state.scripts.lock().unwrap().next(rec.bearer.as_deref());
         let stream = rec.answered_as_stream();
         let model = rec.model().unwrap_or("gpt-4o").to_string();
-        state.received.lock().unwrap().push(rec);
+        if state.recording.load(Ordering::Relaxed) {
+            state.received.lock().unwrap().push(rec);
+        }
         return respond(
             &state,
             script,

@@ -53,13 +53,7 @@ impl Client {
     fn new(endpoints: &[String], rpc_timeout: Duration) -> Result<Self, Error> {
         let (channel, changes) = Channel::balance_channel(endpoints.len().max(1));
         for e in endpoints {
-            // etcd's own clients accept `host:port` as well as URLs.
-            let url = if e.contains("://") {
-                e.clone()
-            } else {
-                format!("http://{e}")
-            };
-            let endpoint = Endpoint::from_shared(url)
+            let endpoint = Endpoint::from_shared(endpoint_url(e))
                 .map_err(|err| Error::Endpoint(e.clone(), err.to_string()))?
                 .connect_timeout(rpc_timeout)
                 .timeout(rpc_timeout)
@@ -105,6 +99,15 @@ impl Client {
 struct KeepAlive {
     requests: mpsc::Sender<LeaseKeepAliveRequest>,
     responses: Streaming<LeaseKeepAliveResponse>,
+}
+
+/// etcd's own clients accept `host:port` as well as URLs; a bare address means plaintext.
+fn endpoint_url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    }
 }
 
 fn value_str(kv: &KeyValue) -> Option<String> {
@@ -329,4 +332,26 @@ async fn lead(
 fn jitter(base: Duration) -> Duration {
     let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
     Duration::from_millis(ms * 3 / 4 + rand::random_range(0..=ms / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_address_is_dialled_over_plain_http() {
+        assert_eq!(endpoint_url("etcd-0:2379"), "http://etcd-0:2379");
+        assert_eq!(endpoint_url("http://etcd-0:2379"), "http://etcd-0:2379");
+        assert_eq!(endpoint_url("https://etcd-0:2379"), "https://etcd-0:2379");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_endpoint_is_a_clear_error_naming_it() {
+        let endpoints = vec!["http://127.0.0.1:2379".to_owned(), "http://[::1".to_owned()];
+        let Err(err) = Client::new(&endpoints, Duration::from_millis(500)) else {
+            panic!("accepted a malformed endpoint");
+        };
+        assert!(matches!(err, Error::Endpoint(..)), "{err}");
+        assert!(err.to_string().contains("http://[::1"), "{err}");
+    }
 }

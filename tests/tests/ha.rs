@@ -19,7 +19,7 @@ use tollgate_shared::proto::admin::v1 as admin;
 use tollgate_tests::cluster::{DataPlane, admin_client};
 use tollgate_tests::fake_upstream::{FakeUpstream, Script};
 use tollgate_tests::ha::{Etcd, Replica, ReplicaSet, TcpRelay, leader_of};
-use tollgate_tests::{Backend, TestDb, eventually};
+use tollgate_tests::{Backend, TestDb, eventually, eventually_some};
 
 const USER_LIMIT: i32 = 3;
 const ACCOUNT_LIMIT: i32 = 2;
@@ -511,13 +511,22 @@ async fn a_terminated_leader_resigns_and_a_standby_takes_over_at_once() {
     )
     .await;
     assert!(!replicas[1].is_serving().await, "a standby is NOT_SERVING");
-    // A standby refuses Admin (and Gateway) calls, naming the leader.
-    let refused = admin_client(&replicas[1].url())
-        .list_users(admin::ListUsersRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    // A standby refuses Admin (and Gateway) calls, naming the leader once its first
+    // campaign has read the election key (health may answer a moment before that).
     let leader = replicas[0].url();
+    let refused = eventually_some(
+        "the standby names the leader",
+        Duration::from_secs(10),
+        || async {
+            let refused = admin_client(&replicas[1].url())
+                .list_users(admin::ListUsersRequest::default())
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::Unavailable);
+            refused.message().contains(&leader).then_some(refused)
+        },
+    )
+    .await;
     assert!(refused.message().contains(&leader), "{}", refused.message());
     assert_eq!(
         refused

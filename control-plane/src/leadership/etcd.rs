@@ -10,18 +10,109 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
-};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint};
 
+use super::etcd_api::etcdserverpb::{
+    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, compare,
+    kv_client::KvClient, lease_client::LeaseClient, request_op, response_op,
+    watch_client::WatchClient, watch_request,
+};
+use super::etcd_api::mvccpb::{KeyValue, event::EventType};
 use super::{ElectionSettings, Role};
 
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(3);
+
+/// Why a campaign failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("bad etcd endpoint {0:?}: {1}")]
+    Endpoint(String, String),
+    #[error("etcd: {0}")]
+    Rpc(#[from] tonic::Status),
+}
+
+/// The three etcd services the election uses, over one channel.
+struct Client {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    watch: WatchClient<Channel>,
+}
+
+impl Client {
+    /// A channel balanced over all endpoints (requests go to whichever member is up),
+    /// connected lazily; every call is bounded by `rpc_timeout`, and HTTP/2 pings notice
+    /// a dead connection within about two of them.
+    fn new(endpoints: &[String], rpc_timeout: Duration) -> Result<Self, Error> {
+        let (channel, changes) = Channel::balance_channel(endpoints.len().max(1));
+        for e in endpoints {
+            let endpoint = Endpoint::from_shared(endpoint_url(e))
+                .map_err(|err| Error::Endpoint(e.clone(), err.to_string()))?
+                .connect_timeout(rpc_timeout)
+                .timeout(rpc_timeout)
+                .http2_keep_alive_interval(rpc_timeout)
+                .keep_alive_timeout(rpc_timeout)
+                .keep_alive_while_idle(true);
+            changes
+                .try_send(Change::Insert(endpoint.uri().clone(), endpoint))
+                .map_err(|err| Error::Endpoint(e.clone(), err.to_string()))?;
+        }
+        Ok(Self {
+            kv: KvClient::new(channel.clone()),
+            lease: LeaseClient::new(channel.clone()),
+            watch: WatchClient::new(channel),
+        })
+    }
+
+    async fn lease_revoke(&mut self, id: i64) -> Result<(), Error> {
+        self.lease.lease_revoke(LeaseRevokeRequest { id }).await?;
+        Ok(())
+    }
+
+    /// Opens a keep-alive stream carrying `first` as its first renewal (etcd answers a
+    /// stream only once it has a request to answer).
+    async fn lease_keep_alive(&mut self, first: LeaseKeepAliveRequest) -> Result<KeepAlive, Error> {
+        let (requests, rx) = mpsc::channel(16);
+        // Cannot fail: the channel is new and has room.
+        let _ = requests.try_send(first);
+        let responses = self
+            .lease
+            .lease_keep_alive(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(KeepAlive {
+            requests,
+            responses,
+        })
+    }
+}
+
+/// A lease keep-alive stream: renewals go out on `requests`, etcd's answers (the TTL
+/// left) come back on `responses` in the same order.
+struct KeepAlive {
+    requests: mpsc::Sender<LeaseKeepAliveRequest>,
+    responses: Streaming<LeaseKeepAliveResponse>,
+}
+
+/// etcd's own clients accept `host:port` as well as URLs; a bare address means plaintext.
+fn endpoint_url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+fn value_str(kv: &KeyValue) -> Option<String> {
+    String::from_utf8(kv.value.clone()).ok()
+}
 
 /// Campaigns until elected, leads until stepping down, then reports `SteppedDown` for
 /// good (a process leads at most once; see the module doc of `leadership`).
@@ -56,50 +147,76 @@ async fn campaign(
     s: &ElectionSettings,
     tx: &watch::Sender<Role>,
     resign: &CancellationToken,
-) -> Result<Campaign, etcd_client::Error> {
-    let rpc_timeout = s.lease_ttl / 4;
-    let options = ConnectOptions::new()
-        .with_connect_timeout(rpc_timeout)
-        .with_timeout(rpc_timeout)
-        .with_keep_alive(rpc_timeout, rpc_timeout);
-    let mut client = Client::connect(&s.endpoints, Some(options)).await?;
+) -> Result<Campaign, Error> {
+    let mut client = Client::new(&s.endpoints, s.lease_ttl / 4)?;
     let asked_at = Instant::now();
-    let ttl_s = i64::try_from(s.lease_ttl.as_secs()).unwrap_or(i64::MAX);
-    let lease = client.lease_grant(ttl_s, None).await?.id();
+    let ttl = i64::try_from(s.lease_ttl.as_secs()).unwrap_or(i64::MAX);
+    let lease = client
+        .lease
+        .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+        .await?
+        .into_inner()
+        .id;
     let key = s.key.as_bytes().to_vec();
-    let txn = Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(
-            key.clone(),
-            s.advertise.clone(),
-            Some(PutOptions::new().with_lease(lease)),
-        )])
-        .or_else([TxnOp::get(key.clone(), None)]);
-    let resp = client.txn(txn).await?;
-    let revision = resp.header().map_or(0, |h| h.revision());
-    if resp.succeeded() {
+    // Create the key only if absent (its create revision is 0), held by our lease;
+    // otherwise read it, to learn the leader.
+    let txn = TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Equal.into(),
+            target: compare::CompareTarget::Create.into(),
+            key: key.clone(),
+            target_union: Some(compare::TargetUnion::CreateRevision(0)),
+            range_end: Vec::new(),
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: key.clone(),
+                value: s.advertise.clone().into_bytes(),
+                lease,
+                ..PutRequest::default()
+            })),
+        }],
+        failure: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: key.clone(),
+                ..RangeRequest::default()
+            })),
+        }],
+    };
+    let resp = client.kv.txn(txn).await?.into_inner();
+    let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+    if resp.succeeded {
         let term = u64::try_from(revision).unwrap_or(0);
         tracing::info!(term, "elected leader");
         lead(client, lease, term, asked_at, s, tx, resign).await;
         return Ok(Campaign::Over);
     }
-    // Someone else leads: our lease is not needed while we wait.
-    let _ = client.lease_revoke(lease).await;
-    let leader = resp.op_responses().into_iter().find_map(|op| match op {
-        TxnOpResponse::Get(g) => g
-            .kvs()
-            .first()
-            .and_then(|kv| kv.value_str().ok().map(str::to_owned)),
+    let leader = resp.responses.iter().find_map(|op| match &op.response {
+        Some(response_op::Response::ResponseRange(r)) => r.kvs.first().and_then(value_str),
         _ => None,
     });
     tracing::info!(leader = leader.as_deref().unwrap_or("?"), "standing by");
+    // Named first, so refused callers learn the leader one round trip sooner.
     tx.send_replace(Role::Standby { leader });
+    // Someone else leads: our lease is not needed while we wait.
+    let _ = client.lease_revoke(lease).await;
+    // The create request goes first: etcd answers the stream once it has one. The
+    // sender stays alive while we watch (closing it would end the watch).
+    let (requests, rx) = mpsc::channel(1);
+    let _ = requests.try_send(WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key,
+                start_revision: revision + 1,
+                ..WatchCreateRequest::default()
+            },
+        )),
+    });
     let mut events = client
-        .watch(
-            key,
-            Some(WatchOptions::new().with_start_revision(revision + 1)),
-        )
-        .await?;
+        .watch
+        .watch(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     loop {
         let msg = tokio::select! {
             () = resign.cancelled() => return Ok(Campaign::Over),
@@ -108,16 +225,14 @@ async fn campaign(
         let Some(msg) = msg else {
             return Ok(Campaign::Again);
         };
-        if msg.canceled() {
+        if msg.canceled {
             return Ok(Campaign::Again);
         }
-        for event in msg.events() {
-            match event.event_type() {
+        for event in &msg.events {
+            match event.r#type() {
                 EventType::Delete => return Ok(Campaign::Again),
                 EventType::Put => {
-                    let leader = event
-                        .kv()
-                        .and_then(|kv| kv.value_str().ok().map(str::to_owned));
+                    let leader = event.kv.as_ref().and_then(value_str);
                     tx.send_replace(Role::Standby { leader });
                 }
             }
@@ -139,8 +254,10 @@ async fn lead(
 ) {
     tx.send_replace(Role::Leader { term });
     let serve_for = s.lease_ttl * 3 / 4;
+    let renewal = LeaseKeepAliveRequest { id: lease };
     let mut renewed_at = asked_at;
-    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut stream: Option<KeepAlive> = None;
+    // When each renewal still unanswered on `stream` was sent, oldest first.
     let mut sent: VecDeque<Instant> = VecDeque::new();
     let mut tick = tokio::time::interval(s.lease_ttl / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,9 +265,9 @@ async fn lead(
         tokio::select! {
             () = resign.cancelled() => {
                 tx.send_replace(Role::SteppedDown);
-                // Deleting the key now lets a standby take over at once.
+                // Revoking the lease deletes the key now, so a standby takes over at once.
                 let revoke = client.lease_revoke(lease);
-                if tokio::time::timeout(s.lease_ttl / 4, revoke).await.is_ok() {
+                if matches!(tokio::time::timeout(s.lease_ttl / 4, revoke).await, Ok(Ok(()))) {
                     tracing::info!(term, "resigned leadership");
                 } else {
                     tracing::warn!(term, "resigned; etcd did not confirm, the lease will expire");
@@ -163,31 +280,39 @@ async fn lead(
                 return;
             }
             _ = tick.tick() => {
-                if stream.is_none() {
-                    sent.clear();
-                    let open = client.lease_keep_alive(lease);
-                    match tokio::time::timeout(s.lease_ttl / 4, open).await {
-                        Ok(Ok(pair)) => stream = Some(pair),
-                        Ok(Err(e)) => tracing::warn!(error = %e, "leader keep-alive stream failed"),
-                        Err(_) => tracing::warn!("leader keep-alive stream timed out"),
+                let at = Instant::now();
+                // Bounded by the serving deadline too: this branch runs to completion
+                // before the deadline branch above can fire, so a stalled connection
+                // must not hold the step-down past it.
+                let until = (at + s.lease_ttl / 4).min(renewed_at + serve_for);
+                match stream.as_mut() {
+                    None => {
+                        sent.clear();
+                        let open = client.lease_keep_alive(renewal);
+                        match tokio::time::timeout_at(until, open).await {
+                            Ok(Ok(ka)) => {
+                                stream = Some(ka);
+                                sent.push_back(at);
+                            }
+                            Ok(Err(e)) => tracing::warn!(error = %e, "leader keep-alive stream failed"),
+                            Err(_) => tracing::warn!("leader keep-alive stream timed out"),
+                        }
                     }
-                }
-                if let Some((keeper, _)) = stream.as_mut() {
-                    let at = Instant::now();
-                    // Bounded: a stalled connection must not hold up the deadline above.
-                    let send = tokio::time::timeout(s.lease_ttl / 4, keeper.keep_alive()).await;
-                    if matches!(send, Ok(Ok(()))) {
-                        sent.push_back(at);
-                    } else {
-                        stream = None;
+                    Some(ka) => {
+                        let send = tokio::time::timeout_at(until, ka.requests.send(renewal));
+                        if matches!(send.await, Ok(Ok(()))) {
+                            sent.push_back(at);
+                        } else {
+                            stream = None;
+                        }
                     }
                 }
             }
             msg = async { match stream.as_mut() {
-                Some((_, s)) => s.message().await,
+                Some(ka) => ka.responses.message().await,
                 None => std::future::pending().await,
             } } => match msg {
-                Ok(Some(r)) if r.ttl() > 0 => {
+                Ok(Some(r)) if r.ttl > 0 => {
                     if let Some(at) = sent.pop_front() {
                         renewed_at = renewed_at.max(at);
                     }
@@ -207,4 +332,26 @@ async fn lead(
 fn jitter(base: Duration) -> Duration {
     let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
     Duration::from_millis(ms * 3 / 4 + rand::random_range(0..=ms / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_address_is_dialled_over_plain_http() {
+        assert_eq!(endpoint_url("etcd-0:2379"), "http://etcd-0:2379");
+        assert_eq!(endpoint_url("http://etcd-0:2379"), "http://etcd-0:2379");
+        assert_eq!(endpoint_url("https://etcd-0:2379"), "https://etcd-0:2379");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_endpoint_is_a_clear_error_naming_it() {
+        let endpoints = vec!["http://127.0.0.1:2379".to_owned(), "http://[::1".to_owned()];
+        let Err(err) = Client::new(&endpoints, Duration::from_millis(500)) else {
+            panic!("accepted a malformed endpoint");
+        };
+        assert!(matches!(err, Error::Endpoint(..)), "{err}");
+        assert!(err.to_string().contains("http://[::1"), "{err}");
+    }
 }

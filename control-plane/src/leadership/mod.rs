@@ -9,6 +9,7 @@
 //! exits for its supervisor to restart it as a fresh standby.
 
 mod etcd;
+mod etcd_api;
 pub mod gate;
 
 use std::time::Duration;

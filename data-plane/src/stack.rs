@@ -65,6 +65,11 @@ where
     B: http_body::Body + Send + 'static,
 {
     ServiceBuilder::new()
+        // The request's ids (`request_id.rs`): `x-request-id` on every response below,
+        // and the span with the request id that every log line of the request is in.
+        .layer(tower::layer::layer_fn(|inner| {
+            crate::request_id::WithRequestId { inner }
+        }))
         // A tracing span per request (method, URI, version), closed with status and latency.
         .layer(TraceLayer::new_for_http())
         // Rescue a panic in any layer below: an OpenAI-shaped 500, and the connection lives.

@@ -30,6 +30,14 @@ pub struct AdmitRequest {
     pub stream: bool,
     /// The data plane's model for subscription accounts (empty = the shared default).
     pub default_codex_model: String,
+    /// The response continued (`previous_response_id`) or operated on; empty = none.
+    pub response_id: String,
+    /// Retrieve / delete / cancel / input items of `response_id`: no model, no billing
+    /// re-check, no price (nothing is billed).
+    pub response_operation: bool,
+    /// The account that created `response_id` (set by Admit, `response_owners.rs`):
+    /// selection considers no other.
+    pub pinned_account: Option<i64>,
 }
 
 /// Why Admit answered with a gRPC error rather than a lease or a rejection.
@@ -78,14 +86,26 @@ impl Admission {
     /// Billing re-check, user slot, account selection and account slot, in one call.
     /// May wait (FIFO) for the user's slot and for an account's slot. Dropping the
     /// returned future (the gRPC call was cancelled) ends every wait and leaks nothing.
-    pub async fn admit(&self, req: AdmitRequest) -> Result<Granted, AdmitError> {
+    pub async fn admit(&self, mut req: AdmitRequest) -> Result<Granted, AdmitError> {
         self.check_request(&req)?;
         let scope = self.key_scope(&req).await?;
+        req.pinned_account = self.pinned_account(&req, scope.user.id).await?;
         let (hold, waited) = self.user_hold(&req, &scope.user).await?;
-        let billing = self.recheck_billing(&scope, waited).await?;
+        let billing = if req.response_operation {
+            // Nothing is billed: the key's checks above are the whole authorization.
+            Billing {
+                user: scope.user.clone(),
+                subscription: None,
+                mode: BillingMode::Balance,
+            }
+        } else {
+            self.recheck_billing(&scope, waited).await?
+        };
         let (account, account_permit) = self.choose_account(&req, scope.key.group_id).await?;
-        // The served model's price, before any upstream call (`pricing.rs`).
-        self.check_priced(&req, &account).await?;
+        if !req.response_operation {
+            // The served model's price, before any upstream call (`pricing.rs`).
+            self.check_priced(&req, &account).await?;
+        }
         // From here on nothing awaits: the lease is either recorded and returned, or
         // (if this future is dropped before) never created.
         let lease_id = self.record_lease(&req, hold, account.id, account_permit)?;
@@ -105,7 +125,7 @@ impl Admission {
         if req.session_id.is_empty() || !self.inner.sessions.is_connected(&req.session_id) {
             return Err(AdmitError::UnknownSession);
         }
-        if req.model.trim().is_empty() {
+        if req.model.trim().is_empty() && !req.response_operation {
             return Err(AdmitError::InvalidArgument(
                 "model must not be empty".into(),
             ));
@@ -223,7 +243,7 @@ impl Admission {
     /// The account was used now (LRU order) and the conversation sticks to it.
     fn note_use(&self, req: &AdmitRequest, group_id: Option<i64>, account_id: i64) {
         self.touch(account_id, now_ms());
-        if !req.session_hash.is_empty() {
+        if !req.session_hash.is_empty() && req.pinned_account.is_none() {
             self.inner
                 .sticky
                 .bind(group_id, &req.session_hash, account_id, Instant::now());

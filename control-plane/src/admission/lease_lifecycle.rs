@@ -148,6 +148,9 @@ impl Admission {
         // small fraction of it.
         let tick = (grace / 10).clamp(Duration::from_millis(20), Duration::from_millis(250));
         let flush_every = Duration::from_secs(2);
+        // Expired response owners go in the first minute, then every ten.
+        let prune_every = Duration::from_secs(600);
+        let mut next_prune = Instant::now() + Duration::from_secs(60);
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_flush = Instant::now();
@@ -162,6 +165,10 @@ impl Admission {
             if now.duration_since(last_flush) >= flush_every {
                 self.flush_last_used().await;
                 last_flush = now;
+            }
+            if now >= next_prune {
+                self.prune_responses().await;
+                next_prune = now + prune_every;
             }
         }
         self.flush_last_used().await;

@@ -16,7 +16,8 @@ const USAGE_COLS: &str = "request_id, key_id, user_id, group_id, subscription_id
                           cached_cost_nanos, total_cost_nanos, actual_cost_nanos, \
                           rate_multiplier_ppm, account_cost_multiplier_ppm, billing_mode, \
                           stream, duration_ms, first_token_ms, user_agent, client_ip, \
-                          reasoning_effort, estimated, created_at_ms";
+                          reasoning_effort, estimated, created_at_ms, client_request_id, \
+                          upstream_request_id";
 
 /// Inserts one usage row; a replay (same request id) inserts nothing. Shared by
 /// `insert_usage` and the charging transaction so the two can never drift apart.
@@ -24,7 +25,7 @@ static INSERT_USAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO usage_logs ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
          $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
-         $26, $27, $28) ON CONFLICT (request_id) DO NOTHING"
+         $26, $27, $28, $29, $30) ON CONFLICT (request_id) DO NOTHING"
     )
 });
 
@@ -60,6 +61,8 @@ pub(super) fn insert_usage_query(
         .bind(r.reasoning_effort.clone())
         .bind(flag(r.estimated))
         .bind(r.created_at_ms)
+        .bind(r.client_request_id.clone())
+        .bind(r.upstream_request_id.clone())
 }
 
 /// Aggregates over the filtered rows. CAST because Postgres widens SUM(bigint) to
@@ -110,6 +113,8 @@ fn row_to_usage(row: &AnyRow) -> Result<UsageRecord> {
         reasoning_effort: row.try_get("reasoning_effort")?,
         estimated: row.try_get::<i64, _>("estimated")? != 0,
         created_at_ms: row.try_get("created_at_ms")?,
+        client_request_id: row.try_get("client_request_id")?,
+        upstream_request_id: row.try_get("upstream_request_id")?,
     })
 }
 

@@ -216,5 +216,7 @@ fn usage_record(
         reasoning_effort: String::new(),
         estimated: false,
         created_at_ms: at,
+        client_request_id: String::new(),
+        upstream_request_id: String::new(),
     }
 }

@@ -20,7 +20,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
 use crate::metrics::{CallLabels, Metrics};
-use domain::{Admission, AdmitRequest, Authorization, Outcome, UsageAck, UsageReport};
+use domain::{
+    Admission, AdmitRequest, Authorization, Outcome, ResponseRecord, UsageAck, UsageReport,
+};
 
 /// A lazily connecting channel: the data plane starts (and answers health) even while
 /// the control plane is down, and reconnects by itself. With `tls`, every connection is
@@ -121,6 +123,19 @@ impl ControlClient {
             .clone()
             .report_outcome(convert::outcome(outcome))
             .await?;
+        Ok(())
+    }
+
+    /// Tells the control plane which account and user a response id belongs to.
+    pub async fn record_response(&self, r: ResponseRecord) -> Result<(), CallFailed> {
+        self.count("record_response");
+        let req = pb::RecordResponseRequest {
+            response_id: r.response_id,
+            account_id: r.account_id,
+            user_id: r.user_id,
+            request_id: r.request_id,
+        };
+        self.inner.clone().record_response(req).await?;
         Ok(())
     }
 }

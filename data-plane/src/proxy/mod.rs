@@ -39,6 +39,7 @@ pub fn route_name(method: &Method, path: &str) -> &'static str {
     match (method, path) {
         (&Method::POST, "/v1/responses" | "/responses" | "/openai/v1/responses") => "responses",
         (&Method::GET, "/v1/models" | "/models" | "/openai/v1/models") => "models",
+        (m, p) if responses::operations::parse(m, p).is_some() => "response_operation",
         _ => "unknown",
     }
 }
@@ -58,6 +59,7 @@ impl Proxy {
         match route_name(req.method(), req.uri().path()) {
             "responses" => self.flow.clone().handle(req, peer).await,
             "models" => models::handle(&self.flow, &req, peer).await,
+            "response_operation" => self.flow.handle_operation(req, peer).await,
             _ => ClientError::new(
                 ErrorCode::NotFound,
                 format!("Unknown route: {} {}", req.method(), req.uri().path()),

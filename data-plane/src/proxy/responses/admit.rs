@@ -35,6 +35,15 @@ impl Flow {
             user_lease_id: previous.map(|g| g.id.clone()),
             stream: ctx.stream,
             default_codex_model: self.settings.default_codex_model.clone(),
+            // Continuing a response: the control plane routes to the account that
+            // created it (response-id affinity).
+            response_id: ctx
+                .body
+                .get("previous_response_id")
+                .and_then(serde_json::Value::as_str)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            response_operation: false,
         };
         let call = self.control.admit(req);
         tokio::pin!(call);

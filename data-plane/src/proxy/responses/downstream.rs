@@ -73,8 +73,9 @@ impl Downstream {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        // The upstream's id under its own name: `x-request-id` is the gateway's.
         if let Some(id) = request_id {
-            h.insert("x-request-id", id);
+            h.insert(crate::request_id::UPSTREAM_HEADER, id);
         }
         self.tx = Some(tx);
         self.respond(resp);

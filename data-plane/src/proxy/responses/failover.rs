@@ -57,6 +57,8 @@ pub struct UpstreamFailure {
     pub body: Bytes,
     /// The outbound address rule refused the connection (the client is told so).
     pub refused: bool,
+    /// The upstream's `x-request-id` of the failed answer (for logs); empty = none.
+    pub upstream_request_id: String,
 }
 
 impl UpstreamFailure {
@@ -69,6 +71,7 @@ impl UpstreamFailure {
             headers: HashMap::new(),
             body: Bytes::new(),
             refused: false,
+            upstream_request_id: String::new(),
         }
     }
 
@@ -100,6 +103,7 @@ impl UpstreamFailure {
             headers,
             body,
             refused: false,
+            upstream_request_id: String::new(),
         }
     }
 
@@ -117,6 +121,7 @@ impl UpstreamFailure {
             headers: HashMap::new(),
             body: Bytes::new(),
             refused: false,
+            upstream_request_id: String::new(),
         }
     }
 

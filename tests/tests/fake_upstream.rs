@@ -786,14 +786,25 @@ async fn raw_script_unknown_paths_and_shutdown() {
 #[tokio::test]
 async fn response_ids_belong_to_the_credential_that_created_them() {
     let up = FakeUpstream::start().await;
-    let r = post(&up.responses_url(), "sk-a", json!({"model": "m", "input": "hi"})).await;
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let r = post(
+        &up.responses_url(),
+        "sk-a",
+        json!({"model": "m", "input": "hi"}),
+    )
+    .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let chained = json!({"model": "m", "input": "more", "previous_response_id": id});
     let r = post(&up.responses_url(), "sk-b", chained.clone()).await;
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "previous_response_not_found");
-    assert_eq!(post(&up.responses_url(), "sk-a", chained).await.status(), 200);
+    assert_eq!(
+        post(&up.responses_url(), "sk-a", chained).await.status(),
+        200
+    );
 
     let url = format!("{}/v1/responses/{id}", up.base_url());
     let get = |bearer: &'static str| client().get(&url).bearer_auth(bearer).send();

@@ -94,5 +94,9 @@ async fn a_requests_log_lines_carry_its_ids_and_final_upstream_4xx_are_logged() 
         }
     }
     // Every line naming the request id belongs to that request only.
-    assert!(lines_with(&id).iter().all(|l| !l.contains("client-log-429")));
+    assert!(
+        lines_with(&id)
+            .iter()
+            .all(|l| !l.contains("client-log-429"))
+    );
 }

@@ -46,7 +46,8 @@ async fn every_response_carries_the_usage_records_id() {
     let b = gw.basic().await;
 
     // JSON, with a client id and an upstream id.
-    gw.up.push(Script::success().header("x-request-id", "req_up_json"));
+    gw.up
+        .push(Script::success().header("x-request-id", "req_up_json"));
     let r = gw
         .http
         .post(gw.responses_url(0))
@@ -64,7 +65,8 @@ async fn every_response_carries_the_usage_records_id() {
     assert_eq!(rec.upstream_request_id, "req_up_json");
 
     // SSE, with a client id that needs sanitising (a control character, too long).
-    gw.up.push(Script::success().header("x-request-id", "req_up_sse"));
+    gw.up
+        .push(Script::success().header("x-request-id", "req_up_sse"));
     let long = format!("trace\t{}", "x".repeat(300));
     let r = gw
         .http
@@ -88,7 +90,12 @@ async fn every_response_carries_the_usage_records_id() {
         .post(0, &b.key, json!({"model": "gpt-5.1", "input": "hi"}))
         .await;
     assert_ne!(gateway_id(&r2), id);
-    assert!(record(&gw, &gateway_id(&r2)).await.client_request_id.is_empty());
+    assert!(
+        record(&gw, &gateway_id(&r2))
+            .await
+            .client_request_id
+            .is_empty()
+    );
 }
 
 #[tokio::test]

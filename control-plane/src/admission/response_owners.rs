@@ -168,14 +168,15 @@ pub(super) fn pinned_usable(
     let unavailable = |why: &str| {
         Rejection::new(
             ErrorCode::ResponseAccountUnavailable,
+            // The reason, never the account's id: clients do not see account ids.
             format!(
-                "{} (account {pinned}: {why})",
+                "{} (the account is {why})",
                 ErrorCode::ResponseAccountUnavailable.message()
             ),
         )
     };
     let Some(account) = accounts.into_iter().find(|a| a.id == pinned) else {
-        return Err(unavailable("deleted or not in this key's group"));
+        return Err(unavailable("deleted or no longer in this key's group"));
     };
     // An operation names no model: any model the account serves will do.
     let model = if req.response_operation {
@@ -191,7 +192,7 @@ pub(super) fn pinned_usable(
     match select::unusable(&account, &model, &req.excluded_account_ids, now_ms()) {
         None => Ok(account),
         Some(Unusable::ModelUnsupported) => {
-            Err(unavailable(&format!("does not serve model {}", req.model)))
+            Err(unavailable(&format!("not serving model {}", req.model)))
         }
         Some(why) => Err(unavailable(why.describe())),
     }

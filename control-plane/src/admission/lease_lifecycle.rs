@@ -166,12 +166,14 @@ impl Admission {
                 self.flush_last_used().await;
                 last_flush = now;
             }
+            self.flush_responses().await;
             if now >= next_prune {
                 self.prune_responses().await;
                 next_prune = now + prune_every;
             }
         }
         self.flush_last_used().await;
+        self.flush_responses().await;
     }
 }
 

@@ -6,9 +6,13 @@
 //! Owners are persisted (`response_owners` table, so they survive restarts and every
 //! control-plane replica sees them) with a bounded in-memory cache in front (moka, at most
 //! `response_cache_capacity` entries); both forget an owner after `response_ttl` (OpenAI
-//! keeps stored responses 30 days, the default). Expired rows are pruned by the
-//! background task (`lease_lifecycle.rs`).
+//! keeps stored responses 30 days, the default). A report is answered once the owner is
+//! in the cache — no database write on the client's path — and written to the table in
+//! batches by the background task (`lease_lifecycle.rs`, every tick and at shutdown),
+//! which also prunes expired rows. A crash loses at most the last tick's owners: those
+//! conversations are then routed as unknown ids.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -22,6 +26,9 @@ use crate::storage::Store;
 
 /// Longest response id accepted (OpenAI's are ~50 bytes).
 pub const MAX_RESPONSE_ID_LEN: usize = 256;
+/// Owners waiting for their write while the database is failing, at most (then the
+/// oldest are dropped: they stay in the cache, only a restart forgets them).
+const MAX_PENDING: usize = 100_000;
 
 /// The owners of response ids: the table, with a bounded cache in front.
 #[derive(Debug)]
@@ -29,6 +36,8 @@ pub struct ResponseOwners {
     store: Store,
     ttl: Duration,
     cache: Cache<String, ResponseOwner>,
+    /// Recorded, not yet written to the table.
+    pending: Mutex<Vec<ResponseOwner>>,
 }
 
 impl ResponseOwners {
@@ -40,6 +49,7 @@ impl ResponseOwners {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            pending: Mutex::default(),
         }
     }
 
@@ -47,16 +57,38 @@ impl ResponseOwners {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Remembers who created a response. The first owner stays (a replay or a forged
-    /// second report never moves a response to another account or user).
-    pub async fn record(&self, owner: ResponseOwner) -> Result<()> {
-        if self.store.record_response(&owner).await? {
-            self.cache.insert(owner.response_id.clone(), owner);
-        } else {
-            // Already known: the cache must hold the stored owner, not this report.
-            self.cache.invalidate(&owner.response_id);
+    /// Remembers who created a response: in the cache at once, in the table with the
+    /// next batch. The first owner stays (a replay never moves a response to another
+    /// account or user: the cache keeps its entry, the table its row).
+    pub fn record(&self, owner: ResponseOwner) {
+        if self.cache.contains_key(&owner.response_id) {
+            return;
         }
-        Ok(())
+        self.cache.insert(owner.response_id.clone(), owner.clone());
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.push(owner);
+        if pending.len() > MAX_PENDING {
+            let over = pending.len() - MAX_PENDING;
+            pending.drain(..over);
+            tracing::warn!(
+                dropped = over,
+                "response owners not persisted: database writes failing"
+            );
+        }
+    }
+
+    /// Writes the recorded owners to the table; on failure they wait for the next try.
+    pub async fn flush(&self) {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_responses(&batch).await {
+            tracing::warn!(error = %e, owners = batch.len(), "could not persist response owners; retrying");
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let newer = std::mem::replace(&mut *pending, batch);
+            pending.extend(newer);
+        }
     }
 
     /// The owner of `response_id`, if recorded within the TTL.
@@ -102,7 +134,7 @@ pub fn check_response_id(id: &str) -> std::result::Result<(), String> {
 impl Admission {
     /// Records the account and user a response was created through (the data plane saw
     /// its id in the upstream's answer).
-    pub async fn record_response(&self, owner: ResponseOwner) -> Result<()> {
+    pub fn record_response(&self, owner: ResponseOwner) -> Result<()> {
         check_response_id(&owner.response_id).map_err(|e| Error::invalid("response_id", e))?;
         if owner.account_id <= 0 || owner.user_id <= 0 {
             return Err(Error::invalid(
@@ -110,7 +142,13 @@ impl Admission {
                 "account_id and user_id must be positive",
             ));
         }
-        self.inner.responses.record(owner).await
+        self.inner.responses.record(owner);
+        Ok(())
+    }
+
+    /// Writes recorded owners to the table (from the background task).
+    pub(super) async fn flush_responses(&self) {
+        self.inner.responses.flush().await;
     }
 
     /// Deletes the owners past the TTL (from the background task).

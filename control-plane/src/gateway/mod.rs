@@ -220,8 +220,7 @@ impl Gateway for GatewayService {
                 account_id: r.account_id,
                 user_id: r.user_id,
                 created_at_ms: tollgate_shared::now_ms(),
-            })
-            .await?;
+            })?;
         Ok(Response::new(pb::RecordResponseResponse {}))
     }
 }

@@ -24,6 +24,28 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Remembers a batch of owners in one transaction (each keeps a first owner already
+    /// stored). Returns how many were inserted.
+    pub async fn record_responses(&self, owners: &[ResponseOwner]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for owner in owners {
+            inserted += sqlx::query(
+                "INSERT INTO response_owners (response_id, account_id, user_id, created_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (response_id) DO NOTHING",
+            )
+            .bind(owner.response_id.clone())
+            .bind(owner.account_id)
+            .bind(owner.user_id)
+            .bind(owner.created_at_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
     /// The owner of a response id recorded at or after `since_ms` (older rows are past
     /// the TTL even if not pruned yet).
     pub async fn response_owner(

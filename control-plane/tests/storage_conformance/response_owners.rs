@@ -35,6 +35,21 @@ pub(crate) async fn case_response_owner_first_wins_ttl_and_prune(store: &Store) 
             .await
             .unwrap()
     );
+    // A batch: new ids inserted, a known one keeps its owner.
+    let batch = [
+        owner("resp_b1", 9, 3, 5_000),
+        owner("resp_abc", 9, 9, 5_000),
+        owner("resp_b2", 9, 3, 5_000),
+    ];
+    assert_eq!(store.record_responses(&batch).await.unwrap(), 2);
+    assert_eq!(
+        store.response_owner("resp_abc", 0).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.response_owner("resp_b2", 0).await.unwrap(),
+        Some(owner("resp_b2", 9, 3, 5_000))
+    );
     assert_eq!(store.prune_responses(2_000).await.unwrap(), 1);
     assert_eq!(store.response_owner("resp_abc", 0).await.unwrap(), None);
     assert_eq!(

@@ -12,12 +12,26 @@ mod defaults {
     pub const DRAIN_TIMEOUT_SECS: u64 = 30;
     pub const USAGE_MEMORY_CAP: usize = 10_000;
     pub const BODY_LIMIT_BYTES: usize = 100 << 20;
+    /// Request-body bytes held at once; each costs about three bytes of memory at peak
+    /// (the bytes, the parsed JSON, the copy being sent upstream): ~1.5 GiB in all.
+    pub const BODY_BUDGET_BYTES: usize = 512 << 20;
+    /// One key's share: room for one body at the limit, so no key can take the budget.
+    pub const BODY_BUDGET_PER_KEY_BYTES: usize = 128 << 20;
+    pub const BODY_BUDGET_WAIT_MS: u64 = 5_000;
     pub const PING_INTERVAL_SECS: u64 = 10;
     pub const STREAM_KEEPALIVE_MS: u64 = 10_000;
     pub const STREAM_IDLE_TIMEOUT_MS: u64 = 180_000;
     pub const STREAM_LINE_LIMIT_BYTES: usize = 40 << 20;
     pub const MAX_ACCOUNT_SWITCHES: u32 = 3;
     pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 10_000;
+    /// Ten minutes: a non-streaming request to a reasoning model gets its response head
+    /// only once the whole answer is generated, which at high effort takes minutes;
+    /// OpenAI's own SDKs wait 600 s by default. A streaming upstream sends its head
+    /// within seconds, so deployments that serve only streaming clients can go lower.
+    pub const UPSTREAM_HEADER_TIMEOUT_MS: u64 = 600_000;
+    /// After the head of a non-streaming answer the body is already generated: reading
+    /// it is transfer time only.
+    pub const UPSTREAM_BODY_TIMEOUT_MS: u64 = 120_000;
     pub const MAX_IN_FLIGHT: usize = 10_000;
     pub const AUTH_CACHE_CAPACITY: u64 = 100_000;
     pub const DEFAULT_CODEX_MODEL: &str = "gpt-5.1-codex";
@@ -190,6 +204,21 @@ pub struct FlowConfig {
     #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = defaults::BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
 
+    /// Request-body bytes (decoded) the data plane holds at once, over all requests: a
+    /// body is charged as it is read and until the upstream has answered. Peak memory for
+    /// bodies is about three times this.
+    #[arg(long, env = "TOLLGATE_BODY_BUDGET_BYTES", default_value_t = defaults::BODY_BUDGET_BYTES)]
+    pub body_budget_bytes: usize,
+
+    /// One API key's share of TOLLGATE_BODY_BUDGET_BYTES (at least TOLLGATE_BODY_LIMIT_BYTES).
+    #[arg(long, env = "TOLLGATE_BODY_BUDGET_PER_KEY_BYTES", default_value_t = defaults::BODY_BUDGET_PER_KEY_BYTES)]
+    pub body_budget_per_key_bytes: usize,
+
+    /// How long a body waits for budget room before it is refused (429 when its key's
+    /// share is full, 503 when the whole budget is, both with Retry-After), milliseconds.
+    #[arg(long, env = "TOLLGATE_BODY_BUDGET_WAIT_MS", default_value_t = defaults::BODY_BUDGET_WAIT_MS)]
+    pub body_budget_wait_ms: u64,
+
     /// SSE ping interval while a streaming request waits for a slot, seconds (5-30).
     #[arg(long, env = "TOLLGATE_PING_INTERVAL_SECS", default_value_t = defaults::PING_INTERVAL_SECS)]
     pub ping_interval_secs: u64,
@@ -222,12 +251,32 @@ pub struct FlowConfig {
     )]
     pub upstream_connect_timeout_ms: u64,
 
+    /// Upstream response head not received within this → the attempt fails over like a
+    /// 5xx (a timeout outcome for the account's health; 504 `upstream_timeout` when no
+    /// account answers), milliseconds. Default: see `defaults::UPSTREAM_HEADER_TIMEOUT_MS`.
+    #[arg(
+        long,
+        env = "TOLLGATE_UPSTREAM_HEADER_TIMEOUT_MS",
+        default_value_t = defaults::UPSTREAM_HEADER_TIMEOUT_MS
+    )]
+    pub upstream_header_timeout_ms: u64,
+
+    /// A non-streaming upstream body not read completely within this after its head →
+    /// 504 `stream_timeout` and a timeout outcome, milliseconds.
+    #[arg(
+        long,
+        env = "TOLLGATE_UPSTREAM_BODY_TIMEOUT_MS",
+        default_value_t = defaults::UPSTREAM_BODY_TIMEOUT_MS
+    )]
+    pub upstream_body_timeout_ms: u64,
+
     /// Connect to upstreams on loopback / private / link-local / metadata addresses
     /// (checked at connection time, after DNS; default: refused).
     #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_UPSTREAMS")]
     pub allow_private_upstreams: bool,
 
-    /// File overriding the bundled default instructions for non-Codex clients.
+    /// File overriding the bundled default instructions, added for non-Codex clients
+    /// that send none, on subscription accounts only (never on API-key accounts).
     #[arg(long, env = "TOLLGATE_DEFAULT_INSTRUCTIONS_FILE")]
     pub default_instructions_file: Option<std::path::PathBuf>,
 
@@ -265,12 +314,17 @@ impl Default for FlowConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: defaults::BODY_LIMIT_BYTES,
+            body_budget_bytes: defaults::BODY_BUDGET_BYTES,
+            body_budget_per_key_bytes: defaults::BODY_BUDGET_PER_KEY_BYTES,
+            body_budget_wait_ms: defaults::BODY_BUDGET_WAIT_MS,
             ping_interval_secs: defaults::PING_INTERVAL_SECS,
             stream_keepalive_ms: defaults::STREAM_KEEPALIVE_MS,
             stream_idle_timeout_ms: defaults::STREAM_IDLE_TIMEOUT_MS,
             stream_line_limit_bytes: defaults::STREAM_LINE_LIMIT_BYTES,
             max_account_switches: defaults::MAX_ACCOUNT_SWITCHES,
             upstream_connect_timeout_ms: defaults::UPSTREAM_CONNECT_TIMEOUT_MS,
+            upstream_header_timeout_ms: defaults::UPSTREAM_HEADER_TIMEOUT_MS,
+            upstream_body_timeout_ms: defaults::UPSTREAM_BODY_TIMEOUT_MS,
             allow_private_upstreams: false,
             default_instructions_file: None,
             default_codex_model: defaults::DEFAULT_CODEX_MODEL.into(),
@@ -328,9 +382,21 @@ impl Config {
                 "body and line limits must be positive".into(),
             ));
         }
+        if !(f.body_limit_bytes <= f.body_budget_per_key_bytes
+            && f.body_budget_per_key_bytes <= f.body_budget_bytes)
+        {
+            return Err(Error::Config(
+                "TOLLGATE_BODY_LIMIT_BYTES <= TOLLGATE_BODY_BUDGET_PER_KEY_BYTES <= TOLLGATE_BODY_BUDGET_BYTES must hold (a body at the limit must fit a key's share)".into(),
+            ));
+        }
         if f.stream_keepalive_ms == 0 || f.stream_idle_timeout_ms < f.stream_keepalive_ms {
             return Err(Error::Config(
                 "TOLLGATE_STREAM_IDLE_TIMEOUT_MS must be at least TOLLGATE_STREAM_KEEPALIVE_MS (> 0)".into(),
+            ));
+        }
+        if f.upstream_header_timeout_ms == 0 || f.upstream_body_timeout_ms == 0 {
+            return Err(Error::Config(
+                "TOLLGATE_UPSTREAM_HEADER_TIMEOUT_MS and TOLLGATE_UPSTREAM_BODY_TIMEOUT_MS must be positive".into(),
             ));
         }
         for p in &f.trusted_proxies {

@@ -146,6 +146,11 @@ pub async fn serve_on(
             config.edge.invalid_keys_per_minute,
         ),
         metrics: metrics.clone(),
+        body_budget: proxy::body_budget::BodyBudget::new(
+            config.flow.body_budget_bytes,
+            config.flow.body_budget_per_key_bytes,
+            std::time::Duration::from_millis(config.flow.body_budget_wait_ms),
+        ),
         tasks: request_tasks.clone(),
     });
 

@@ -101,6 +101,9 @@ error_codes! {
     // ----- request body
     InvalidRequest => ("invalid_request", None, StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument, "Invalid request"),
     BodyTooLarge => ("body_too_large", None, StatusCode::PAYLOAD_TOO_LARGE, InvalidRequest, InvalidArgument, "Request body too large"),
+    UnsupportedContentEncoding => ("unsupported_content_encoding", Some("unsupported_content_encoding"), StatusCode::UNSUPPORTED_MEDIA_TYPE, InvalidRequest, InvalidArgument, "Unsupported Content-Encoding: send the body uncompressed or with gzip, deflate or zstd"),
+    KeyBodyBudgetFull => ("key_body_budget_full", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Too many large request bodies in flight for this API key, please retry later"),
+    BodyBudgetFull => ("body_budget_full", None, StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable, "The gateway is receiving too many large request bodies, please retry later"),
     NotFound => ("not_found", None, StatusCode::NOT_FOUND, InvalidRequest, NotFound, "Not found"),
 
     // ----- admission (billing re-check after the wait, slots, selection)
@@ -126,6 +129,7 @@ error_codes! {
     UpstreamUnavailable => ("upstream_unavailable", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable, "Upstream service temporarily unavailable"),
     UpstreamFailed => ("upstream_failed", None, StatusCode::BAD_GATEWAY, Upstream, Unavailable, "Upstream request failed"),
     StreamTimeout => ("stream_timeout", Some("stream_timeout"), StatusCode::GATEWAY_TIMEOUT, Upstream, DeadlineExceeded, "Upstream stream timed out"),
+    UpstreamTimeout => ("upstream_timeout", Some("upstream_timeout"), StatusCode::GATEWAY_TIMEOUT, Upstream, DeadlineExceeded, "Upstream did not respond in time, please retry later"),
     ResponseTooLarge => ("response_too_large", Some("response_too_large"), StatusCode::BAD_GATEWAY, Upstream, ResourceExhausted, "Upstream response line too large"),
 
     // ----- control plane / admin

@@ -98,7 +98,10 @@ pub fn channel_trusting(url: &str, ca_pem: &str, identity: Option<(&str, &str)>)
 
 /// Points a data-plane config without client TLS files at the test PKI (written into
 /// `dir`), when its control-plane URL is `https://`.
-fn with_test_client_tls(config: &mut tollgate_data_plane::Config, dir: &std::path::Path) {
+pub(crate) fn with_test_client_tls(
+    config: &mut tollgate_data_plane::Config,
+    dir: &std::path::Path,
+) {
     if !config.control_plane_url.starts_with("https://") || config.client_cert.is_some() {
         return;
     }

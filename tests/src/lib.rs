@@ -4,6 +4,8 @@
 //!
 //! - [`cluster`]: the one way to start a control plane ([`cluster::ControlPlane`]) and data
 //!   planes, and the Admin API client;
+//! - [`dp_process`]: a data plane as an OS process, for what only a process shows (its
+//!   memory through `/proc`);
 //! - [`db`]: per-test SQLite / Postgres databases dropped on `Drop`, and
 //!   [`on_both_backends!`];
 //! - [`fixture`]: a whole gateway (fake upstream, control plane, data planes) with setup
@@ -11,16 +13,19 @@
 //! - [`fake_upstream`]: the fake OpenAI upstream and its OAuth token endpoint;
 //! - [`fake_proxy`]: real HTTP and SOCKS5 outbound proxies;
 //! - [`sse`]: the one SSE parser, which keeps the bytes;
+//! - [`sdk`]: the official OpenAI Python SDK, installed once, and a runner for its scripts;
 //! - [`eventually`]: waits for a condition instead of sleeping.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
 pub mod db;
+pub mod dp_process;
 pub mod fake_control_plane;
 pub mod fake_proxy;
 pub mod fake_upstream;
 pub mod fixture;
+pub mod sdk;
 pub mod sse;
 pub mod stage;
 

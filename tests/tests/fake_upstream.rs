@@ -814,3 +814,51 @@ async fn response_ids_belong_to_the_credential_that_created_them() {
     assert_eq!(r.json::<Value>().await.unwrap()["id"], json!(id));
     assert_eq!(up.operations().len(), 2);
 }
+
+#[tokio::test]
+async fn tool_calls_come_as_function_call_items_and_events() {
+    let up = FakeUpstream::start().await;
+    let script = Script::success()
+        .text([] as [&str; 0])
+        .tool_call("weather", r#"{"city":"Paris"}"#)
+        .tool_call("time", "{}");
+    up.push(script.clone());
+    up.push(script);
+    let body = json!({"model": "gpt-5.1", "input": "hi"});
+    let json_answer: Value = post(&up.responses_url(), "sk-x", body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let output = json_answer["output"].as_array().unwrap();
+    assert_eq!(output.len(), 2, "only the calls: {json_answer}");
+    assert_eq!(output[0]["type"], "function_call");
+    assert_eq!(output[0]["name"], "weather");
+    assert_eq!(output[0]["arguments"], r#"{"city":"Paris"}"#);
+    assert!(output[0]["call_id"].as_str().unwrap().starts_with("call_"));
+    assert_ne!(output[0]["call_id"], output[1]["call_id"]);
+
+    let mut streaming = body;
+    streaming["stream"] = true.into();
+    let text = read_stream(post(&up.responses_url(), "sk-x", streaming).await)
+        .await
+        .unwrap();
+    let events = parse_sse(&text);
+    let call = [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+    ];
+    let mut expected = vec!["response.created", "response.in_progress"];
+    expected.extend(call);
+    expected.extend(call);
+    expected.push("response.completed");
+    assert_eq!(kinds(&events), expected);
+    assert_eq!(events[3].json()["output_index"], 0);
+    assert_eq!(events[3].json()["delta"], r#"{"city":"Paris"}"#);
+    assert_eq!(events[6].json()["output_index"], 1);
+    assert_eq!(events[6].json()["item"]["name"], "time");
+    let done = events.last().unwrap().json();
+    assert_eq!(done["response"]["output"][1]["type"], "function_call");
+}

@@ -49,15 +49,14 @@ async fn streaming_passes_events_through_with_sse_headers() {
         .collect();
     assert_eq!(deltas, "Hello");
 
-    // What the upstream received: the account's key, not the client's; default
-    // instructions inserted for a non-Codex client; only allowed headers.
+    // What the upstream received: the account's key, not the client's; no injected
+    // instructions (an API-key account); only allowed headers.
     let got = gw.up.last().unwrap();
     assert_eq!(got.bearer.as_deref(), Some("upstream-a"));
     assert!(got.header("x-api-key").is_none() && got.header("cookie").is_none());
     assert!(
-        got.body_json["instructions"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty())
+        got.body_json.get("instructions").is_none(),
+        "an API-key upstream gets the client's body without default instructions"
     );
     assert_eq!(got.path, "/v1/responses");
 }
@@ -227,6 +226,66 @@ async fn subscription_account_non_streaming_is_built_from_the_stream() {
     assert_eq!(got.header("chatgpt-account-id"), Some("chatgpt-oauth-tok"));
     assert_eq!(got.header("openai-beta"), Some("responses=experimental"));
     assert_eq!(got.header("accept"), Some("text/event-stream"));
+}
+
+/// The ChatGPT backend requires `instructions`, an API-key upstream does not: the default
+/// text is added per attempt, by the kind of the account that attempt goes to (a failover
+/// may switch kinds), and never for Codex CLI, which sends its own prompt.
+#[tokio::test]
+async fn default_instructions_only_for_subscription_accounts() {
+    let gw = Gateway::start(1).await;
+    let user = gw.user(5, 10).await;
+    let group = gw.group("1").await;
+    gw.oauth_account("oauth-first", group, 1).await;
+    gw.api_key_account("sk-second", group, 2, 5).await;
+    let (_, key) = gw.key(user, Some(group)).await;
+    // The subscription account is tried first and fails; the API-key account answers.
+    gw.up.push_for("oauth-first", Script::error(500));
+    let r = gw
+        .post(0, &key, json!({"model": "gpt-5.1-codex", "input": "hi"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let default = include_str!("../../data-plane/src/proxy/responses/default_instructions.txt");
+    let sub = gw.up.received_for("oauth-first");
+    assert_eq!(sub.len(), 1);
+    assert_eq!(sub[0].body_json["instructions"], default);
+    let api = gw.up.received_for("sk-second");
+    assert_eq!(api.len(), 1);
+    assert!(
+        api[0].body_json.get("instructions").is_none(),
+        "{}",
+        api[0].body_json
+    );
+
+    // A client's own instructions are kept on both kinds.
+    let r = gw
+        .post(
+            0,
+            &key,
+            json!({"model": "gpt-5.1-codex", "input": "hi", "instructions": "Be terse."}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        gw.up.received_for("oauth-first")[1].body_json["instructions"],
+        "Be terse."
+    );
+
+    // Codex CLI on a subscription account: nothing added (its prompt is in `input`).
+    let r = gw
+        .http
+        .post(gw.responses_url(0))
+        .bearer_auth(&key)
+        .header("originator", "codex_exec")
+        .json(&json!({"model": "gpt-5.1-codex", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let codex = gw.up.received_for("oauth-first");
+    assert_eq!(codex.len(), 3);
+    assert!(codex[2].body_json.get("instructions").is_none());
 }
 
 #[tokio::test]

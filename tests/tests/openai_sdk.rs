@@ -4,69 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use serde_json::Value;
 use tollgate_tests::fixture::Gateway;
-
-/// Creates (once) `target/openai-sdk-venv` with the pinned SDK; returns its python.
-fn sdk_python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let venv = root.join("target/openai-sdk-venv");
-    let python = venv.join("bin/python");
-    let requirements = root.join("tests/sdk/requirements.txt");
-    let stamp = venv.join("requirements.installed");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-        return python;
-    }
-    let python3 = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python3)
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "python3 -m venv failed");
-    let ok = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "pip install of the OpenAI SDK failed");
-    std::fs::write(&stamp, wanted).unwrap();
-    python
-}
+use tollgate_tests::sdk;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_python_sdk_talks_to_the_gateway() {
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let gw = Gateway::start(1).await;
     let b = gw.basic().await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sdk/check_openai_sdk.py");
     let base_url = format!("{}/v1", gw.dp(0).proxy_url());
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .env("TOLLGATE_BASE_URL", base_url)
-        .env("TOLLGATE_KEY", &b.key)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "SDK script failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let v: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let v = sdk::run("check_openai_sdk.py", &base_url, &b.key).await;
 
     assert_eq!(v["non_stream"]["status"], "completed");
     assert_eq!(v["non_stream"]["model"], "gpt-5.1");

@@ -1,9 +1,7 @@
 //! Reading and validating the Responses request body (responses-flow.md §2), and
 //! recognising Codex CLI.
 
-use bytes::Bytes;
 use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tollgate_shared::ErrorCode;
@@ -20,21 +18,6 @@ pub fn limit_text(limit: usize) -> String {
         format!("{}MB", limit >> 20)
     } else {
         format!("{limit} bytes")
-    }
-}
-
-pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, ClientError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ClientError::new(
-            ErrorCode::BodyTooLarge,
-            format!("Request body too large, limit is {}", limit_text(limit)),
-        )),
-        Err(_) => Err(bad("Failed to read request body")),
     }
 }
 
@@ -162,7 +145,8 @@ pub fn is_codex_cli(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Inserts the default instructions for non-Codex clients that sent none (or blank).
+/// Inserts the default instructions into a request that has none (or blank ones): for
+/// non-Codex clients on subscription accounts only.
 pub fn ensure_instructions(json: &mut Map<String, Value>, default: &str) {
     let blank = json
         .get("instructions")

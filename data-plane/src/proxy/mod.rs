@@ -2,7 +2,10 @@
 
 pub mod auth_info;
 pub mod body;
+pub mod body_budget;
+pub mod body_read;
 pub mod cache;
+pub mod chat;
 pub mod checks;
 pub mod errors;
 pub mod extract;
@@ -26,6 +29,7 @@ use crate::http_server::Body;
 use crate::metrics::Metrics;
 use crate::stack::Peer;
 use cache::AuthCache;
+use chat::Front;
 use errors::ClientError;
 use responses::Flow;
 
@@ -38,6 +42,10 @@ pub struct Proxy {
 pub fn route_name(method: &Method, path: &str) -> &'static str {
     match (method, path) {
         (&Method::POST, "/v1/responses" | "/responses" | "/openai/v1/responses") => "responses",
+        (
+            &Method::POST,
+            "/v1/chat/completions" | "/chat/completions" | "/openai/v1/chat/completions",
+        ) => "chat_completions",
         (&Method::GET, "/v1/models" | "/models" | "/openai/v1/models") => "models",
         (m, p) if responses::operations::parse(m, p).is_some() => "response_operation",
         _ => "unknown",
@@ -58,6 +66,12 @@ impl Proxy {
             .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |p| p.0);
         match route_name(req.method(), req.uri().path()) {
             "responses" => self.flow.clone().handle(req, peer).await,
+            "chat_completions" => {
+                self.flow
+                    .clone()
+                    .handle_front(req, peer, Front::ChatCompletions)
+                    .await
+            }
             "models" => models::handle(&self.flow, &req, peer).await,
             "response_operation" => self.flow.handle_operation(req, peer).await,
             _ => ClientError::new(

@@ -200,6 +200,9 @@ pub struct Script {
     pub model: Option<String>,
     /// The name of the final event: `response.completed` (default) or `response.done`.
     pub final_event: String,
+    /// Function calls (`name`, `arguments`) the answer makes, after its message (which
+    /// is left out when `text` is empty), as OpenAI streams and returns them.
+    pub tool_calls: Vec<(String, String)>,
 }
 
 impl Default for Script {
@@ -221,6 +224,7 @@ impl Script {
             pause: None,
             model: None,
             final_event: "response.completed".into(),
+            tool_calls: Vec::new(),
         }
     }
 
@@ -424,6 +428,13 @@ impl Script {
     /// The model name reported back (e.g. a dated snapshot of the requested one).
     pub fn model(mut self, model: &str) -> Self {
         self.model = Some(model.into());
+        self
+    }
+
+    /// Adds a function call to the answer (see [`Script::tool_calls`]); combine with
+    /// `.text([] as [&str; 0])` for an answer that is only tool calls.
+    pub fn tool_call(mut self, name: &str, arguments: &str) -> Self {
+        self.tool_calls.push((name.into(), arguments.into()));
         self
     }
 

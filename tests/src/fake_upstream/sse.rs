@@ -15,6 +15,9 @@ pub(crate) struct Ctx {
     pub text: Vec<String>,
     pub usage: Usage,
     pub final_event: String,
+    /// (`call_id`, `name`, `arguments`) of each function call.
+    pub tool_calls: Vec<(String, String, String)>,
+    seq: u64,
 }
 
 impl Ctx {
@@ -27,7 +30,34 @@ impl Ctx {
             text: script.text.clone(),
             usage: script.usage,
             final_event: script.final_event.clone(),
+            tool_calls: script
+                .tool_calls
+                .iter()
+                .enumerate()
+                .map(|(i, (name, args))| {
+                    (format!("call_fake{seq:x}_{i}"), name.clone(), args.clone())
+                })
+                .collect(),
+            seq,
         }
+    }
+
+    /// A message item is in the answer unless it is tool calls only.
+    fn has_message(&self) -> bool {
+        !self.text.is_empty() || self.tool_calls.is_empty()
+    }
+
+    /// The `function_call` item of call `i`.
+    fn call_item(&self, i: usize, status: &str, with_arguments: bool) -> Value {
+        let (call_id, name, args) = &self.tool_calls[i];
+        json!({
+            "id": format!("fc_fake{:x}_{i}", self.seq),
+            "type": "function_call",
+            "status": status,
+            "arguments": if with_arguments { args.as_str() } else { "" },
+            "call_id": call_id,
+            "name": name,
+        })
     }
 
     fn full_text(&self) -> String {
@@ -109,13 +139,12 @@ fn response_object(
 /// The completed `response` object (the non-streaming body), padded text optional.
 pub(crate) fn completed_response(ctx: &Ctx, with_usage: bool, text: &str) -> Value {
     let usage = with_usage.then_some(&ctx.usage);
-    response_object(
-        ctx,
-        "completed",
-        vec![message_item(ctx, text, "completed")],
-        usage,
-        !with_usage,
-    )
+    let mut output = Vec::new();
+    if ctx.has_message() {
+        output.push(message_item(ctx, text, "completed"));
+    }
+    output.extend((0..ctx.tool_calls.len()).map(|i| ctx.call_item(i, "completed", true)));
+    response_object(ctx, "completed", output, usage, !with_usage)
 }
 
 pub(crate) fn failed_response(ctx: &Ctx, code: &str, message: &str) -> Value {
@@ -173,17 +202,20 @@ pub(crate) fn events(ctx: &Ctx, kind: &Kind) -> Vec<String> {
     let in_progress = response_object(ctx, "in_progress", Vec::new(), None, false);
     s.push("response.created", json!({ "response": in_progress }));
     s.push("response.in_progress", json!({ "response": in_progress }));
-    s.push(
-        "response.output_item.added",
-        json!({ "output_index": 0, "item": message_item(ctx, "", "in_progress") }),
-    );
-    s.push(
-        "response.content_part.added",
-        json!({
-            "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
-            "part": output_text_part(""),
-        }),
-    );
+    let message = ctx.has_message();
+    if message {
+        s.push(
+            "response.output_item.added",
+            json!({ "output_index": 0, "item": message_item(ctx, "", "in_progress") }),
+        );
+        s.push(
+            "response.content_part.added",
+            json!({
+                "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
+                "part": output_text_part(""),
+            }),
+        );
+    }
     let delta = |d: &str| {
         json!({
             "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
@@ -222,24 +254,27 @@ pub(crate) fn events(ctx: &Ctx, kind: &Kind) -> Vec<String> {
         }
         _ => {}
     }
-    s.push(
-        "response.output_text.done",
-        json!({
-            "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
-            "text": full, "logprobs": [],
-        }),
-    );
-    s.push(
-        "response.content_part.done",
-        json!({
-            "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
-            "part": output_text_part(&full),
-        }),
-    );
-    s.push(
-        "response.output_item.done",
-        json!({ "output_index": 0, "item": message_item(ctx, &full, "completed") }),
-    );
+    if message {
+        s.push(
+            "response.output_text.done",
+            json!({
+                "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
+                "text": full, "logprobs": [],
+            }),
+        );
+        s.push(
+            "response.content_part.done",
+            json!({
+                "item_id": ctx.item_id, "output_index": 0, "content_index": 0,
+                "part": output_text_part(&full),
+            }),
+        );
+        s.push(
+            "response.output_item.done",
+            json!({ "output_index": 0, "item": message_item(ctx, &full, "completed") }),
+        );
+    }
+    push_tool_calls(&mut s, ctx, usize::from(message));
     let with_usage = !matches!(kind, Kind::NoUsage);
     let final_event = ctx.final_event.clone();
     s.push(
@@ -247,6 +282,32 @@ pub(crate) fn events(ctx: &Ctx, kind: &Kind) -> Vec<String> {
         json!({ "response": completed_response(ctx, with_usage, &full) }),
     );
     s.out
+}
+
+/// The events of each function call: added, its arguments (one delta), done.
+fn push_tool_calls(s: &mut Seq, ctx: &Ctx, first_index: usize) {
+    for i in 0..ctx.tool_calls.len() {
+        let output_index = first_index + i;
+        let item = ctx.call_item(i, "in_progress", false);
+        let item_id = item["id"].clone();
+        let args = ctx.tool_calls[i].2.as_str();
+        s.push(
+            "response.output_item.added",
+            json!({ "output_index": output_index, "item": item }),
+        );
+        s.push(
+            "response.function_call_arguments.delta",
+            json!({ "item_id": item_id, "output_index": output_index, "delta": args }),
+        );
+        s.push(
+            "response.function_call_arguments.done",
+            json!({ "item_id": item_id, "output_index": output_index, "arguments": args }),
+        );
+        s.push(
+            "response.output_item.done",
+            json!({ "output_index": output_index, "item": ctx.call_item(i, "completed", true) }),
+        );
+    }
 }
 
 /// A delta event whose `data:` line is exactly `line_bytes` long (or as short as possible).

@@ -40,6 +40,14 @@ pub enum Attempt {
     },
 }
 
+/// How the wait for an upstream's response head ended.
+enum Head {
+    Answer(reqwest::Response),
+    Failed(UpstreamFailure),
+    /// The client went away first.
+    ClientLeft,
+}
+
 /// The request as this account's upstream gets it.
 struct UpstreamRequest {
     headers: HeaderMap,
@@ -56,7 +64,7 @@ impl Flow {
     /// report. A failover-class failure hands the lease back to the run loop.
     pub(super) async fn attempt(
         &self,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         lease: &Lease,
         guard: LeaseGuard,
         ds: &mut Downstream,
@@ -70,15 +78,24 @@ impl Flow {
             .await;
             return Attempt::Done;
         };
-        let resp = match self
+        let send = self
             .upstream
-            .send(account, request.headers, request.payload)
-            .await
-        {
-            Ok(resp) => resp,
-            Err(failure) => return self.fail_over(ctx, account, failure, guard),
+            .send(account, request.headers, request.payload);
+        let resp = match self.head(send, ds).await {
+            Head::Answer(resp) => resp,
+            Head::Failed(failure) => return self.fail_over(ctx, account, failure, guard),
+            Head::ClientLeft => {
+                // Nothing came back: the upstream request is dropped (its connection
+                // closed), the slots are freed now, and nothing is charged.
+                tracing::info!(
+                    account_id = account.account_id,
+                    "client left before the upstream answered; request cancelled"
+                );
+                drop(guard);
+                return Attempt::Done;
+            }
         };
-        let resp = match successful(resp).await {
+        let resp = match successful(resp, self.settings.body_timeout).await {
             Ok(resp) => resp,
             Err(failure) if failure.fails_over() => {
                 return self.fail_over(ctx, account, failure, guard);
@@ -104,9 +121,11 @@ impl Flow {
             upstream_request_id = upstream_id,
             "upstream answered"
         );
+        ctx.release_body();
         self.report_success_headers(ctx, account, &resp);
         let observer = Observer::new(&request.upstream_model, &ctx.model);
-        let mut rec = if request.stored {
+        // Only a Responses client can continue or retrieve the response by its id.
+        let mut rec = if request.stored && ds.speaks_responses() {
             Recorder::new(
                 &self.control,
                 &self.tasks,
@@ -127,12 +146,50 @@ impl Flow {
         Attempt::Done
     }
 
+    /// Waits for the upstream's response head: at most the header timeout, and only as
+    /// long as the client is there (a committed stream gets keep-alive pings meanwhile,
+    /// which is also how a departed HTTP/2 client is noticed).
+    async fn head(
+        &self,
+        send: impl Future<Output = Result<reqwest::Response, UpstreamFailure>>,
+        ds: &mut Downstream,
+    ) -> Head {
+        if ds.is_gone() {
+            return Head::ClientLeft;
+        }
+        let timeout = self.settings.header_timeout;
+        let send = tokio::time::timeout(timeout, send);
+        tokio::pin!(send);
+        let period = self.settings.keepalive;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                r = &mut send => return match r {
+                    Ok(Ok(resp)) => Head::Answer(resp),
+                    Ok(Err(failure)) => Head::Failed(failure),
+                    Err(_) => Head::Failed(UpstreamFailure::header_timeout(timeout)),
+                },
+                _ = ping.tick(), if ds.committed() => {
+                    if !ds.send(PING).await {
+                        return Head::ClientLeft;
+                    }
+                }
+                () = ds.closed() => return Head::ClientLeft,
+            }
+        }
+    }
+
     /// The body and header rules of this account's kind applied to the client's request.
     /// `None` when the body cannot be encoded.
     fn upstream_request(&self, ctx: &Ctx, account: &AccountLease) -> Option<UpstreamRequest> {
         let (kind, target) = self.upstream_target(ctx, account);
         let mut body = ctx.body.clone();
         let upstream_model = transform::body(&mut body, &ctx.model, &target);
+        // Only the ChatGPT backend requires instructions; an API-key upstream gets the
+        // client's request as sent (injected text would change outputs and cost tokens).
+        if kind == transform::Kind::OAuth && !ctx.codex {
+            crate::proxy::body::ensure_instructions(&mut body, &self.settings.instructions);
+        }
         let prompt_cache_key = body
             .get("prompt_cache_key")
             .and_then(Value::as_str)
@@ -146,7 +203,10 @@ impl Flow {
             prompt_cache_key.as_deref(),
         );
         let stored = body.get("store").and_then(Value::as_bool) != Some(false);
-        let payload = serde_json::to_vec(&body).ok()?;
+        // Sized once: a growing buffer would briefly hold up to twice a large body.
+        let mut payload = Vec::with_capacity(ctx.raw_len.saturating_add(64 << 10));
+        serde_json::to_writer(&mut payload, &body).ok()?;
+        drop(body);
         Some(UpstreamRequest {
             headers,
             payload,
@@ -211,10 +271,7 @@ impl Flow {
         if is_sse {
             self.pump(ctx, resp, observer, guard, ds, rec).await
         } else {
-            (
-                self.json_response(resp, observer, guard, ds, rec).await,
-                None,
-            )
+            self.json_response(resp, observer, guard, ds, rec).await
         }
     }
 
@@ -297,7 +354,7 @@ impl Flow {
                                 // The client may chain on the id once it has this.
                                 rec.settle().await;
                             }
-                            if to_client && !ds.send(out).await {
+                            if to_client && !ds.send_event(out).await {
                                 client_left(guard);
                             }
                             last_downstream = Instant::now();
@@ -312,7 +369,7 @@ impl Flow {
                             let out = obs.observe(rest);
                             rec.saw(obs.response_id.as_deref());
                             rec.settle().await;
-                            if to_client { ds.send(out).await; }
+                            if to_client { ds.send_event(out).await; }
                         }
                         return if obs.final_response.is_some() { Ok(()) } else { Err(StreamFault::Cut) };
                     }
@@ -331,7 +388,8 @@ impl Flow {
         }
     }
 
-    /// A non-streaming JSON answer: passed through with the model mapped back.
+    /// A non-streaming JSON answer: passed through with the model mapped back. Returns
+    /// what was observed and whether the body timed out.
     async fn json_response(
         &self,
         resp: reqwest::Response,
@@ -339,16 +397,21 @@ impl Flow {
         guard: LeaseGuard,
         ds: &mut Downstream,
         rec: &mut Recorder,
-    ) -> Observer {
+    ) -> (Observer, Option<StreamFault>) {
         let status = resp.status();
         let request_id = resp.headers().get(request_id::HEADER).cloned();
         let mut guard = Some(guard);
-        let read = read_body(resp, JSON_BODY_LIMIT, self.settings.idle_timeout);
+        let read = read_body(
+            resp,
+            JSON_BODY_LIMIT,
+            self.settings.idle_timeout,
+            self.settings.body_timeout,
+        );
         tokio::pin!(read);
-        let raw = tokio::select! {
-            raw = &mut read => raw,
+        let (raw, fault) = tokio::select! {
+            read = &mut read => read,
             // Client gone: release the slots now, but read the body to its end (bounded
-            // by the idle timeout) so the upstream's real usage is billed.
+            // by the body timeout) so the upstream's real usage is billed.
             () = ds.closed() => {
                 client_left(&mut guard);
                 read.await
@@ -356,6 +419,12 @@ impl Flow {
         };
         drop(guard);
         let mut obs = obs;
+        if let Some(fault) = fault {
+            if !ds.is_gone() {
+                ds.fail(fault.client_error()).await;
+            }
+            return (obs, Some(fault));
+        }
         match serde_json::from_slice::<Value>(&raw) {
             Ok(mut v) => {
                 obs.rewrite_response(&mut v);
@@ -365,7 +434,10 @@ impl Flow {
                 rec.saw(obs.response_id.as_deref());
                 rec.settle().await;
                 if !ds.is_gone() {
-                    ds.respond(json(status, v.to_string(), request_id));
+                    match ds.final_body(v) {
+                        Ok(body) => ds.respond(json(status, body.to_string(), request_id)),
+                        Err(e) => ds.fail(e).await,
+                    }
                 }
             }
             Err(_) if ds.is_gone() => {}
@@ -377,7 +449,7 @@ impl Flow {
                 .await
             }
         }
-        obs
+        (obs, None)
     }
 
     fn report_usage(
@@ -441,15 +513,21 @@ fn client_left(guard: &mut Option<LeaseGuard>) {
     drop(guard.take());
 }
 
-/// A success passes; a failure is read (a bounded prefix of its body) and typed.
-async fn successful(resp: reqwest::Response) -> Result<reqwest::Response, UpstreamFailure> {
+/// A success passes; a failure is read (a bounded prefix of its body, for at most
+/// `within`) and typed.
+async fn successful(
+    resp: reqwest::Response,
+    within: Duration,
+) -> Result<reqwest::Response, UpstreamFailure> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
     let headers = outcome_headers(resp.headers());
     let upstream_id = upstream_request_id(resp.headers());
-    let raw = read_prefix(resp, ERROR_BODY_LIMIT).await;
+    let raw = tokio::time::timeout(within, read_prefix(resp, ERROR_BODY_LIMIT))
+        .await
+        .unwrap_or_default();
     let message = error_message(&raw);
     let mut failure = UpstreamFailure::status(status, message, headers, raw);
     failure.upstream_request_id = upstream_id;
@@ -466,7 +544,10 @@ fn upstream_request_id(h: &HeaderMap) -> String {
 /// The final response collected from a stream, for a client that asked for JSON.
 async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut Downstream) {
     match (&obs.final_response, error) {
-        (Some(resp), None) => ds.respond(json(StatusCode::OK, resp.to_string(), None)),
+        (Some(resp), None) => match ds.final_body(resp.clone()) {
+            Ok(body) => ds.respond(json(StatusCode::OK, body.to_string(), None)),
+            Err(e) => ds.fail(e).await,
+        },
         (_, e) => {
             ds.fail(e.unwrap_or_else(|| {
                 ClientError::new(
@@ -479,13 +560,21 @@ async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut D
     }
 }
 
-/// A whole (bounded) body; the upstream may be silent at most `idle` between chunks.
-/// A body that stalls or breaks yields what arrived (then not valid JSON).
-async fn read_body(resp: reqwest::Response, limit: usize, idle: Duration) -> Bytes {
+/// A whole (bounded) body; the upstream may be silent at most `idle` between chunks and
+/// take at most `total` in all, else the body timed out (`IdleTimeout`). A body that
+/// breaks yields what arrived (then not valid JSON).
+async fn read_body(
+    resp: reqwest::Response,
+    limit: usize,
+    idle: Duration,
+    total: Duration,
+) -> (Bytes, Option<StreamFault>) {
+    let deadline = tokio::time::Instant::now() + total;
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     loop {
-        match tokio::time::timeout(idle, stream.next()).await {
+        let wait = deadline.min(tokio::time::Instant::now() + idle);
+        match tokio::time::timeout_at(wait, stream.next()).await {
             Ok(Some(Ok(chunk))) => {
                 let room = limit.saturating_sub(out.len());
                 out.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -499,12 +588,12 @@ async fn read_body(resp: reqwest::Response, limit: usize, idle: Duration) -> Byt
             }
             Ok(None) => break,
             Err(_) => {
-                tracing::info!("upstream body stalled past the idle timeout");
-                break;
+                tracing::info!("upstream body timed out (idle or body timeout)");
+                return (Bytes::from(out), Some(StreamFault::IdleTimeout));
             }
         }
     }
-    Bytes::from(out)
+    (Bytes::from(out), None)
 }
 
 /// A bounded prefix of an error body (for the response operations too).

@@ -1,6 +1,8 @@
 //! The client side of one request. Before the response is committed an error is a JSON
 //! response with its status; once committed (first SSE ping or first upstream byte) it
 //! is an SSE `error` event and the status stays 200. Knows when the client has gone.
+//! For a Chat Completions client it also shapes the answer (`chat::Reply`): upstream
+//! events become chat chunks, a final response a `chat.completion`.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -9,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::http_server::Body;
+use crate::proxy::chat::Reply;
 use crate::proxy::errors::ClientError;
 
 type Frame = Result<http_body::Frame<Bytes>, std::io::Error>;
@@ -19,6 +22,8 @@ pub struct Downstream {
     head: Option<oneshot::Sender<Response<Body>>>,
     tx: Option<mpsc::Sender<Frame>>,
     gone: bool,
+    /// `Some` for a Chat Completions client.
+    chat: Option<Reply>,
 }
 
 impl Downstream {
@@ -27,6 +32,45 @@ impl Downstream {
             head: Some(head),
             tx: None,
             gone: false,
+            chat: None,
+        }
+    }
+
+    /// Answers in the Chat Completions shape when `reply` is set.
+    pub fn reply_as(mut self, reply: Option<Reply>) -> Self {
+        self.chat = reply;
+        self
+    }
+
+    /// The client speaks the Responses API (it sees response ids; a chat client never
+    /// does).
+    pub fn speaks_responses(&self) -> bool {
+        self.chat.is_none()
+    }
+
+    /// Relays one upstream event, translated for a chat client (possibly into no
+    /// chunk at all); false once the client has gone.
+    pub async fn send_event(&mut self, raw: Bytes) -> bool {
+        let Some(chat) = &mut self.chat else {
+            return self.send(raw).await;
+        };
+        for chunk in chat.events(&raw) {
+            if !self.send(chunk).await {
+                return false;
+            }
+        }
+        !self.is_gone()
+    }
+
+    /// The final response object as this client reads it: as is, or the
+    /// `chat.completion` (an error when the response failed).
+    pub fn final_body(
+        &self,
+        response: serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        match &self.chat {
+            None => Ok(response),
+            Some(chat) => chat.completion(&response),
         }
     }
 

@@ -19,6 +19,9 @@ const OUTCOME_BODY_CHARS: usize = 4096;
 pub enum Source {
     /// No answer at all: connect refused, TLS, reset before the head, a proxy's 407.
     Connect,
+    /// No response head within the header timeout (the request was sent; nothing came
+    /// back): the account's fault, like a 5xx.
+    HeaderTimeout,
     /// The upstream answered with this non-success status.
     Status(StatusCode),
     /// The stream broke after the response was under way.
@@ -72,6 +75,17 @@ impl UpstreamFailure {
             body: Bytes::new(),
             refused: false,
             upstream_request_id: String::new(),
+        }
+    }
+
+    /// No response head within `after`: fails over, reported as a timeout.
+    pub fn header_timeout(after: std::time::Duration) -> Self {
+        Self {
+            source: Source::HeaderTimeout,
+            ..Self::connect(format!(
+                "upstream response header timeout: no response head within {} ms",
+                after.as_millis()
+            ))
         }
     }
 
@@ -134,7 +148,11 @@ impl UpstreamFailure {
         let (kind, status) = match self.source {
             Source::Connect => (OutcomeKind::ConnectError, None),
             Source::Status(s) => (OutcomeKind::HttpStatus, Some(s.as_u16())),
-            Source::Stream(StreamFault::IdleTimeout) => (OutcomeKind::StreamTimeout, None),
+            // The control plane counts both as timeouts (status 0 for operator rules);
+            // the message tells them apart.
+            Source::HeaderTimeout | Source::Stream(StreamFault::IdleTimeout) => {
+                (OutcomeKind::StreamTimeout, None)
+            }
             // A cut or an oversized line says nothing about the account.
             Source::Stream(StreamFault::Cut | StreamFault::LineTooLong) => return None,
         };
@@ -185,6 +203,7 @@ pub fn exhausted(last: Option<&UpstreamFailure>) -> ClientError {
     }
     let status = match last.map(|f| f.source) {
         Some(Source::Status(s)) => Some(s.as_u16()),
+        Some(Source::HeaderTimeout) => return ClientError::of(ErrorCode::UpstreamTimeout),
         _ => None,
     };
     let code = match status {
@@ -233,6 +252,13 @@ mod tests {
             assert_eq!(e.code.error_type().as_str(), ty);
         }
         assert_eq!(exhausted(None).status().as_u16(), 502);
+        let timeout = UpstreamFailure::header_timeout(std::time::Duration::from_secs(2));
+        assert!(timeout.fails_over());
+        let e = exhausted(Some(&timeout));
+        assert_eq!(
+            (e.status().as_u16(), e.code),
+            (504, ErrorCode::UpstreamTimeout)
+        );
         assert_eq!(
             exhausted(Some(&status(529, ""))).message,
             "Upstream service overloaded, please retry later"
@@ -274,5 +300,14 @@ mod tests {
             Some((OutcomeKind::StreamTimeout, None))
         );
         assert_eq!(kind(UpstreamFailure::stream(StreamFault::Cut)), None);
+        let timeout = UpstreamFailure::header_timeout(std::time::Duration::from_secs(2))
+            .outcome(1, "r")
+            .unwrap();
+        assert_eq!(timeout.kind, OutcomeKind::StreamTimeout);
+        assert!(
+            timeout.message.contains("header timeout"),
+            "{}",
+            timeout.message
+        );
     }
 }

@@ -28,10 +28,12 @@ use tollgate_shared::ErrorCode;
 use tracing::Instrument;
 
 use super::auth_info::KeyInfo;
+use super::body_budget::{BodyBudget, Charge};
 use super::cache::AuthCache;
+use super::chat::Front;
 use super::errors::ClientError;
 use super::throttle::InvalidKeyThrottle;
-use super::{body, checks, extract, transform};
+use super::{body, body_read, checks, extract, transform};
 use crate::config::FlowConfig;
 use crate::control::ControlClient;
 use crate::control::domain::{AccountLease, Outcome};
@@ -44,7 +46,8 @@ use downstream::Downstream;
 use failover::UpstreamFailure;
 use upstream::UpstreamPool;
 
-/// Bundled default instructions for clients other than Codex CLI.
+/// Bundled default instructions for clients other than Codex CLI on subscription
+/// accounts (the ChatGPT backend refuses a request without instructions).
 const DEFAULT_INSTRUCTIONS: &str = include_str!("default_instructions.txt");
 
 pub struct Settings {
@@ -52,6 +55,10 @@ pub struct Settings {
     pub ping_interval: Duration,
     pub keepalive: Duration,
     pub idle_timeout: Duration,
+    /// Longest wait for an upstream's response head.
+    pub header_timeout: Duration,
+    /// Longest read of a non-streaming upstream body after its head.
+    pub body_timeout: Duration,
     pub line_limit: usize,
     pub max_switches: u32,
     pub instructions: String,
@@ -72,6 +79,8 @@ impl Settings {
             ping_interval: Duration::from_secs(c.ping_interval_secs),
             keepalive: Duration::from_millis(c.stream_keepalive_ms),
             idle_timeout: Duration::from_millis(c.stream_idle_timeout_ms),
+            header_timeout: Duration::from_millis(c.upstream_header_timeout_ms),
+            body_timeout: Duration::from_millis(c.upstream_body_timeout_ms),
             line_limit: c.stream_line_limit_bytes,
             max_switches: c.max_account_switches,
             instructions,
@@ -98,6 +107,8 @@ pub struct Flow {
     /// Invalid API keys per client IP (refused with 429 before the lookup).
     pub throttle: InvalidKeyThrottle,
     pub metrics: Arc<Metrics>,
+    /// Request-body bytes held at once, in all and per key.
+    pub body_budget: Arc<BodyBudget>,
     /// Request tasks; waited for on shutdown before usage is flushed.
     pub tasks: TaskTracker,
 }
@@ -118,9 +129,20 @@ pub struct Ctx {
     pub started_ms: i64,
     pub session_hash: String,
     pub body: Map<String, Value>,
+    /// The body's charge to the memory budget, held as long as `body` is.
+    pub body_charge: Option<Charge>,
     pub raw_len: usize,
     pub user_agent: String,
     pub reasoning_effort: String,
+}
+
+impl Ctx {
+    /// The upstream has answered: no further attempt needs the body, so its memory and
+    /// its charge to the budget are given back now rather than at the end of a stream.
+    pub fn release_body(&mut self) {
+        self.body = Map::new();
+        self.body_charge = None;
+    }
 }
 
 impl Flow {
@@ -162,6 +184,17 @@ impl Flow {
         req: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        self.handle_front(req, peer, Front::Responses).await
+    }
+
+    /// One request from a client speaking `front`'s API: its body becomes a Responses
+    /// body here, and its answer is shaped back on the way out (the `Downstream`).
+    pub async fn handle_front(
+        self: Arc<Self>,
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+        front: Front,
+    ) -> Response<Body> {
         let started = Instant::now();
         let ids = crate::request_id::RequestIds::of(&req);
         let (parts, body) = req.into_parts();
@@ -172,20 +205,21 @@ impl Flow {
             Ok(k) => k,
             Err(e) => return e.into_response(),
         };
-        let raw = match body::read_limited(body, self.settings.body_limit).await {
-            Ok(b) => b,
-            Err(e) => return e.into_response(),
-        };
-        let parsed = match body::parse(&raw) {
+        let charge = self.body_budget.charge(key.key_id);
+        let (raw, body_charge) =
+            match body_read::read(&parts.headers, body, self.settings.body_limit, charge).await {
+                Ok(read) => read,
+                Err(e) => return e.into_response(),
+            };
+        let (parsed, reply) = match front.parse(&raw) {
             Ok(p) => p,
             Err(e) => return e.into_response(),
         };
         drop(raw);
         let codex = body::is_codex_cli(&parts.headers);
-        let mut json = parsed.json;
-        if !codex {
-            body::ensure_instructions(&mut json, &self.settings.instructions);
-        }
+        // Default instructions depend on the account kind, known only per attempt
+        // (`Flow::upstream_request`).
+        let json = parsed.json;
         let ctx = Ctx {
             request_id: ids.id,
             client_request_id: ids.client,
@@ -205,14 +239,18 @@ impl Flow {
             started,
             started_ms: tollgate_shared::now_ms(),
             body: json,
+            body_charge: Some(body_charge),
             raw_len: parsed.raw_len,
         };
         let (head_tx, head_rx) = oneshot::channel();
         let flow = self.clone();
         // In the request's span: its log lines carry the request id too.
         self.tasks.spawn(
-            async move { flow.run(ctx, Downstream::new(head_tx)).await }
-                .instrument(tracing::Span::current()),
+            async move {
+                flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
+                    .await
+            }
+            .instrument(tracing::Span::current()),
         );
         head_rx.await.unwrap_or_else(|_| {
             ClientError::new(ErrorCode::Internal, "The request failed unexpectedly").into_response()
@@ -221,7 +259,7 @@ impl Flow {
 
     /// Admission, forwarding with failover, delivery. Runs to the end even when the
     /// client leaves, so the upstream's usage is still reported.
-    async fn run(self: Arc<Self>, ctx: Ctx, mut ds: Downstream) {
+    async fn run(self: Arc<Self>, mut ctx: Ctx, mut ds: Downstream) {
         let mut excluded: Vec<i64> = Vec::new();
         let mut last_failure: Option<UpstreamFailure> = None;
         // The lease of the previous attempt holds this request's user slot until the
@@ -259,7 +297,7 @@ impl Flow {
             let account_id = lease.account.account_id;
             let guard = self.leases.hold(&lease.lease_id, lease.user_id, account_id);
             drop(previous.take());
-            match self.attempt(&ctx, &lease, guard, &mut ds).await {
+            match self.attempt(&mut ctx, &lease, guard, &mut ds).await {
                 deliver::Attempt::Done => return,
                 deliver::Attempt::Failed { failure, guard } => {
                     excluded.push(account_id);

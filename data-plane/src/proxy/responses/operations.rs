@@ -126,26 +126,29 @@ impl Flow {
             &self.settings.default_originator,
             None,
         );
-        let resp = match self
+        // Bounded like the Responses flow's upstream calls: the head, then an error body.
+        let send = self
             .upstream
-            .send_operation(account, op.method(), &url, headers)
-            .await
-        {
-            Ok(r) => r,
-            Err(failure) => {
-                tracing::info!(
-                    account_id = account.account_id,
-                    error = failure.message,
-                    "response operation: upstream unreachable"
-                );
-                return failover::exhausted(Some(&failure)).into_response();
+            .send_operation(account, op.method(), &url, headers);
+        let timeout = self.settings.header_timeout;
+        let resp = match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(failure)) => return unreachable(account.account_id, &failure),
+            Err(_) => {
+                let failure = UpstreamFailure::header_timeout(timeout);
+                return unreachable(account.account_id, &failure);
             }
         };
         let status = resp.status();
         let upstream_id = resp.headers().get(request_id::HEADER).cloned();
         if !status.is_success() {
             let headers = outcome_headers(resp.headers());
-            let raw = read_prefix_of(resp, ERROR_BODY_LIMIT).await;
+            let raw = tokio::time::timeout(
+                self.settings.body_timeout,
+                read_prefix_of(resp, ERROR_BODY_LIMIT),
+            )
+            .await
+            .unwrap_or_default();
             let failure = UpstreamFailure::status(status, error_message(&raw), headers, raw);
             tracing::info!(
                 account_id = account.account_id,
@@ -228,6 +231,16 @@ impl Flow {
             }
         }
     }
+}
+
+/// No answer from the owning account (connect failure, refused address, no head in time).
+fn unreachable(account_id: i64, failure: &UpstreamFailure) -> Response<Body> {
+    tracing::info!(
+        account_id,
+        error = failure.message,
+        "response operation: upstream unreachable"
+    );
+    failover::exhausted(Some(failure)).into_response()
 }
 
 #[cfg(test)]

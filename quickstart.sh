@@ -18,6 +18,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The control plane's etcd client (leadership, used only when etcd is configured) is
+# generated at build time by protoc.
+if ! command -v protoc >/dev/null 2>&1 && [ -z "${PROTOC:-}" ]; then
+  echo "protoc not found: install it first (Debian/Ubuntu: apt-get install -y protobuf-compiler; macOS: brew install protobuf)" >&2
+  exit 1
+fi
+
 echo "==> building ($PROFILE)…"
 if [ "$PROFILE" = release ]; then
   cargo build --release --locked --bin tollgate-control-plane --bin tollgate-data-plane --bin tollgate-admin

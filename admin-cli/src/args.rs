@@ -18,7 +18,14 @@ pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7600";
     about = "Manage a Tollgate control plane over its Admin gRPC API",
     long_about = "Manage a Tollgate control plane over its Admin gRPC API.\n\n\
         Money is in USD decimals (--quota 12.50), converted exactly to nano-USD; times are \
-        RFC 3339 (2025-01-31T12:00:00Z). Output is a table, or JSON with --json."
+        a date (2025-01-31, UTC midnight) or RFC 3339 (2025-01-31T12:00:00Z). Output is a \
+        table, or JSON with --json.",
+    after_help = "Exit status:\n  \
+        0  success\n  \
+        1  the control plane refused or failed the call (FAILED_PRECONDITION, \
+        PERMISSION_DENIED, UNAVAILABLE, ...; the message says which setting or flag to \
+        change), it could not be reached, or output could not be written\n  \
+        2  bad arguments or local configuration, INVALID_ARGUMENT or NOT_FOUND"
 )]
 pub struct Cli {
     #[command(flatten)]

@@ -19,8 +19,14 @@ pub enum GroupCmd {
     List(PageArgs),
     /// Change the fields given; the others stay as they are.
     Update(UpdateGroup),
-    /// Delete a group.
-    Delete(IdArg),
+    /// Delete a group. A group with API keys is refused unless --cascade.
+    Delete {
+        #[command(flatten)]
+        id: IdArg,
+        /// Also disable the group's API keys (says how many).
+        #[arg(long)]
+        cascade: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -146,9 +152,15 @@ pub async fn run(api: &mut AdminApi, cmd: GroupCmd, out: &mut Out<'_>) -> Result
             let g = api.update_group(req).await?.into_inner();
             out.record(&record(&g))
         }
-        GroupCmd::Delete(IdArg { id }) => {
-            api.delete_group(pb::DeleteGroupRequest { id }).await?;
-            out.deleted("group", id.into())
+        GroupCmd::Delete {
+            id: IdArg { id },
+            cascade,
+        } => {
+            let resp = api
+                .delete_group(pb::DeleteGroupRequest { id, cascade })
+                .await?
+                .into_inner();
+            out.deleted_disabling("group", id, resp.keys_disabled)
         }
     }
 }

@@ -256,3 +256,50 @@ mod tests {
         assert_eq!(models, vec![("b", Some(7)), ("c", None)]);
     }
 }
+
+/// Property tests over arbitrary input (see data-plane `proxy/fuzz_tests.rs` for the
+/// conventions: `PROPTEST_CASES` raises the case count).
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any text: a clear error or prices that are never negative.
+        #[test]
+        fn parse_never_panics(json in ".{0,200}", provider in "openai|.{0,8}") {
+            if let Ok(prices) = parse(&json, &provider) {
+                for p in prices {
+                    prop_assert!(p.input_per_mtok_nanos >= 0 && p.output_per_mtok_nanos >= 0);
+                }
+            }
+        }
+
+        /// Registry-shaped files with hostile numbers.
+        #[test]
+        fn registry_entries_never_panic(
+            input in "-?[0-9]{0,22}(\\.[0-9]{0,30})?([eE][-+]?[0-9]{1,5})?",
+            output in ".{0,24}",
+            mode in "chat|responses|embedding|.{0,6}",
+        ) {
+            let json = format!(
+                r#"{{"m": {{"litellm_provider": "openai", "mode": "{mode}",
+                   "input_cost_per_token": {input}, "output_cost_per_token": {output}}}}}"#
+            );
+            let _ = parse(&json, "openai");
+            let _ = per_token_to_nanos_per_mtok(&input);
+            let _ = per_token_to_nanos_per_mtok(&output);
+        }
+
+        /// Exact: a price written as USD per token comes back as the same integer.
+        #[test]
+        fn per_token_prices_are_exact(nanos_per_mtok in 0i64..=i64::MAX / 2) {
+            // nano-USD per million tokens = USD per token × 10^15.
+            let whole = nanos_per_mtok / 1_000_000_000_000_000;
+            let frac = nanos_per_mtok % 1_000_000_000_000_000;
+            let text = format!("{whole}.{frac:015}");
+            prop_assert_eq!(per_token_to_nanos_per_mtok(&text), Ok(nanos_per_mtok));
+        }
+    }
+}

@@ -316,6 +316,26 @@ impl<'a> Out<'a> {
             self.line(&format!("deleted {what} {shown}"))
         }
     }
+
+    /// A delete that may have disabled API keys (`--cascade`): says how many.
+    pub fn deleted_disabling(
+        &mut self,
+        what: &'static str,
+        id: i64,
+        keys_disabled: i64,
+    ) -> Result<(), CliError> {
+        if self.json {
+            let r = json!({"deleted": true, what: id, "keys_disabled": keys_disabled});
+            self.json(&r)
+        } else if keys_disabled == 0 {
+            self.line(&format!("deleted {what} {id}"))
+        } else {
+            let s = if keys_disabled == 1 { "" } else { "s" };
+            self.line(&format!(
+                "deleted {what} {id}; disabled {keys_disabled} API key{s}"
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

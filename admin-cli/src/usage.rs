@@ -11,7 +11,7 @@ use super::values;
 
 #[derive(Debug, Subcommand)]
 pub enum UsageCmd {
-    /// Usage records matching the filter, with totals over the whole filter.
+    /// Usage records matching the filter, newest first, with totals over the whole filter.
     Query {
         #[command(flatten)]
         filter: FilterArgs,
@@ -55,10 +55,10 @@ pub struct FilterArgs {
     /// Requested model.
     #[arg(long)]
     model: Option<String>,
-    /// From this time, inclusive (RFC 3339).
+    /// From this time, inclusive (YYYY-MM-DD, UTC midnight, or RFC 3339).
     #[arg(long, value_parser = values::timestamp, conflicts_with = "last_days")]
     from: Option<i64>,
-    /// Up to this time, exclusive (RFC 3339).
+    /// Up to this time, exclusive (YYYY-MM-DD, UTC midnight, or RFC 3339).
     #[arg(long, value_parser = values::timestamp)]
     to: Option<i64>,
     /// From this many days ago.
@@ -111,6 +111,7 @@ pub async fn run(api: &mut AdminApi, cmd: UsageCmd, out: &mut Out<'_>) -> Result
             let req = pb::QueryUsageRequest {
                 filter: filter.to_pb(),
                 page: page.to_pb(),
+                newest_first: true,
             };
             let resp = api.query_usage(req).await?.into_inner();
             let rows: Vec<Record> = resp.records.iter().map(record).collect();
@@ -208,5 +209,6 @@ pub fn record(r: &pb::UsageRecord) -> Record {
         .str("client_ip", &r.client_ip)
         .str("reasoning_effort", &r.reasoning_effort)
         .bool("estimated", r.estimated)
+        .bool("recovered", r.recovered)
         .time("created_at", r.created_at_ms)
 }

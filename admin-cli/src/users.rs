@@ -55,8 +55,14 @@ pub enum UserCmd {
         #[arg(long)]
         notes: Option<String>,
     },
-    /// Delete a user.
-    Delete(IdArg),
+    /// Delete a user. A user with API keys is refused unless --cascade.
+    Delete {
+        #[command(flatten)]
+        id: IdArg,
+        /// Also disable the user's API keys (says how many).
+        #[arg(long)]
+        cascade: bool,
+    },
     /// Set, add to or subtract from the balance (USD), with a reason kept in the ledger.
     #[command(group(ArgGroup::new("op").required(true).args(["set", "add", "subtract"])))]
     Balance {
@@ -74,6 +80,9 @@ pub enum UserCmd {
         /// Why the balance changes.
         #[arg(long)]
         reason: String,
+        /// Let a subtraction take the balance below zero (refused otherwise).
+        #[arg(long)]
+        allow_negative: bool,
     },
     /// The user's balance ledger, newest first.
     Ledger {
@@ -169,9 +178,15 @@ pub async fn run(api: &mut AdminApi, cmd: UserCmd, out: &mut Out<'_>) -> Result<
             let user = api.update_user(req).await?.into_inner();
             out.record(&record(&user))
         }
-        UserCmd::Delete(IdArg { id }) => {
-            api.delete_user(pb::DeleteUserRequest { id }).await?;
-            out.deleted("user", id.into())
+        UserCmd::Delete {
+            id: IdArg { id },
+            cascade,
+        } => {
+            let resp = api
+                .delete_user(pb::DeleteUserRequest { id, cascade })
+                .await?
+                .into_inner();
+            out.deleted_disabling("user", id, resp.keys_disabled)
         }
         UserCmd::Balance {
             id: IdArg { id },
@@ -179,6 +194,7 @@ pub async fn run(api: &mut AdminApi, cmd: UserCmd, out: &mut Out<'_>) -> Result<
             add,
             subtract,
             reason,
+            allow_negative,
         } => {
             let (op, amount) = match (set, add, subtract) {
                 (Some(a), None, None) => (pb::BalanceOp::Set, a),
@@ -195,6 +211,7 @@ pub async fn run(api: &mut AdminApi, cmd: UserCmd, out: &mut Out<'_>) -> Result<
                 op: op.into(),
                 amount_nanos: amount,
                 reason,
+                allow_negative,
             };
             let resp = api.adjust_balance(req).await?.into_inner();
             let user = resp.user.as_ref().map(record);

@@ -31,12 +31,17 @@ pub fn multiplier(s: &str) -> Result<String, String> {
     Ok(t.to_owned())
 }
 
-/// An RFC 3339 time ("2025-01-31T12:00:00Z", "2025-01-31T13:00:00+01:00") as unix ms;
-/// sub-millisecond digits are dropped.
+/// A date ("2025-01-31", its UTC midnight) or an RFC 3339 time ("2025-01-31T12:00:00Z",
+/// "2025-01-31T13:00:00+01:00") as unix ms; sub-millisecond digits are dropped.
 pub fn timestamp(s: &str) -> Result<i64, String> {
     let t = s.trim();
-    let dt = OffsetDateTime::parse(t, &Rfc3339)
-        .map_err(|e| format!("'{t}' is not an RFC 3339 time like 2025-01-31T12:00:00Z ({e})"))?;
+    let date_only = time::macros::format_description!("[year]-[month]-[day]");
+    let dt = match time::Date::parse(t, &date_only) {
+        Ok(date) => date.midnight().assume_utc(),
+        Err(_) => OffsetDateTime::parse(t, &Rfc3339).map_err(|e| {
+            format!("'{t}' is neither a date like 2025-01-31 nor an RFC 3339 time like 2025-01-31T12:00:00Z ({e})")
+        })?,
+    };
     let ms = dt.unix_timestamp_nanos().div_euclid(1_000_000);
     i64::try_from(ms).map_err(|_| format!("'{t}' is out of range"))
 }
@@ -140,7 +145,11 @@ mod tests {
             Ok(1_738_324_800_000)
         );
         assert_eq!(timestamp("2025-01-31T12:00:00.123Z"), Ok(1_738_324_800_123));
-        assert!(timestamp("2025-01-31").is_err());
+        // A date alone is its UTC midnight.
+        assert_eq!(timestamp("2025-01-31"), Ok(1_738_281_600_000));
+        assert_eq!(timestamp(" 1970-01-01 "), Ok(0));
+        assert!(timestamp("2025-02-30").is_err());
+        assert!(timestamp("2025-1-31").is_err());
         assert!(timestamp("yesterday").is_err());
         assert_eq!(format_time(1_738_324_800_000), "2025-01-31T12:00:00Z");
         assert_eq!(format_time(1_738_324_800_123), "2025-01-31T12:00:00.123Z");

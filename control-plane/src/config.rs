@@ -14,6 +14,7 @@ pub mod defaults {
     pub const LEASE_GRACE_MS: u64 = 10_000;
     pub const HEARTBEAT_INTERVAL_MS: u64 = 2_000;
     pub const CHARGE_ESTIMATES: bool = true;
+    pub const RECOVERED_OUTPUT_TOKENS: i64 = 1_000;
     pub const USER_WAIT_TIMEOUT_MS: u64 = 30_000;
     pub const USER_EXTRA_PENDING: u32 = 20;
     pub const ACCOUNT_WAIT_TIMEOUT_MS: u64 = 30_000;
@@ -31,6 +32,10 @@ pub mod defaults {
     pub const OAUTH_USE_MARGIN_MS: u64 = 60_000;
     pub const OAUTH_REFRESH_RETRIES: u32 = 3;
     pub const OAUTH_REFRESH_BACKOFF_MS: u64 = 1_000;
+    pub const ELECTION_KEY: &str = "/tollgate/leader";
+    pub const LEADER_LEASE_TTL_S: u64 = 5;
+    pub const RECONCILE_WINDOW_MS: u64 = 3_000;
+    pub const DRAIN_TIMEOUT_SECS: u64 = tollgate_shared::drain::DEFAULT_BUDGET_SECS;
 }
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -107,6 +112,16 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
 
+    /// Optional plain-HTTP port serving Prometheus metrics at `/metrics`, e.g.
+    /// 0.0.0.0:9601 (no secrets there; keep it inside the cluster).
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// On SIGTERM, the whole drain's budget, seconds: health turns NOT_SERVING, sessions
+    /// end, in-flight calls finish within its first four fifths, then storage closes.
+    /// Keep it shorter than the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT_SECS", default_value_t = defaults::DRAIN_TIMEOUT_SECS)]
+    pub drain_timeout_secs: u64,
+
     /// Serve gRPC without TLS (development only, refused in production): any peer can
     /// then call Gateway and receive upstream credentials in leases.
     #[arg(long, env = "TOLLGATE_INSECURE_PLAINTEXT")]
@@ -153,9 +168,25 @@ pub struct Config {
     )]
     pub charge_estimates: bool,
 
-    /// Structured JSON logs.
+    /// Output tokens charged for a request whose data plane died before reporting its
+    /// usage (the control plane's estimate; input is the request's bytes / 4).
+    #[arg(
+        long,
+        env = "TOLLGATE_RECOVERED_OUTPUT_TOKENS",
+        default_value_t = defaults::RECOVERED_OUTPUT_TOKENS,
+        value_parser = clap::value_parser!(i64).range(0..=100_000_000)
+    )]
+    pub recovered_output_tokens: i64,
+
+    /// Structured JSON logs (each line carries its request's `request_id` and
+    /// `trace_id`).
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+
+    /// OTLP/gRPC collector to export trace spans to, e.g. http://otel-collector:4317
+    /// (the standard OpenTelemetry variable). Unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 
     /// Responses endpoint of subscription (OAuth) accounts (tests point it at a fake).
     #[arg(
@@ -286,6 +317,33 @@ pub struct Config {
         default_value_t = defaults::OAUTH_REFRESH_BACKOFF_MS
     )]
     pub oauth_refresh_backoff_ms: u64,
+
+    /// etcd endpoints (comma-separated, e.g. http://etcd-0:2379). Set: the replicas
+    /// campaign for leadership and only the leader serves Gateway and Admin. Unset (the
+    /// embedded default): this control plane is always the leader.
+    #[arg(long, env = "TOLLGATE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+
+    /// The etcd key the leader holds (its value: the leader's advertised URL).
+    #[arg(long, env = "TOLLGATE_ELECTION_KEY", default_value = defaults::ELECTION_KEY)]
+    pub election_key: String,
+
+    /// TTL of the leader's etcd lease in seconds. It is renewed every quarter TTL; a
+    /// leader whose last renewal is older than three quarters of it stops serving, before
+    /// the lease can expire and a standby can take over.
+    #[arg(long, env = "TOLLGATE_LEADER_LEASE_TTL_S", default_value_t = defaults::LEADER_LEASE_TTL_S)]
+    pub leader_lease_ttl_s: u64,
+
+    /// The URL data planes dial to reach this replica, told to them by standbys as the
+    /// leader's address (default: https://<listen address>, or http:// when plaintext).
+    #[arg(long, env = "TOLLGATE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// After winning an election, Admit holds new grants back this long so that the data
+    /// planes re-attach and declare the leases they hold first (no over-grant across a
+    /// failover). Used only with etcd.
+    #[arg(long, env = "TOLLGATE_RECONCILE_WINDOW_MS", default_value_t = defaults::RECONCILE_WINDOW_MS)]
+    pub reconcile_window_ms: u64,
 }
 
 impl Config {
@@ -309,6 +367,8 @@ impl Config {
             tls_reload_interval_ms: 10_000,
             insecure_plaintext: true,
             health_listen: None,
+            metrics_listen: None,
+            drain_timeout_secs: defaults::DRAIN_TIMEOUT_SECS,
             allow_insecure_upstreams: false,
             allow_private_upstreams: false,
             upstream_host_allowlist: Vec::new(),
@@ -317,7 +377,9 @@ impl Config {
             heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_MS,
             fallback_price: None,
             charge_estimates: defaults::CHARGE_ESTIMATES,
+            recovered_output_tokens: defaults::RECOVERED_OUTPUT_TOKENS,
             log_json: false,
+            otlp_endpoint: None,
             codex_url: crate::admission::lease_url::DEFAULT_CODEX_URL.to_owned(),
             user_wait_timeout_ms: defaults::USER_WAIT_TIMEOUT_MS,
             user_extra_pending: defaults::USER_EXTRA_PENDING,
@@ -341,7 +403,16 @@ impl Config {
             oauth_use_margin_ms: defaults::OAUTH_USE_MARGIN_MS,
             oauth_refresh_retries: defaults::OAUTH_REFRESH_RETRIES,
             oauth_refresh_backoff_ms: defaults::OAUTH_REFRESH_BACKOFF_MS,
+            etcd_endpoints: Vec::new(),
+            election_key: defaults::ELECTION_KEY.into(),
+            leader_lease_ttl_s: defaults::LEADER_LEASE_TTL_S,
+            advertise_url: None,
+            reconcile_window_ms: defaults::RECONCILE_WINDOW_MS,
         }
+    }
+
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_timeout_secs)
     }
 
     /// Checks ranges and resolves secrets. Fails with a message naming the setting.
@@ -367,7 +438,13 @@ impl Config {
                     .into(),
             ));
         }
+        if !(1..=3_600).contains(&self.drain_timeout_secs) {
+            return Err(Error::Config(
+                "TOLLGATE_DRAIN_TIMEOUT_SECS must be 1..=3600".into(),
+            ));
+        }
         self.check_admission()?;
+        self.check_leadership()?;
         let admin_token = self.secret(
             self.admin_token.as_deref(),
             self.admin_token_file.as_deref(),
@@ -392,7 +469,7 @@ impl Config {
         let database_url = match &self.database_url {
             Some(u) => u.clone(),
             None => {
-                std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+                tollgate_shared::private_dir::create(&self.data_dir).map_err(|e| {
                     Error::Config(format!(
                         "cannot create data dir {}: {e}",
                         self.data_dir.display()
@@ -407,6 +484,35 @@ impl Config {
             database_url,
             tls,
         })
+    }
+
+    fn check_leadership(&self) -> Result<()> {
+        if !(2..=300).contains(&self.leader_lease_ttl_s) {
+            return Err(Error::Config(
+                "TOLLGATE_LEADER_LEASE_TTL_S must be 2..=300".into(),
+            ));
+        }
+        if self.reconcile_window_ms > 600_000 {
+            return Err(Error::Config(
+                "TOLLGATE_RECONCILE_WINDOW_MS must be at most 600000".into(),
+            ));
+        }
+        if self.election_key.trim().is_empty() {
+            return Err(Error::Config(
+                "TOLLGATE_ELECTION_KEY must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What standbys tell data planes to dial: the advertised URL, else this listen
+    /// address with the scheme the gRPC port speaks.
+    pub fn advertised(&self, listen: std::net::SocketAddr) -> String {
+        match &self.advertise_url {
+            Some(u) => u.clone(),
+            None if self.insecure_plaintext => format!("http://{listen}"),
+            None => format!("https://{listen}"),
+        }
     }
 
     fn check_admission(&self) -> Result<()> {
@@ -480,7 +586,7 @@ impl Config {
         if path.exists() {
             return read_secret_file(&path);
         }
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+        tollgate_shared::private_dir::create(&self.data_dir).map_err(|e| {
             Error::Config(format!(
                 "cannot create data dir {}: {e}",
                 self.data_dir.display()

@@ -52,6 +52,9 @@ impl CodedError for Error {
             Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::AccessDenied,
+            // The database cannot take the write now (full, read-only, locked, away): the
+            // caller is told it was not made and may retry.
+            Self::Storage(crate::storage::StorageError::Unavailable(_)) => ErrorCode::Unavailable,
             Self::Storage(_) | Self::Config(_) | Self::Crypto(_) | Self::Internal(_) => {
                 ErrorCode::Internal
             }
@@ -62,6 +65,11 @@ impl CodedError for Error {
         match self.code() {
             // Internal detail (SQL, paths) stays in the logs.
             ErrorCode::Internal => "internal error".to_owned(),
+            ErrorCode::Unavailable => {
+                "the database is unavailable (full, read-only or unreachable); the write was not \
+                 confirmed, retry later"
+                    .to_owned()
+            }
             _ => self.to_string(),
         }
     }
@@ -70,7 +78,7 @@ impl CodedError for Error {
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let code = e.code();
-        if code == ErrorCode::Internal {
+        if matches!(code, ErrorCode::Internal | ErrorCode::Unavailable) {
             tracing::error!(error = %e, "request failed");
         }
         to_status(code, e.public_message())

@@ -1,21 +1,38 @@
-//! Binary: parse flags, install logging, serve until SIGINT/SIGTERM.
+//! Binary: parse flags, install logging and tracing, serve until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let config = tollgate_control_plane::Config::parse();
-    tollgate_shared::telemetry::init_logging(config.log_json);
+    if let Err(e) = tollgate_shared::telemetry::init(&tollgate_shared::telemetry::Options {
+        service: "tollgate-control-plane",
+        json: config.log_json,
+        otlp_endpoint: config.otlp_endpoint.clone(),
+        filter: None,
+    }) {
+        eprintln!("tollgate-control-plane: telemetry: {e}");
+        return ExitCode::FAILURE;
+    }
     let shutdown = CancellationToken::new();
     let server = tollgate_control_plane::serve(config, shutdown.clone());
     tokio::pin!(server);
-    tokio::select! {
-        res = &mut server => return res.map_err(Into::into),
+    let result = tokio::select! {
+        res = &mut server => res,
         () = tollgate_shared::signal::terminated() => {
             tracing::info!("shutdown signal received, draining");
             shutdown.cancel();
+            server.await
         }
+    };
+    // The spans of the drain itself included.
+    tollgate_shared::telemetry::shutdown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // One line on stderr, exit status 1 (a port in use, a bad setting).
+        Err(e) => tollgate_shared::exit::failed("tollgate-control-plane", &e),
     }
-    server.await.map_err(Into::into)
 }

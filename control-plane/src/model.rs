@@ -361,6 +361,9 @@ pub struct UsageRecord {
     pub client_ip: String,
     pub reasoning_effort: String,
     pub estimated: bool,
+    /// Written by the control plane for a lease that ended without a usage record (an
+    /// estimate); the real record, if it ever arrives, supersedes it.
+    pub recovered: bool,
     pub created_at_ms: i64,
     /// The client's own x-request-id ('' = none); `request_id` is the gateway's.
     pub client_request_id: String,

@@ -381,6 +381,7 @@ async fn cached_state_follows_every_write(backend: Backend) {
             op: admin_pb::BalanceOp::Add as i32,
             amount_nanos: 1_000_000_000,
             reason: "top-up".into(),
+            allow_negative: false,
         }))
         .await
         .unwrap();
@@ -505,7 +506,15 @@ async fn user_concurrency_queues_the_third_request(backend: Backend) {
 }
 
 async fn a_dropped_session_frees_its_leases_after_the_grace(backend: Backend) {
-    let cp = ControlPlane::start(backend, |c| c.user_wait_timeout_ms = 5_000).await;
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cp = ControlPlane::start(backend, |c| {
+        c.user_wait_timeout_ms = 5_000;
+        c.metrics_listen = Some(metrics_addr);
+    })
+    .await;
     let user = cp.user(1).await;
     let key = cp.key(user, None).await;
     cp.account("api", None, api_key("sk-a")).await;
@@ -527,6 +536,18 @@ async fn a_dropped_session_frees_its_leases_after_the_grace(backend: Backend) {
         waited < Duration::from_millis(GRACE_MS + 1_500),
         "the lease outlived its session by too much ({waited:?})"
     );
+    // The reaper's work shows in the metrics.
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("\ntollgate_cp_leases_reaped_total 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("\ntollgate_cp_leases_held 1\n"), "{text}");
     cp.stop().await;
 }
 

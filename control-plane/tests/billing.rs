@@ -510,6 +510,7 @@ async fn audit_reports_broken_books(backend: Backend) {
             tollgate_control_plane::model::BalanceOp::Add,
             1_000,
             "top-up",
+            false,
         )
         .await
         .unwrap();

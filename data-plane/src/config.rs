@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 /// Every default that both the flags and the in-process constructors
 /// (`FlowConfig::default`, `Config::for_control_plane`) use, written once.
 mod defaults {
-    pub const DRAIN_TIMEOUT_SECS: u64 = 30;
+    pub const DRAIN_TIMEOUT_SECS: u64 = tollgate_shared::drain::DEFAULT_BUDGET_SECS;
     pub const USAGE_MEMORY_CAP: usize = 10_000;
     pub const BODY_LIMIT_BYTES: usize = 100 << 20;
     /// Request-body bytes held at once; each costs about three bytes of memory at peak
@@ -45,6 +45,8 @@ mod defaults {
     pub const MAX_CONNECTIONS_PER_IP: usize = 512;
     pub const INVALID_KEY_BURST: u32 = 20;
     pub const INVALID_KEYS_PER_MINUTE: u32 = 30;
+    pub const READINESS_OUTAGE_MS: u64 = 30_000;
+    pub const FAILOVER_WAIT_MS: u64 = 15_000;
 }
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -67,7 +69,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
 
     /// Control-plane gRPC endpoint: `https://` (mutual TLS), or `http://` only with
-    /// --allow-plaintext-control-plane.
+    /// --allow-plaintext-control-plane. Several, comma-separated, for replicas (the data
+    /// plane follows the leader), or one Service address that routes to the leader.
     #[arg(
         long,
         env = "TOLLGATE_CONTROL_PLANE_URL",
@@ -106,7 +109,9 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_DATA_PLANE_ID")]
     pub data_plane_id: Option<String>,
 
-    /// On SIGTERM, how long in-flight requests and streams may run before being cut.
+    /// On SIGTERM, the whole drain's budget, seconds: requests and streams finish within
+    /// its first four fifths, then the rest are ended and usage is flushed. Keep it
+    /// shorter than the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "TOLLGATE_DRAIN_TIMEOUT_SECS", default_value_t = defaults::DRAIN_TIMEOUT_SECS)]
     pub drain_timeout_secs: u64,
 
@@ -122,9 +127,19 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_USAGE_SPILL_PATH")]
     pub usage_spill_path: Option<std::path::PathBuf>,
 
-    /// Structured JSON logs.
+    /// Structured JSON logs (each line carries its request's `request_id` and
+    /// `trace_id`).
     #[arg(long, env = "TOLLGATE_LOG_JSON")]
     pub log_json: bool,
+
+    /// OTLP/gRPC collector to export trace spans to, e.g. http://otel-collector:4317
+    /// (the standard OpenTelemetry variable). Unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// How long the data plane stays ready after losing its control plane (a failover
+    /// takes seconds; readiness drops only after a sustained outage).
+    #[arg(long, env = "TOLLGATE_READINESS_OUTAGE_MS", default_value_t = defaults::READINESS_OUTAGE_MS)]
+    pub readiness_outage_ms: u64,
 
     #[command(flatten)]
     pub flow: FlowConfig,
@@ -200,6 +215,12 @@ impl Default for EdgeConfig {
 /// Settings of the Responses flow (responses-flow.md; defaults are the spec's).
 #[derive(Debug, Clone, clap::Args)]
 pub struct FlowConfig {
+    /// How long a new admission waits for the control plane during a failover (re-attach
+    /// to the new leader, its reconcile window) before the client gets 503 with
+    /// Retry-After, milliseconds.
+    #[arg(long, env = "TOLLGATE_FAILOVER_WAIT_MS", default_value_t = defaults::FAILOVER_WAIT_MS)]
+    pub failover_wait_ms: u64,
+
     /// Maximum request body, bytes.
     #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = defaults::BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
@@ -313,6 +334,7 @@ pub struct FlowConfig {
 impl Default for FlowConfig {
     fn default() -> Self {
         Self {
+            failover_wait_ms: defaults::FAILOVER_WAIT_MS,
             body_limit_bytes: defaults::BODY_LIMIT_BYTES,
             body_budget_bytes: defaults::BODY_BUDGET_BYTES,
             body_budget_per_key_bytes: defaults::BODY_BUDGET_PER_KEY_BYTES,
@@ -353,17 +375,35 @@ impl Config {
             usage_memory_cap: defaults::USAGE_MEMORY_CAP,
             usage_spill_path: None,
             log_json: false,
+            otlp_endpoint: None,
+            readiness_outage_ms: defaults::READINESS_OUTAGE_MS,
             flow: FlowConfig::default(),
             edge: EdgeConfig::default(),
         }
     }
 
     pub fn validate(&self) -> Result<()> {
-        let u = &self.control_plane_url;
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return Err(Error::Config(format!(
-                "TOLLGATE_CONTROL_PLANE_URL must start with http:// or https://, got {u:?}"
-            )));
+        let urls = crate::control::urls(&self.control_plane_url);
+        let https = self.control_plane_url.trim_start().starts_with("https://");
+        if urls.is_empty() {
+            return Err(Error::Config("TOLLGATE_CONTROL_PLANE_URL is empty".into()));
+        }
+        for u in &urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(Error::Config(format!(
+                    "TOLLGATE_CONTROL_PLANE_URL must start with http:// or https://, got {u:?}"
+                )));
+            }
+            if u.starts_with("https://") != https {
+                return Err(Error::Config(
+                    "TOLLGATE_CONTROL_PLANE_URL: all addresses must use the same scheme".into(),
+                ));
+            }
+        }
+        if self.readiness_outage_ms > 3_600_000 || self.flow.failover_wait_ms > 600_000 {
+            return Err(Error::Config(
+                "TOLLGATE_READINESS_OUTAGE_MS must be at most 3600000 and TOLLGATE_FAILOVER_WAIT_MS at most 600000".into(),
+            ));
         }
         crate::control::tls::check(self)?;
         let f = &self.flow;
@@ -441,6 +481,10 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    pub fn readiness_outage(&self) -> Duration {
+        Duration::from_millis(self.readiness_outage_ms)
     }
 
     pub fn drain_timeout(&self) -> Duration {

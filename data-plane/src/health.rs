@@ -1,5 +1,7 @@
 //! The admin port: liveness, readiness and Prometheus metrics, outside API-key auth.
-//! Ready = attached to the control plane and not draining.
+//! Ready = not draining, and attached to the control plane or detached for less than
+//! the outage grace: a control-plane failover (seconds) must not take every data-plane
+//! endpoint out of service; new admissions wait for the new leader meanwhile.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct Health {
     pub session: watch::Receiver<SessionState>,
+    /// How long a lost session (after a first attach) keeps the data plane ready.
+    pub outage_grace: std::time::Duration,
     pub draining: tokio_util::sync::CancellationToken,
     pub metrics: Arc<Metrics>,
 }
@@ -47,7 +51,13 @@ impl Health {
         Ok(match req.uri().path() {
             "/healthz" | "/livez" => text(StatusCode::OK, "ok\n", "text/plain"),
             "/readyz" => {
-                let attached = self.session.borrow().attached();
+                let attached = {
+                    let s = self.session.borrow();
+                    s.attached()
+                        || (s.attaches > 0
+                            && s.detached_at
+                                .is_some_and(|t| t.elapsed() < self.outage_grace))
+                };
                 if self.draining.is_cancelled() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
                 } else if attached {
@@ -60,11 +70,14 @@ impl Health {
                     )
                 }
             }
-            "/metrics" => text(
-                StatusCode::OK,
-                self.metrics.encode(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
+            "/metrics" => {
+                let accept = req
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (body, content_type) = self.metrics.render(accept);
+                text(StatusCode::OK, body, content_type)
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
         })
     }

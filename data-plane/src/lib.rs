@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tollgate_shared::drain;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -42,9 +43,20 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self> {
+        let bind = |addr, setting| async move {
+            TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+                addr,
+                setting,
+                source,
+            })
+        };
         Ok(Self {
-            proxy: TcpListener::bind(config.listen).await?,
-            admin: TcpListener::bind(config.admin_listen).await?,
+            proxy: bind(config.listen, "--listen / TOLLGATE_DP_LISTEN").await?,
+            admin: bind(
+                config.admin_listen,
+                "--admin-listen / TOLLGATE_DP_ADMIN_LISTEN",
+            )
+            .await?,
         })
     }
 
@@ -57,13 +69,51 @@ impl Listeners {
     }
 }
 
+/// The binary: parse flags, install logging, serve until SIGINT/SIGTERM, then drain
+/// (returning within the drain budget).
+pub async fn main_from_env() -> std::process::ExitCode {
+    let config = <Config as clap::Parser>::parse();
+    if let Err(e) = tollgate_shared::telemetry::init(&tollgate_shared::telemetry::Options {
+        service: "tollgate-data-plane",
+        json: config.log_json,
+        otlp_endpoint: config.otlp_endpoint.clone(),
+        filter: None,
+    }) {
+        eprintln!("Error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let shutdown = CancellationToken::new();
+    let server = serve(config, shutdown.clone());
+    tokio::pin!(server);
+    let result = tokio::select! {
+        res = &mut server => res,
+        () = tollgate_shared::signal::terminated() => {
+            tracing::info!("shutdown signal received, draining");
+            shutdown.cancel();
+            server.await
+        }
+    };
+    // Spans of the drain itself included.
+    tollgate_shared::telemetry::shutdown();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "data plane failed");
+            // One line on stderr, exit status 1 (a port in use, a bad setting).
+            tollgate_shared::exit::failed("tollgate-data-plane", &e)
+        }
+    }
+}
+
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     let listeners = Listeners::bind(&config).await?;
     serve_on(config, listeners, shutdown).await
 }
 
-/// Runs until `shutdown` is cancelled, then drains: not-ready → stop accepting → let
-/// in-flight requests finish within the drain timeout → stop background tasks.
+/// Runs until `shutdown` is cancelled, then drains within the one budget
+/// (`TOLLGATE_DRAIN_TIMEOUT_SECS`, steps and instants in `tollgate_shared::drain`): not ready → stop
+/// accepting → finish in-flight requests and streams → at the cut, end the rest with an
+/// error event → flush usage → stop background tasks → flush telemetry.
 pub async fn serve_on(
     config: Config,
     listeners: Listeners,
@@ -73,11 +123,12 @@ pub async fn serve_on(
     let metrics = Arc::new(Metrics::new());
     let tls = control::tls::client_tls(&config)?;
     let control = ControlClient::new(
-        control::channel(
-            &config.control_plane_url,
+        control::targets::Targets::new(
+            &control::urls(&config.control_plane_url),
             tls.clone().map(tollgate_shared::tls::TlsConnector::new),
         )?,
         metrics.clone(),
+        std::time::Duration::from_millis(config.flow.failover_wait_ms),
     );
     let settings = Settings::from_config(&config.flow)?;
     let (state_tx, state_rx) = watch::channel(SessionState::default());
@@ -85,7 +136,11 @@ pub async fn serve_on(
     // Background work stops after the proxy drained, so in-flight requests keep their
     // session, releases and usage reporting until the end.
     let background = CancellationToken::new();
-    let cache = AuthCache::new(control.clone(), config.flow.auth_cache_capacity);
+    let cache = AuthCache::new(
+        control.clone(),
+        config.flow.auth_cache_capacity,
+        metrics.clone(),
+    );
     let (leases, release_rx) = LeaseRegistry::new();
     let (usage, usage_rx) = UsageSender::new();
     let hooks: Arc<dyn SessionHooks> = Arc::new(proxy::Hooks {
@@ -98,13 +153,16 @@ pub async fn serve_on(
     let usage_policy = control::usage::QueuePolicy {
         memory_cap: config.usage_memory_cap,
         spill_path: config.usage_spill_path(&data_plane_id),
-        flush_deadline: config.drain_timeout(),
+        flush_deadline: drain::Plan::usage_flush_window(config.drain_timeout()),
     };
+    // The usage reporter stops on its own token: after the requests, before the session.
+    let usage_stop = CancellationToken::new();
+    let usage_task = TaskTracker::new();
     if let Some(tls) = tls {
         tasks.spawn(tls.watch(config.tls_reload_interval(), background.clone()));
     }
     tasks.spawn(control::session::run(
-        control.raw(),
+        control.clone(),
         data_plane_id,
         state_tx,
         hooks,
@@ -121,15 +179,16 @@ pub async fn serve_on(
         release_rx,
         background.clone(),
     ));
-    tasks.spawn(control::usage::run_reporter(
+    usage_task.spawn(control::usage::run_reporter(
         control.clone(),
         usage_rx,
-        background.clone(),
+        usage_stop.clone(),
         usage_policy,
         metrics.clone(),
     ));
 
     let request_tasks = TaskTracker::new();
+    let drain_cut = CancellationToken::new();
     let flow = Arc::new(Flow {
         cache,
         control,
@@ -152,10 +211,12 @@ pub async fn serve_on(
             std::time::Duration::from_millis(config.flow.body_budget_wait_ms),
         ),
         tasks: request_tasks.clone(),
+        drain_cut: drain_cut.clone(),
     });
 
     let health = health::Health {
         session: state_rx.clone(),
+        outage_grace: config.readiness_outage(),
         draining: shutdown.clone(),
         metrics: metrics.clone(),
     };
@@ -167,7 +228,8 @@ pub async fn serve_on(
         listeners.admin,
         tower::service_fn(move |req| health.clone().handle(req)),
         background.clone(),
-        config.drain_timeout(),
+        // Probes and scrapes are short; this port closes last, after the background tasks.
+        std::time::Duration::from_secs(1),
         "admin",
         http_server::Limits::from_config(&config.edge),
     );
@@ -199,20 +261,58 @@ pub async fn serve_on(
         },
     );
     tasks.spawn(admin_server);
-    proxy_server.await;
-    // Requests whose client left may still be reading the upstream for usage.
-    request_tasks.close();
-    if tokio::time::timeout(config.drain_timeout(), request_tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout reached with requests still running");
+    // The proxy server ends once shutdown came and its connections closed; the request
+    // tasks may outlive their connections (a client that left: the upstream is still read
+    // for usage).
+    let drained = async {
+        proxy_server.await;
+        request_tasks.close();
+        request_tasks.wait().await;
+    };
+    tokio::pin!(drained);
+    // (Only shutdown ends the proxy server; `finished` guards against polling it twice.)
+    let finished = tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = &mut drained => true,
+    };
+    // Not ready and not accepting already (both follow `shutdown`); the budget starts now.
+    let plan = drain::Plan::new(tokio::time::Instant::now(), config.drain_timeout());
+    tracing::info!(
+        budget_secs = config.drain_timeout_secs,
+        "draining: not ready, no new connections, finishing in-flight requests"
+    );
+    if !finished && drain::until(plan.cut_at, &mut drained).await.is_none() {
+        tracing::warn!("drain: requests still open at the cut; ending them with an error");
+        drain_cut.cancel();
+        if drain::until(plan.ended_by, &mut drained).await.is_none() {
+            tracing::error!("drain: requests did not end after the cut; leaving them");
+        }
     }
-    // Now the session, releases, usage flush and the admin port.
+    // Every finished request has queued its usage: send it (the rest goes to the spill
+    // file, replayed at the next start). Leases released without a record (none here:
+    // cut requests report an estimate) are estimated by the control plane.
+    usage_stop.cancel();
+    usage_task.close();
+    if drain::until(plan.stopped_by, usage_task.wait())
+        .await
+        .is_none()
+    {
+        tracing::error!("drain: the usage flush overran its window");
+    }
+    // Now the session (its leases are released with it), the releaser, the TLS watcher
+    // and the admin port.
     background.cancel();
     tasks.close();
-    tasks.wait().await;
-    tracing::info!("data plane stopped");
+    if drain::until(plan.deadline, tasks.wait()).await.is_none() {
+        tracing::error!("drain: background tasks overran the budget");
+    }
+    // Telemetry: logs are written synchronously; buffered trace spans are exported
+    // now, bounded by `plan.deadline`.
+    tollgate_shared::telemetry::flush_until(plan.deadline).await;
+    tracing::info!(
+        took_ms = plan.started.elapsed().as_millis(),
+        "data plane stopped"
+    );
     Ok(())
 }
 

@@ -1,21 +1,7 @@
-//! Binary: parse flags, install logging, serve until SIGINT/SIGTERM, then drain.
-
-use clap::Parser;
-use tokio_util::sync::CancellationToken;
+//! Binary: everything is in the library's `main_from_env` (this file is also built as
+//! the system tests' copy of the binary, see `tests/Cargo.toml`).
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = tollgate_data_plane::Config::parse();
-    tollgate_shared::telemetry::init_logging(config.log_json);
-    let shutdown = CancellationToken::new();
-    let server = tollgate_data_plane::serve(config, shutdown.clone());
-    tokio::pin!(server);
-    tokio::select! {
-        res = &mut server => return res.map_err(Into::into),
-        () = tollgate_shared::signal::terminated() => {
-            tracing::info!("shutdown signal received, draining");
-            shutdown.cancel();
-        }
-    }
-    server.await.map_err(Into::into)
+async fn main() -> std::process::ExitCode {
+    tollgate_data_plane::main_from_env().await
 }

@@ -1,5 +1,7 @@
-//! Prometheus metrics of the data plane (OpenMetrics text on the admin port). Names
-//! follow `tollgate_<thing>_<unit>`.
+//! Prometheus metrics of the data plane (`/metrics` on the admin port: OpenMetrics text
+//! when asked for, else the classic text format). Names follow `tollgate_<thing>_<unit>`.
+
+pub mod flow;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +13,8 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     pub route: &'static str,
     pub status: u16,
+    /// The shared error code of an error answer (`none` for a success).
+    pub code: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +72,7 @@ pub struct Metrics {
     pub control_plane_calls: Family<CallLabels, Counter>,
     pub usage: UsageMetrics,
     pub edge: EdgeMetrics,
+    pub flow: flow::FlowMetrics,
 }
 
 /// The usage queue (control/usage.rs): how much is waiting, where, for how long.
@@ -173,7 +178,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
-            "Client HTTP requests by route and status",
+            "Client HTTP responses by route, status and error code (load-shed and panic answers included)",
             requests.clone(),
         );
         let control_plane_calls = Family::<CallLabels, Counter>::default();
@@ -186,7 +191,10 @@ impl Metrics {
         usage.register(&mut registry);
         let edge = EdgeMetrics::default();
         edge.register(&mut registry);
+        let flow = flow::FlowMetrics::default();
+        flow.register(&mut registry);
         Self {
+            flow,
             edge,
             registry,
             usage,
@@ -198,11 +206,14 @@ impl Metrics {
         }
     }
 
+    /// OpenMetrics text.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        self.render(Some(tollgate_shared::metrics_text::OPENMETRICS))
+            .0
+    }
+
+    /// The text in the format `accept` asks for, and its content type.
+    pub fn render(&self, accept: Option<&str>) -> (String, &'static str) {
+        tollgate_shared::metrics_text::render(&self.registry, accept)
     }
 }

@@ -9,7 +9,6 @@ use std::convert::Infallible;
 
 use http::{HeaderMap, HeaderValue, Request, Response};
 use tower::Service;
-use tracing::Instrument;
 
 /// The gateway's id, on every response.
 pub const HEADER: &str = "x-request-id";
@@ -60,8 +59,8 @@ pub fn sanitize(raw: &[u8]) -> String {
     kept.trim().to_owned()
 }
 
-/// The outermost layer: gives the request its ids, runs everything below in the
-/// request's span, and writes `x-request-id` on whatever response comes back.
+/// The outermost layer: gives the request its ids (in its extensions, for the request
+/// span and the flow) and writes `x-request-id` on whatever response comes back.
 #[derive(Clone)]
 pub struct WithRequestId<S> {
     pub inner: S,
@@ -88,29 +87,18 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let ids = RequestIds::new(req.headers());
-        // ERROR level so that the span (and with it the request id) is on every line
-        // the filter lets through, whatever its level.
-        let span = tracing::error_span!(
-            "request_ids",
-            request_id = %ids.id,
-            client_request_id = tracing::field::Empty,
-        );
-        if !ids.client.is_empty() {
-            span.record("client_request_id", ids.client.as_str());
-        }
         let header = HeaderValue::from_str(&ids.id).ok();
+        // The request span below (`stack.rs`) reads them from here: one span per
+        // request carries the gateway's, the client's and the trace's ids.
         req.extensions_mut().insert(ids);
-        let fut = span.in_scope(|| self.inner.call(req));
-        Box::pin(
-            async move {
-                let mut resp = fut.await?;
-                if let Some(v) = header {
-                    resp.headers_mut().insert(HEADER, v);
-                }
-                Ok(resp)
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if let Some(v) = header {
+                resp.headers_mut().insert(HEADER, v);
             }
-            .instrument(span),
-        )
+            Ok(resp)
+        })
     }
 }
 

@@ -65,13 +65,22 @@ where
     B: http_body::Body + Send + 'static,
 {
     ServiceBuilder::new()
-        // The request's ids (`request_id.rs`): `x-request-id` on every response below,
-        // and the span with the request id that every log line of the request is in.
+        // The request's ids (`request_id.rs`): given before anything else runs, and
+        // `x-request-id` on every response below, refusals and rescues included.
         .layer(tower::layer::layer_fn(|inner| {
             crate::request_id::WithRequestId { inner }
         }))
-        // A tracing span per request (method, URI, version), closed with status and latency.
-        .layer(TraceLayer::new_for_http())
+        // A tracing span per request (method, path: never the query, which may hold a
+        // key), closed with status and latency. It continues the client's `traceparent`
+        // and carries the request ids and the trace id into every log line inside it:
+        // the request's one span (`request_span`).
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // Responses by route, status and error code: above the rescues, so load-shed
+        // 503s and rescued panics are counted like every other answer.
+        .layer(tower::layer::layer_fn(move |inner| Counted {
+            inner,
+            metrics: metrics.clone(),
+        }))
         // Rescue a panic in any layer below: an OpenAI-shaped 500, and the connection lives.
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
@@ -86,30 +95,53 @@ where
         // memory (fair waiting happens in the control plane, not here).
         .load_shed()
         .concurrency_limit(max_in_flight)
-        // Requests by route and status.
-        .layer(tower::layer::layer_fn(move |inner| Counted {
-            inner,
-            metrics: metrics.clone(),
-        }))
         .service(inner)
 }
 
-/// Counts responses by route and status (route from the request's path).
+/// The request's one span: every log line of the request is written in it, and it is the
+/// data plane's span of the client's trace. ERROR level so that the span (and with it the
+/// request's ids) is on every line the filter lets through, whatever its level.
+fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    // Given by `WithRequestId` above; a fresh set only for a request that did not pass it.
+    let ids = crate::request_id::RequestIds::of(req);
+    let span = tracing::error_span!(
+        "request",
+        otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
+        otel.kind = "server",
+        method = %req.method(),
+        path = req.uri().path(),
+        request_id = %ids.id,
+        client_request_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if !ids.client.is_empty() {
+        span.record("client_request_id", ids.client.as_str());
+    }
+    tollgate_shared::telemetry::continue_trace(&span, req.headers());
+    if let Some(id) = tollgate_shared::telemetry::trace_id(&span) {
+        span.record("trace_id", id.as_str());
+    }
+    span
+}
+
+/// Counts responses by route, status and error code (route from the request's path, code
+/// from the `ErrorCode` an error response carries in its extensions).
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }
 
-impl<S, B> Service<Request<B>> for Counted<S>
+impl<S, B, RB> Service<Request<B>> for Counted<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Send,
+    S: Service<Request<B>, Response = Response<RB>, Error = Infallible> + Send,
     S::Future: Send + 'static,
+    RB: Send + 'static,
 {
-    type Response = Response<Body>;
+    type Response = Response<RB>;
     type Error = Infallible;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
+        Box<dyn std::future::Future<Output = Result<Response<RB>, Infallible>> + Send>,
     >;
 
     fn poll_ready(
@@ -125,11 +157,16 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
+            let code = resp
+                .extensions()
+                .get::<ErrorCode>()
+                .map_or("none", |c| c.name());
             metrics
                 .requests
                 .get_or_create(&RequestLabels {
                     route,
                     status: resp.status().as_u16(),
+                    code,
                 })
                 .inc();
             Ok(resp)
@@ -140,7 +177,7 @@ where
 /// Turns the error of the layers below into an OpenAI-shaped 503, so the server only
 /// ever sees responses. Always ready: the load shedder below never waits either (it turns
 /// "not ready" into an `Overloaded` error from `call`), and its readiness cannot fail (the
-/// concurrency limit's semaphore is never closed and `Counted` is infallible), so each call
+/// concurrency limit's semaphore is never closed and the routes are infallible), so each call
 /// drives a clone of the layers below through readiness and call in one step and maps any
 /// error there to the 503.
 #[derive(Clone)]
@@ -214,12 +251,21 @@ mod tests {
                 ClientError::new(ErrorCode::Internal, "unreachable").into_response(),
             )
         });
-        let resp = layers(inner, Arc::new(Metrics::new()), 10)
+        let metrics = Arc::new(Metrics::new());
+        let resp = layers(inner, metrics.clone(), 10)
             .oneshot(req("/v1/responses"))
             .await
             .unwrap();
         assert_eq!(resp.status(), 500);
         assert_eq!(body_json(resp).await["error"]["type"], "api_error");
+        // The rescued panic is counted, with its code.
+        assert!(
+            metrics
+                .encode()
+                .contains("route=\"responses\",status=\"500\",code=\"internal\"} 1"),
+            "{}",
+            metrics.encode()
+        );
     }
 
     #[tokio::test]
@@ -247,13 +293,15 @@ mod tests {
         );
         gate.notify_one();
         assert_eq!(first.await.unwrap().unwrap().status(), 404);
-        // Counted by route and status.
+        // Both counted by route, status and code, the shed 503 included.
+        let text = metrics.encode();
         assert!(
-            metrics
-                .encode()
-                .contains("route=\"responses\",status=\"404\""),
-            "{}",
-            metrics.encode()
+            text.contains("route=\"responses\",status=\"404\",code=\"not_found\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("route=\"responses\",status=\"503\",code=\"unavailable\"} 1"),
+            "{text}"
         );
     }
 }

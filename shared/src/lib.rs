@@ -3,8 +3,12 @@
 //! domain vocabularies and logging setup. No logic that only one plane runs.
 
 pub mod domain;
+pub mod drain;
 pub mod error;
+pub mod exit;
+pub mod metrics_text;
 pub mod money;
+pub mod private_dir;
 pub mod proto;
 pub mod refusal;
 pub mod served_model;

@@ -122,6 +122,8 @@ pub(crate) fn with_test_client_tls(
 pub fn base_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config::for_data_dir(data_dir);
     config.admin_token = Some(ADMIN_TOKEN.into());
+    // Well inside `ControlPlane::stop`'s wait, whatever calls a test leaves open.
+    config.drain_timeout_secs = 10;
     config
 }
 

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The usage spill file's name in the process's own temporary directory.
+const SPILL_FILE: &str = "usage.jsonl";
+
 /// How long the process may take to attach to its control plane.
 const READY_WAIT: Duration = Duration::from_secs(30);
 
@@ -16,7 +19,7 @@ pub struct DataPlaneProcess {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// A loopback port that was free a moment ago.
@@ -32,7 +35,6 @@ impl DataPlaneProcess {
         let dir = tempfile::tempdir().unwrap();
         let mut config = tollgate_data_plane::Config::for_control_plane(control_plane_url);
         crate::cluster::with_test_client_tls(&mut config, dir.path());
-        let path = |p: &Option<std::path::PathBuf>| p.as_ref().unwrap().display().to_string();
         let proxy_addr = free_port();
         let admin_addr = free_port();
         let mut cmd = Command::new(exe);
@@ -40,19 +42,28 @@ impl DataPlaneProcess {
             .env("TOLLGATE_DP_LISTEN", proxy_addr.to_string())
             .env("TOLLGATE_DP_ADMIN_LISTEN", admin_addr.to_string())
             .env("TOLLGATE_CONTROL_PLANE_URL", control_plane_url)
-            .env("TOLLGATE_CONTROL_PLANE_CA", path(&config.control_plane_ca))
-            .env("TOLLGATE_DP_CLIENT_CERT", path(&config.client_cert))
-            .env("TOLLGATE_DP_CLIENT_KEY", path(&config.client_key))
             // The fake upstream is on 127.0.0.1.
             .env("TOLLGATE_ALLOW_PRIVATE_UPSTREAMS", "true")
             .env(
                 "TOLLGATE_USAGE_SPILL_PATH",
-                dir.path().join("usage.jsonl").display().to_string(),
+                dir.path().join(SPILL_FILE).display().to_string(),
             )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        // The test PKI's files, written for an https:// URL (a plaintext fake control
+        // plane needs TOLLGATE_ALLOW_PLAINTEXT_CONTROL_PLANE in `env` instead).
+        let tls = [
+            ("TOLLGATE_CONTROL_PLANE_CA", &config.control_plane_ca),
+            ("TOLLGATE_DP_CLIENT_CERT", &config.client_cert),
+            ("TOLLGATE_DP_CLIENT_KEY", &config.client_key),
+        ];
+        for (k, path) in tls {
+            if let Some(p) = path {
+                cmd.env(k, p);
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -61,7 +72,7 @@ impl DataPlaneProcess {
             proxy_addr,
             admin_addr,
             child,
-            _dir: dir,
+            dir,
         };
         crate::eventually("data-plane process ready", READY_WAIT, || async {
             dp.admin_status("/readyz").await == 200
@@ -88,6 +99,35 @@ impl DataPlaneProcess {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }
+    }
+
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// Waits (up to `timeout`, else panics) for the process to exit; its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the data-plane process did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Its usage spill file (`TOLLGATE_USAGE_SPILL_PATH`).
+    pub fn spill_path(&self) -> std::path::PathBuf {
+        self.dir.path().join(SPILL_FILE)
     }
 
     /// A `kB` line of `/proc/<pid>/status`, in bytes.

@@ -380,6 +380,7 @@ impl Gateway for Service {
                     subscription_id: None,
                     billing_mode: "balance".into(),
                     rate_multiplier: "1".into(),
+                    queued_us: 0,
                 }))
             }
             AdmitScript::Refuse { code, message } => {

@@ -12,6 +12,7 @@
 //!   helpers;
 //! - [`fake_upstream`]: the fake OpenAI upstream and its OAuth token endpoint;
 //! - [`fake_proxy`]: real HTTP and SOCKS5 outbound proxies;
+//! - [`ha`]: etcd, control-plane replicas as processes, a blockable TCP relay;
 //! - [`sse`]: the one SSE parser, which keeps the bytes;
 //! - [`sdk`]: the official OpenAI Python SDK, installed once, and a runner for its scripts;
 //! - [`eventually`]: waits for a condition instead of sleeping.
@@ -25,6 +26,7 @@ pub mod fake_control_plane;
 pub mod fake_proxy;
 pub mod fake_upstream;
 pub mod fixture;
+pub mod ha;
 pub mod sdk;
 pub mod sse;
 pub mod stage;

@@ -174,6 +174,7 @@ async fn billing_is_rechecked_after_the_wait() {
             op: admin::BalanceOp::Set as i32,
             amount_nanos: 0,
             reason: "spent elsewhere".into(),
+            allow_negative: false,
         })
         .await
         .unwrap();

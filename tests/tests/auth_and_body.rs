@@ -275,6 +275,7 @@ async fn user_group_and_billing_checks() {
             op: admin::BalanceOp::Set as i32,
             amount_nanos: 0,
             reason: "test".into(),
+            allow_negative: false,
         })
         .await
         .unwrap();
@@ -286,7 +287,15 @@ async fn user_group_and_billing_checks() {
     );
 
     admin
-        .delete_user(admin::DeleteUserRequest { id: b.user })
+        .delete_user(admin::DeleteUserRequest {
+            id: b.user,
+            cascade: true,
+        })
+        .await
+        .unwrap();
+    // The cascade disabled the key; enabled again, it belongs to a deleted user.
+    admin
+        .enable_key(admin::KeyIdRequest { id: b.key_id })
         .await
         .unwrap();
     assert_error(

@@ -28,6 +28,7 @@ async fn records(gw: &Gateway, key_id: i64) -> admin::QueryUsageResponse {
                 limit: 1000,
                 page_token: String::new(),
             }),
+            newest_first: false,
         })
         .await
         .unwrap()

@@ -85,6 +85,7 @@ async fn records(gw: &Gateway, key_id: i64) -> Vec<admin::UsageRecord> {
                 limit: 100,
                 page_token: String::new(),
             }),
+            newest_first: false,
         })
         .await
         .unwrap()

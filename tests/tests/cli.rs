@@ -848,3 +848,139 @@ async fn binary_reads_environment_and_exits_with_codes() {
 
     s.stop().await;
 }
+
+impl Server {
+    /// Runs the built binary (`tollgate-admin-under-test`) against this server.
+    async fn binary(&self, args: &[&str]) -> Outcome {
+        let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        argv.extend([
+            "--endpoint".into(),
+            self.endpoint(),
+            "--token".into(),
+            TOKEN.into(),
+        ]);
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_tollgate-admin-under-test"))
+                .args(argv)
+                .env_remove("TOLLGATE_ADMIN_TOKEN")
+                .env_remove("TOLLGATE_ADMIN_TOKEN_FILE")
+                .env_remove("TOLLGATE_ADMIN_ENDPOINT")
+                .output()
+                .unwrap();
+            Outcome {
+                code: out.status.code().unwrap(),
+                stdout: String::from_utf8(out.stdout).unwrap(),
+                stderr: String::from_utf8(out.stderr).unwrap(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// The guards, through the binary: a user or group with keys is not deleted without
+/// `--cascade` (exit 1, the message names the flag), and `--cascade` says how many keys
+/// it disabled; a balance below zero needs `--allow-negative`; dates as YYYY-MM-DD;
+/// `usage query` newest first; the exit codes are in `--help`.
+#[tokio::test]
+async fn guards_need_their_flags() {
+    let s = Server::start().await;
+    let user = s
+        .json(&[
+            "user",
+            "create",
+            "--email",
+            "g@example.com",
+            "--balance",
+            "1",
+        ])
+        .await;
+    let uid = id(&user);
+    let group = s.json(&["group", "create", "--name", "guarded"]).await;
+    let gid = id(&group);
+    let in_group = s
+        .json(&["key", "create", "--user", &uid, "--group", &gid])
+        .await;
+    s.json(&["key", "create", "--user", &uid]).await;
+
+    for (what, target) in [("group", &gid), ("user", &uid)] {
+        let o = s.binary(&[what, "delete", target]).await;
+        assert_eq!(o.code, 1, "{what}: {}{}", o.stderr, o.stdout);
+        assert!(
+            o.stderr.starts_with("error: FAILED_PRECONDITION: "),
+            "{}",
+            o.stderr
+        );
+        assert!(o.stderr.contains("--cascade"), "{}", o.stderr);
+        assert!(o.stdout.is_empty());
+    }
+    let o = s.binary(&["group", "delete", &gid, "--cascade"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        o.stdout.trim(),
+        format!("deleted group {gid}; disabled 1 API key")
+    );
+    let key = s.json(&["key", "get", &id(&in_group["key"])]).await;
+    assert_eq!(key["status"], "disabled", "{key}");
+
+    // Balance: below zero only with --allow-negative.
+    let o = s
+        .binary(&["user", "balance", &uid, "--subtract", "2", "--reason", "r"])
+        .await;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("--allow-negative"), "{}", o.stderr);
+    assert_eq!(s.json(&["user", "get", &uid]).await["balance_usd"], "1");
+    let o = s
+        .binary(&[
+            "user",
+            "balance",
+            &uid,
+            "--subtract",
+            "2",
+            "--reason",
+            "r",
+            "--allow-negative",
+            "--json",
+        ])
+        .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let adjusted: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(adjusted["user"]["balance_usd"], "-1");
+
+    // Dates alone; newest first (no usage yet: an empty list, the filter accepted).
+    let usage = s
+        .json(&[
+            "usage",
+            "query",
+            "--user",
+            &uid,
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2999-12-31",
+        ])
+        .await;
+    assert_eq!(usage["records"], serde_json::json!([]));
+    let o = s.binary(&["usage", "query", "--from", "01/02/2020"]).await;
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("2025-01-31"), "{}", o.stderr);
+
+    let o = s
+        .binary(&["user", "delete", &uid, "--cascade", "--json"])
+        .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let deleted: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(deleted["keys_disabled"], 1, "{deleted}");
+    let keys = s.json(&["key", "list", "--user", &uid]).await;
+    let keys = keys["keys"].as_array().unwrap();
+    assert!(keys.iter().all(|k| k["status"] != "active"), "{keys:?}");
+
+    let o = s.binary(&["--help"]).await;
+    assert_eq!(o.code, 0);
+    assert!(
+        o.stdout.contains("Exit status:") && o.stdout.contains("2  bad arguments"),
+        "{}",
+        o.stdout
+    );
+    s.stop().await;
+}

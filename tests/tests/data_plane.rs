@@ -21,7 +21,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn admit_refusals_reach_the_client_with_their_status_and_message() {
-    let s = Stage::start().await;
+    // A control plane that cannot be asked is retried for the failover wait (below).
+    let s = Stage::start_with(|c| c.flow.failover_wait_ms = 300).await;
     // (code the control plane refuses with, HTTP status, error type, client-visible code)
     let cases: &[(&str, u16, &str, Option<&str>)] = &[
         ("user_concurrency_exceeded", 429, "rate_limit_error", None),
@@ -83,9 +84,13 @@ async fn admit_refusals_reach_the_client_with_their_status_and_message() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["message"], "busy");
 
-    // A control plane that cannot be asked, or answers nothing usable.
+    // A control plane that cannot be asked (past the failover wait: tried at once and
+    // once more at the bound), or answers nothing usable.
     s.cp.push_admit(AdmitScript::Fail(tonic::Status::unavailable("down")));
-    let (got, body) = s.ask().await;
+    s.cp.push_admit(AdmitScript::Fail(tonic::Status::unavailable("down")));
+    let r = s.post(json!({"model": "gpt-5.1", "input": "hi"})).await;
+    assert_eq!(r.headers()["retry-after"], "2");
+    let (got, body) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
     assert_eq!(got, 503, "{body}");
     assert_eq!(
         body["error"]["message"],
@@ -338,4 +343,17 @@ async fn stream_errors_are_sse_events_with_valid_json() {
         cp.usage_committed().len() == 3
     })
     .await;
+}
+
+/// During a control-plane failover an admission waits and is tried again rather than
+/// failing: one `UNAVAILABLE` (a standby's "not the leader") costs the client nothing.
+#[tokio::test]
+async fn an_admission_waits_through_a_control_plane_blip() {
+    let s = Stage::start().await;
+    s.cp.push_admit(AdmitScript::Fail(tonic::Status::unavailable(
+        "not the leader; no leader known yet",
+    )));
+    let (got, body) = s.ask().await;
+    assert_eq!(got, 200, "{body}");
+    assert_eq!(s.up.count(), 1);
 }

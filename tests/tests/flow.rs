@@ -370,6 +370,7 @@ async fn usage_records(
                 ..Default::default()
             }),
             page: None,
+            newest_first: false,
         })
         .await
         .unwrap()

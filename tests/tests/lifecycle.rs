@@ -43,21 +43,34 @@ async fn data_plane_attaches_and_reports_ready() {
 }
 
 #[tokio::test]
-async fn data_plane_is_not_ready_without_control_plane_and_reattaches() {
+async fn data_plane_is_not_ready_after_a_sustained_outage_and_reattaches() {
     let cp = ControlPlane::start().await;
-    let dp = DataPlane::start(&cp.url()).await;
+    let mut dp_config = tollgate_data_plane::Config::for_control_plane(cp.url());
+    dp_config.readiness_outage_ms = 3_000;
+    let dp = DataPlane::start_with(dp_config).await;
     eventually("ready", Duration::from_secs(10), || async {
         dp.admin_status("/readyz").await == 200
     })
     .await;
 
+    let stopping_at = std::time::Instant::now();
     let (dir, config) = cp.stop().await;
+    // A control-plane failover takes seconds: the data plane stays in service that long.
+    eventually("session lost", Duration::from_secs(10), || async {
+        dp.metric("tollgate_control_plane_session_attached").await == 0.0
+    })
+    .await;
+    assert_eq!(dp.admin_status("/readyz").await, 200);
     eventually(
         "not ready once the control plane is gone",
         Duration::from_secs(10),
         || async { dp.admin_status("/readyz").await == 503 },
     )
     .await;
+    assert!(
+        stopping_at.elapsed() >= Duration::from_secs(3),
+        "readiness dropped within the outage grace"
+    );
     // Liveness does not depend on the control plane.
     assert_eq!(dp.admin_status("/healthz").await, 200);
 

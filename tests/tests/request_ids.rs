@@ -23,6 +23,7 @@ async fn record(gw: &Gateway, request_id: &str) -> admin::UsageRecord {
                     limit: 1000,
                     page_token: String::new(),
                 }),
+                newest_first: false,
             })
             .await
             .unwrap()

@@ -96,6 +96,7 @@ async fn usage_count(gw: &Gateway) -> usize {
                 limit: 1000,
                 page_token: String::new(),
             }),
+            newest_first: false,
         })
         .await
         .unwrap()

@@ -332,7 +332,15 @@ async fn both_planes_refuse_the_same_cases_alike() {
 
     let s = setup(&gw, None).await;
     admin
-        .delete_user(admin::DeleteUserRequest { id: s.user })
+        .delete_user(admin::DeleteUserRequest {
+            id: s.user,
+            cascade: true,
+        })
+        .await
+        .unwrap();
+    // The cascade disabled the key; enabled again, it belongs to a deleted user.
+    admin
+        .enable_key(admin::KeyIdRequest { id: s.key_id })
         .await
         .unwrap();
     assert_both_refuse(&gw, &session, &s, "user deleted", Refusal::UserNotFound).await;
@@ -355,6 +363,7 @@ async fn both_planes_refuse_the_same_cases_alike() {
             op: admin::BalanceOp::Set as i32,
             amount_nanos: 0,
             reason: "spent".into(),
+            allow_negative: false,
         })
         .await
         .unwrap();
@@ -404,6 +413,7 @@ async fn both_planes_refuse_the_same_cases_alike() {
                 op: admin::BalanceOp::Set as i32,
                 amount_nanos: 0,
                 reason: "subscription only".into(),
+                allow_negative: false,
             })
             .await
             .unwrap();

@@ -48,6 +48,7 @@ async fn usage_records(gw: &Gateway, user: i64) -> Vec<admin::UsageRecord> {
                 ..Default::default()
             }),
             page: None,
+            newest_first: false,
         })
         .await
         .unwrap()

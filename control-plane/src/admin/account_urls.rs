@@ -25,7 +25,8 @@ pub fn base_url(policy: &UpstreamPolicy, field: &str, value: &str) -> Result<Str
         "http" => {
             return Err(Error::invalid(
                 field,
-                "must use https (plain http upstreams are not allowed by this control plane)",
+                "must use https: plain http upstreams are refused unless the control plane \
+                 runs with --allow-insecure-upstreams (TOLLGATE_ALLOW_INSECURE_UPSTREAMS=true)",
             ));
         }
         other => {
@@ -48,14 +49,19 @@ pub fn base_url(policy: &UpstreamPolicy, field: &str, value: &str) -> Result<Str
         return Err(Error::invalid(
             field,
             format!(
-                "host {host} is loopback, private or link-local, which this control plane does not allow"
+                "host {host} is loopback, private or link-local, refused unless the control \
+                 plane runs with --allow-private-upstreams (TOLLGATE_ALLOW_PRIVATE_UPSTREAMS=true; \
+                 the data planes need it too)"
             ),
         ));
     }
     if !policy.host_allowlist.is_empty() && !allowlisted(&policy.host_allowlist, &host) {
         return Err(Error::invalid(
             field,
-            format!("host {host} is not in the upstream host allow-list"),
+            format!(
+                "host {host} is not in the upstream host allow-list \
+                 (--upstream-host-allowlist / TOLLGATE_UPSTREAM_HOST_ALLOWLIST)"
+            ),
         ));
     }
     Ok(text.trim_end_matches('/').to_owned())
@@ -240,5 +246,50 @@ mod tests {
             "http://proxy.example:3128"
         );
         assert_eq!(strip_credentials(""), "");
+    }
+}
+
+/// Property tests over arbitrary input (conventions in data-plane `proxy/fuzz_tests.rs`:
+/// `PROPTEST_CASES` raises the case count).
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any text: a clear error or a proxy URL of an allowed scheme with a host, whose
+        /// operator view carries no password.
+        #[test]
+        fn proxy_urls_never_panic(
+            s in ".{0,60}|(http|https|socks5|socks5h|ftp)://([a-z]{0,6}(:[^@/]{0,8})?@)?[a-z0-9.:\\[\\]-]{0,24}(/.{0,8})?"
+        ) {
+            if let Ok(v) = proxy_url("proxy_url", &s)
+                && !v.is_empty()
+            {
+                let url = Url::parse(&v).unwrap();
+                prop_assert!(PROXY_SCHEMES.contains(&url.scheme()));
+                let shown = strip_credentials(&v);
+                let shown_url = Url::parse(&shown).unwrap();
+                prop_assert!(shown_url.password().is_none());
+            }
+        }
+
+        /// Any text: a clear error or a base URL that validates again to itself.
+        #[test]
+        fn base_urls_never_panic(
+            s in ".{0,60}|https?://[a-z0-9.:\\[\\]-]{0,30}(/[a-z0-9/]{0,10})?",
+            allow_private in any::<bool>(),
+            allow_insecure in any::<bool>(),
+        ) {
+            let policy = UpstreamPolicy {
+                allow_private,
+                allow_insecure,
+                ..UpstreamPolicy::default()
+            };
+            if let Ok(v) = base_url(&policy, "base_url", &s) {
+                prop_assert_eq!(base_url(&policy, "base_url", &v).ok(), Some(v));
+            }
+        }
     }
 }

@@ -36,6 +36,8 @@ pub const ALLOWED: &[&str] = &[
     "op",
     "amount_nanos",
     "reason",
+    "allow_negative",
+    "cascade",
     // groups
     "platform",
     "rate_multiplier",
@@ -312,6 +314,7 @@ mod tests {
                 op: pb::BalanceOp::Add as i32,
                 amount_nanos: 10,
                 reason: "gift".into(),
+                allow_negative: false,
             },
         );
         assert_eq!(d["op"], "BALANCE_OP_ADD");

@@ -203,6 +203,7 @@ pub fn usage_record(r: model::UsageRecord) -> pb::UsageRecord {
         created_at_ms: r.created_at_ms,
         client_request_id: r.client_request_id,
         upstream_request_id: r.upstream_request_id,
+        recovered: r.recovered,
     }
 }
 

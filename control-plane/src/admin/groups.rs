@@ -98,8 +98,15 @@ pub async fn delete(
     ctx: &AdminContext,
     req: pb::DeleteGroupRequest,
 ) -> Result<pb::DeleteGroupResponse> {
-    ctx.store.delete_group(req.id).await?;
+    let disabled = ctx.store.delete_group(req.id, req.cascade).await?;
     ctx.invalidations.publish(Invalidation::group(req.id));
-    tracing::info!(group_id = req.id, "admin: group deleted");
-    Ok(pb::DeleteGroupResponse {})
+    super::users::publish_keys(ctx, &disabled);
+    tracing::info!(
+        group_id = req.id,
+        keys_disabled = disabled.len(),
+        "admin: group deleted"
+    );
+    Ok(pb::DeleteGroupResponse {
+        keys_disabled: i64::try_from(disabled.len()).unwrap_or(i64::MAX),
+    })
 }

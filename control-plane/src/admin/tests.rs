@@ -77,6 +77,7 @@ async fn every_change_publishes_its_invalidation() {
             op: pb::BalanceOp::Add as i32,
             amount_nanos: 5,
             reason: "gift".into(),
+            allow_negative: false,
         }
     );
     assert_eq!(drain(&mut rx), vec![u.clone()]);
@@ -191,8 +192,22 @@ async fn every_change_publishes_its_invalidation() {
     );
     assert_eq!(drain(&mut rx), vec![u.clone(); 3]);
 
-    call!(svc, delete_group, pb::DeleteGroupRequest { id: group.id });
-    call!(svc, delete_user, pb::DeleteUserRequest { id: user.id });
+    call!(
+        svc,
+        delete_group,
+        pb::DeleteGroupRequest {
+            id: group.id,
+            cascade: true
+        }
+    );
+    call!(
+        svc,
+        delete_user,
+        pb::DeleteUserRequest {
+            id: user.id,
+            cascade: true
+        }
+    );
     assert_eq!(drain(&mut rx), [Invalidation::group(group.id), u]);
 }
 

@@ -12,7 +12,11 @@ pub async fn query(
 ) -> Result<pb::QueryUsageResponse> {
     let filter = filter(req.filter.as_ref())?;
     let page = page::page(req.page.as_ref())?;
-    let (paged, totals) = ctx.store.query_usage(&filter, page).await?;
+    let (paged, totals) = if req.newest_first {
+        ctx.store.query_usage_newest_first(&filter, page).await?
+    } else {
+        ctx.store.query_usage(&filter, page).await?
+    };
     Ok(pb::QueryUsageResponse {
         records: paged.items.into_iter().map(convert::usage_record).collect(),
         totals: Some(convert::usage_totals(totals)),

@@ -85,10 +85,17 @@ pub async fn delete(
     ctx: &AdminContext,
     req: pb::DeleteUserRequest,
 ) -> Result<pb::DeleteUserResponse> {
-    ctx.store.delete_user(req.id).await?;
+    let disabled = ctx.store.delete_user(req.id, req.cascade).await?;
     ctx.invalidations.publish(Invalidation::user(req.id));
-    tracing::info!(user_id = req.id, "admin: user deleted");
-    Ok(pb::DeleteUserResponse {})
+    publish_keys(ctx, &disabled);
+    tracing::info!(
+        user_id = req.id,
+        keys_disabled = disabled.len(),
+        "admin: user deleted"
+    );
+    Ok(pb::DeleteUserResponse {
+        keys_disabled: i64::try_from(disabled.len()).unwrap_or(i64::MAX),
+    })
 }
 
 pub async fn adjust_balance(
@@ -114,7 +121,7 @@ pub async fn adjust_balance(
     let reason = v::text("reason", reason)?;
     let (user, entry) = ctx
         .store
-        .adjust_balance(req.user_id, op, amount, &reason)
+        .adjust_balance(req.user_id, op, amount, &reason, req.allow_negative)
         .await?;
     ctx.invalidations.publish(Invalidation::user(user.id));
     tracing::info!(
@@ -138,4 +145,14 @@ pub async fn ledger(
         entries: paged.items.into_iter().map(convert::ledger_entry).collect(),
         next_page_token: page::next_token(paged.next_after_id),
     })
+}
+
+/// Keys a cascading delete disabled: dropped from every cache.
+pub(super) fn publish_keys(ctx: &AdminContext, ids: &[i64]) {
+    if !ids.is_empty() {
+        ctx.invalidations.publish(Invalidation {
+            scope: crate::events::Scope::Key,
+            ids: ids.to_vec(),
+        });
+    }
 }

@@ -10,6 +10,7 @@ use tollgate_shared::refusal::Refusal;
 use tollgate_shared::{ErrorCode, Multiplier, now_ms};
 
 use super::leases::{Lease, UserHold};
+use super::recovery::UsageFacts;
 use super::refusals::{active_user, check_key};
 use super::slots::{Limit, SlotPermit};
 use super::{Admission, Rejection, billing_check, lease_url};
@@ -38,6 +39,9 @@ pub struct AdmitRequest {
     /// The account that created `response_id` (set by Admit, `response_owners.rs`):
     /// selection considers no other.
     pub pinned_account: Option<i64>,
+    /// The request body's size in bytes (for an estimate if the lease ends without a
+    /// usage record; 0 from older data planes).
+    pub request_bytes: u64,
 }
 
 /// Why Admit answered with a gRPC error rather than a lease or a rejection.
@@ -102,13 +106,18 @@ impl Admission {
             self.recheck_billing(&scope, waited).await?
         };
         let (account, account_permit) = self.choose_account(&req, scope.key.group_id).await?;
-        if !req.response_operation {
-            // The served model's price, before any upstream call (`pricing.rs`).
-            self.check_priced(&req, &account).await?;
-        }
+        // The served model's price, before any upstream call (`pricing.rs`). A response
+        // operation is never billed: no price, and nothing to estimate if its lease
+        // ends without a record (`recovery.rs`).
+        let facts = if req.response_operation {
+            None
+        } else {
+            let upstream_model = self.check_priced(&req, &account).await?;
+            Some(usage_facts(&req, &scope, &billing, &account, upstream_model))
+        };
         // From here on nothing awaits: the lease is either recorded and returned, or
         // (if this future is dropped before) never created.
-        let lease_id = self.record_lease(&req, hold, account.id, account_permit)?;
+        let lease_id = self.record_lease(&req, hold, account.id, account_permit, facts)?;
         self.note_use(&req, scope.key.group_id, account.id);
         tracing::debug!(
             request_id = req.request_id,
@@ -230,10 +239,14 @@ impl Admission {
         hold: Arc<UserHold>,
         account_id: i64,
         account_permit: SlotPermit,
+        facts: Option<UsageFacts>,
     ) -> Result<String, Rejection> {
         let lease_id = uuid::Uuid::new_v4().to_string();
-        let lease = Lease::new(req.session_id.clone(), account_id, hold, account_permit)
+        let mut lease = Lease::new(req.session_id.clone(), account_id, hold, account_permit)
             .for_request(&req.request_id);
+        if let Some(facts) = facts {
+            lease = lease.with_facts(facts);
+        }
         if !self.inner.leases.insert(lease_id.clone(), lease) {
             return Err(Rejection::new(ErrorCode::Unavailable, "request abandoned"));
         }
@@ -273,5 +286,33 @@ impl Admission {
             rate_multiplier: group.map_or(Multiplier::ONE, |g| g.rate_multiplier),
             account,
         }
+    }
+}
+
+/// What an estimate of this request's usage needs, should its lease end without a
+/// usage record (`recovery.rs`).
+fn usage_facts(
+    req: &AdmitRequest,
+    scope: &KeyScope,
+    billing: &Billing,
+    account: &Account,
+    upstream_model: String,
+) -> UsageFacts {
+    let group = scope.group.as_ref();
+    UsageFacts {
+        request_id: req.request_id.clone(),
+        key_id: req.key_id,
+        user_id: billing.user.id,
+        group_id: group.map(|g| g.id),
+        subscription_id: billing.subscription.as_ref().map(|s| s.id),
+        account_id: account.id,
+        billing_mode: billing.mode,
+        rate_multiplier: group.map_or(Multiplier::ONE, |g| g.rate_multiplier),
+        account_cost_multiplier: account.cost_multiplier,
+        model: req.model.clone(),
+        upstream_model,
+        request_bytes: req.request_bytes,
+        stream: req.stream,
+        admitted_at_ms: now_ms(),
     }
 }

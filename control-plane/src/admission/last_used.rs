@@ -38,6 +38,15 @@ impl LastUsed {
     fn take_dirty(&self) -> Vec<(i64, i64)> {
         self.lock().dirty.drain().collect()
     }
+
+    /// Puts back times whose write failed, unless a later use replaced them meanwhile.
+    fn restore_dirty(&self, touches: Vec<(i64, i64)>) {
+        let mut t = self.lock();
+        for (id, at) in touches {
+            let newest = t.dirty.get(&id).map_or(at, |&later| later.max(at));
+            t.dirty.insert(id, newest);
+        }
+    }
 }
 
 impl Admission {
@@ -50,12 +59,39 @@ impl Admission {
         self.inner.last_used.set(account_id, at_ms);
     }
 
-    /// Writes the batched last-used times.
-    pub async fn flush_last_used(&self) {
+    /// Writes the batched last-used times. A batch that fails to commit is kept for the
+    /// next flush (the database may be back by then); meanwhile only LRU ordering
+    /// across a restart would suffer, the in-memory times stand.
+    pub async fn flush_last_used(&self) -> crate::error::Result<()> {
         let touches = self.inner.last_used.take_dirty();
-        if let Err(e) = self.inner.store.touch_accounts_last_used(&touches).await {
-            // Only LRU ordering across restarts suffers; the in-memory times stand.
-            tracing::warn!(error = %e, "could not persist account last-used times");
+        if touches.is_empty() {
+            return Ok(());
         }
+        if let Err(e) = self.inner.store.touch_accounts_last_used(&touches).await {
+            tracing::warn!(error = %e, "could not persist account last-used times; kept for the next flush");
+            self.inner.last_used.restore_dirty(touches);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_batch_is_kept_without_undoing_later_uses() {
+        let t = LastUsed::default();
+        t.set(1, 100);
+        t.set(2, 200);
+        let batch = t.take_dirty();
+        // Account 2 is used again while the batch is being written, which then fails.
+        t.set(2, 300);
+        t.restore_dirty(batch);
+        let mut again = t.take_dirty();
+        again.sort_unstable();
+        assert_eq!(again, vec![(1, 100), (2, 300)]);
+        assert!(t.take_dirty().is_empty());
     }
 }

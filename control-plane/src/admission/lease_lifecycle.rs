@@ -38,15 +38,23 @@ impl Admission {
         session_id: &str,
         lease_ids: impl IntoIterator<Item = &'a str>,
     ) -> usize {
-        let n = self.inner.leases.release(lease_ids);
+        let released = self.inner.leases.release(lease_ids);
+        let n = released.len();
         tracing::trace!(session_id, released = n, "leases released");
+        // Their usage records are on the way; until they arrive, an estimate stands by.
+        self.settle(session_id, released);
         n
     }
 
     /// Releases whatever was granted for requests the data plane gave up during
     /// admission (it cancelled the Admit call, so it may never have seen a lease id), and
     /// makes a grant still racing with that cancellation free its slots at once.
-    pub fn release_requests<'a>(&self, request_ids: impl IntoIterator<Item = &'a str>) -> usize {
+    pub fn release_requests<'a>(
+        &self,
+        request_ids: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> usize {
+        // Never served: nothing to estimate.
+        self.settled(request_ids.clone());
         self.inner
             .leases
             .release_requests(request_ids, Instant::now())
@@ -117,8 +125,11 @@ impl Admission {
         let inner = &*self.inner;
         let grace = inner.settings.lease_grace;
         let mut freed = 0;
-        for session_id in inner.sessions.take_expired(grace) {
-            let n = inner.leases.release_owner(&session_id);
+        let expired = inner.sessions.take_expired(grace);
+        self.settle_expired(&expired, Instant::now());
+        for session_id in expired {
+            let reaped = inner.leases.release_owner(&session_id);
+            let n = reaped.len();
             if n > 0 {
                 tracing::info!(
                     session_id,
@@ -126,17 +137,24 @@ impl Admission {
                     "freed the leases of an expired session"
                 );
             }
+            // Their requests may never get a usage record: estimate them.
+            self.queue_estimates(reaped);
             freed += n;
         }
         // Owners the session table no longer knows (provisional adopters never bound, or
         // a lease granted just as its session went away) are timed here.
         let sessions = &inner.sessions;
-        let n = inner
+        let reaped = inner
             .leases
             .reap_away(|o| sessions.is_connected(o), grace, Instant::now());
+        let n = reaped.len();
         if n > 0 {
             tracing::info!(freed = n, "freed orphaned leases");
         }
+        self.queue_estimates(reaped);
+        inner
+            .leases_reaped
+            .inc_by(u64::try_from(freed + n).unwrap_or(u64::MAX));
         freed + n
     }
 
@@ -163,7 +181,8 @@ impl Admission {
             let now = Instant::now();
             self.inner.sticky.prune(now);
             if now.duration_since(last_flush) >= flush_every {
-                self.flush_last_used().await;
+                // A failure is logged and the batch kept for the next flush.
+                let _ = self.flush_last_used().await;
                 last_flush = now;
             }
             self.flush_responses().await;
@@ -172,7 +191,7 @@ impl Admission {
                 next_prune = now + prune_every;
             }
         }
-        self.flush_last_used().await;
+        let _ = self.flush_last_used().await;
         self.flush_responses().await;
     }
 }

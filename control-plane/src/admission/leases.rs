@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::recovery::UsageFacts;
 use super::slots::SlotPermit;
 
 /// The user's share of a request: one user slot and one pending-request count.
@@ -43,6 +44,9 @@ pub struct Lease {
     pub account_id: i64,
     /// The request it was granted for; empty for leases re-created at re-adoption.
     pub request_id: String,
+    /// What an estimate of its usage needs, if it is reaped without a usage record
+    /// (`recovery.rs`); none for leases re-created at re-adoption.
+    pub facts: Option<Box<UsageFacts>>,
     user: Arc<UserHold>,
     _account: SlotPermit,
 }
@@ -54,6 +58,7 @@ impl Lease {
             user_id: user.user_id,
             account_id,
             request_id: String::new(),
+            facts: None,
             user,
             _account: account,
         }
@@ -61,6 +66,11 @@ impl Lease {
 
     pub fn for_request(mut self, request_id: &str) -> Self {
         self.request_id = request_id.to_owned();
+        self
+    }
+
+    pub fn with_facts(mut self, facts: UsageFacts) -> Self {
+        self.facts = Some(Box::new(facts));
         self
     }
 }
@@ -164,19 +174,17 @@ impl LeaseTable {
     }
 
     /// Releases the given leases; unknown or already released ids are ignored.
-    /// Returns how many were released.
-    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> usize {
-        let removed: Vec<Lease> = {
-            let mut inner = self.lock();
-            ids.into_iter()
-                .filter_map(|id| inner.leases.remove(id))
-                .collect()
-        };
-        removed.len()
+    /// Returns the released leases (their slots go back when they are dropped).
+    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<Lease> {
+        let mut inner = self.lock();
+        ids.into_iter()
+            .filter_map(|id| inner.leases.remove(id))
+            .collect()
     }
 
-    /// Releases every lease of `owner`.
-    pub fn release_owner(&self, owner: &str) -> usize {
+    /// Releases every lease of `owner`; returns them (their slots go back when they are
+    /// dropped).
+    pub fn release_owner(&self, owner: &str) -> Vec<Lease> {
         let removed: Vec<Lease> = {
             let mut inner = self.lock();
             inner.away_since.remove(owner);
@@ -190,7 +198,7 @@ impl LeaseTable {
                 .filter_map(|id| inner.leases.remove(id))
                 .collect()
         };
-        removed.len()
+        removed
     }
 
     /// Moves every lease of `from` to `to`.
@@ -232,14 +240,14 @@ impl LeaseTable {
         }
     }
 
-    /// Frees the leases of owners that have been disconnected for at least `grace`.
-    /// `is_connected` is asked once per distinct owner, outside the lock.
+    /// Frees the leases of owners that have been disconnected for at least `grace`, and
+    /// returns them. `is_connected` is asked once per distinct owner, outside the lock.
     pub fn reap_away(
         &self,
         is_connected: impl Fn(&str) -> bool,
         grace: Duration,
         now: Instant,
-    ) -> usize {
+    ) -> Vec<Lease> {
         let owners: HashSet<String> = self
             .lock()
             .leases
@@ -272,7 +280,7 @@ impl LeaseTable {
                 .filter_map(|id| inner.leases.remove(id))
                 .collect()
         };
-        removed.len()
+        removed
     }
 }
 
@@ -344,8 +352,8 @@ mod tests {
         f.lease("l1", "s1", f.hold(1), 100);
         assert_eq!(f.users.usage(1).in_use, 1);
         assert_eq!(f.accounts.usage(100).in_use, 1);
-        assert_eq!(f.table.release(["l1", "l1", "nope"]), 1);
-        assert_eq!(f.table.release(["l1"]), 0);
+        assert_eq!(f.table.release(["l1", "l1", "nope"]).len(), 1);
+        assert_eq!(f.table.release(["l1"]).len(), 0);
         assert_eq!(f.users.usage(1).in_use, 0);
         assert_eq!(f.pending.usage(1).in_use, 0);
         assert_eq!(f.accounts.usage(100).in_use, 0);
@@ -374,7 +382,7 @@ mod tests {
         f.lease("c", "s2", f.hold(2), 100);
         assert_eq!(f.table.rebind_owner("s1", "s3"), 2);
         assert_eq!(f.table.owner_of("a").as_deref(), Some("s3"));
-        assert_eq!(f.table.release_owner("s3"), 2);
+        assert_eq!(f.table.release_owner("s3").len(), 2);
         assert_eq!(f.table.len(), 1);
         assert_eq!(f.accounts.usage(100).in_use, 1);
     }
@@ -411,15 +419,17 @@ mod tests {
         let grace = Duration::from_secs(10);
         let t0 = Instant::now();
         let connected = |o: &str| o == "here";
-        assert_eq!(f.table.reap_away(connected, grace, t0), 0);
+        assert_eq!(f.table.reap_away(connected, grace, t0).len(), 0);
         assert_eq!(
             f.table
-                .reap_away(connected, grace, t0 + Duration::from_secs(9)),
+                .reap_away(connected, grace, t0 + Duration::from_secs(9))
+                .len(),
             0
         );
         assert_eq!(
             f.table
-                .reap_away(connected, grace, t0 + Duration::from_secs(10)),
+                .reap_away(connected, grace, t0 + Duration::from_secs(10))
+                .len(),
             1
         );
         assert!(!f.table.contains("a"));
@@ -439,7 +449,8 @@ mod tests {
             .reap_away(|_| true, grace, t0 + Duration::from_secs(5));
         assert_eq!(
             f.table
-                .reap_away(|_| false, grace, t0 + Duration::from_secs(12)),
+                .reap_away(|_| false, grace, t0 + Duration::from_secs(12))
+                .len(),
             0
         );
         assert!(f.table.contains("a"));

@@ -36,6 +36,8 @@ pub mod lease_url;
 pub mod leases;
 pub mod outcome_policy;
 mod pricing;
+pub mod queue_time;
+pub mod recovery;
 mod refusals;
 mod report_outcome;
 pub mod response_owners;
@@ -62,6 +64,7 @@ use sticky::StickyTable;
 
 pub use admit::{AdmitError, AdmitRequest, Granted};
 pub use lease_lifecycle::{Adoption, HeldLease};
+pub use recovery::UsageFacts;
 pub use refusals::Rejection;
 pub use report_outcome::OutcomeCounts;
 pub use settings::AdmissionSettings;
@@ -90,10 +93,16 @@ struct Inner {
     sticky: StickyTable,
     last_used: LastUsed,
     counters: Counters,
+    /// Leases freed by the reaper, ever (the metrics).
+    leases_reaped: prometheus_client::metrics::counter::Counter,
     /// Subscription token refresher (`tokens.rs`).
     tokens: TokenRefresher,
     /// Which account created each response id (`response_owners.rs`).
     responses: ResponseOwners,
+    /// Estimates of reaped leases, waiting for billing (`recovery.rs`).
+    recovered: std::sync::Mutex<Vec<recovery::UsageFacts>>,
+    /// Released requests waiting for their usage record (`recovery.rs`).
+    settling: std::sync::Mutex<recovery::Settling>,
 }
 
 /// The admission engine. Cheap to clone.
@@ -134,8 +143,11 @@ impl Admission {
                 sticky,
                 last_used: LastUsed::default(),
                 counters: Counters::default(),
+                leases_reaped: Default::default(),
                 tokens,
                 responses,
+                recovered: std::sync::Mutex::default(),
+                settling: std::sync::Mutex::default(),
             }),
         }
     }
@@ -170,6 +182,30 @@ impl Admission {
     pub fn account_usage(&self, account_id: i64) -> slots::Usage {
         self.inner.account_slots.usage(account_id)
     }
+
+    /// Slots in use and waiters of every busy account, and of all users together (users
+    /// are too many to label by).
+    pub fn slot_usage(&self) -> SlotUsage {
+        let users = self.inner.user_slots.all_usage();
+        SlotUsage {
+            accounts: self.inner.account_slots.all_usage(),
+            users_in_use: users.iter().map(|(_, u)| u64::from(u.in_use)).sum(),
+            users_waiting: users.iter().map(|(_, u)| u64::from(u.waiting)).sum(),
+        }
+    }
+
+    /// Leases freed by the reaper because their session was gone past the grace.
+    pub fn leases_reaped(&self) -> prometheus_client::metrics::counter::Counter {
+        self.inner.leases_reaped.clone()
+    }
+}
+
+/// A point-in-time view of the slot tables.
+#[derive(Debug, Clone, Default)]
+pub struct SlotUsage {
+    pub accounts: Vec<(i64, slots::Usage)>,
+    pub users_in_use: u64,
+    pub users_waiting: u64,
 }
 
 #[cfg(test)]

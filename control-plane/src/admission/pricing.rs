@@ -2,7 +2,8 @@
 //! 400 `model_not_priced`, unless the operator configured a fallback price). The name
 //! checked is the one the selected account will be asked for — its model mapping, then
 //! on subscription accounts the Codex normalisation with the data plane's default — or
-//! the operator's alias (`billing::served`), exactly what `ReportUsage` will price.
+//! the operator's alias (`billing::served`), exactly what `ReportUsage` will price. The
+//! served name is returned: an estimate of the request's usage is priced by it.
 
 use tollgate_shared::ErrorCode;
 use tollgate_shared::domain::AccountKind;
@@ -17,7 +18,7 @@ impl Admission {
         &self,
         req: &AdmitRequest,
         account: &Account,
-    ) -> Result<(), AdmitError> {
+    ) -> Result<String, AdmitError> {
         let table = self
             .inner
             .snapshot
@@ -40,7 +41,7 @@ impl Admission {
         )
         .is_some()
         {
-            return Ok(());
+            return Ok(served);
         }
         let message = if served == req.model {
             format!("Model '{}' has no configured price", req.model)

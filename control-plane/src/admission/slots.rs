@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::queue_time;
+
 /// How many slots a key may hold at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -264,6 +266,23 @@ impl SlotTable {
         permit
     }
 
+    /// Every key with slots in use or waiters, and its use (for the metrics).
+    pub fn all_usage(&self) -> Vec<(i64, Usage)> {
+        let map = self.shared.lock();
+        map.iter()
+            .map(|(k, e)| {
+                let waiting = u32::try_from(e.waiters.len()).unwrap_or(u32::MAX);
+                (
+                    *k,
+                    Usage {
+                        in_use: e.in_use,
+                        waiting,
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Counts a slot whatever the limit: for re-adopted leases that are already running.
     pub fn force_acquire(&self, key: i64) -> SlotPermit {
         let mut map = self.shared.lock();
@@ -316,7 +335,9 @@ impl SlotTable {
             };
             (rx, guard)
         };
+        let queued_at = std::time::Instant::now();
         let result = tokio::time::timeout(timeout, &mut rx).await;
+        queue_time::add(queued_at.elapsed());
         // Leave the queue first, so that nothing can be granted after the check below.
         drop(guard);
         match result {

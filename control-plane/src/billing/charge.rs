@@ -39,6 +39,7 @@ use super::record::{self, Checked};
 use super::served;
 use crate::error::{Error, Result};
 use crate::events::{Change, Invalidation, Invalidations, Scope};
+use crate::metrics::BillingMetrics;
 use crate::model::UsageRecord;
 use crate::storage::{ChargeOutcome, StorageError, Store};
 
@@ -132,13 +133,28 @@ pub(super) async fn charge_one(
     report: pb::UsageReport,
     now_ms: i64,
 ) -> std::result::Result<(UsageRecord, ChargeOutcome), Failure> {
+    charge_as(store, prices, mappings, settings, report, false, now_ms).await
+}
+
+/// [`charge_one`], with the record flagged `recovered` when it is the control plane's
+/// own estimate (`recovered.rs`).
+pub(super) async fn charge_as(
+    store: &Store,
+    prices: &PriceTable,
+    mappings: &mut Mappings,
+    settings: &BillingSettings,
+    report: pb::UsageReport,
+    recovered: bool,
+    now_ms: i64,
+) -> std::result::Result<(UsageRecord, ChargeOutcome), Failure> {
     let checked = record::check(report).map_err(Failure::Permanent)?;
     let mapping = mappings
         .for_record(store, &checked, prices)
         .await
         .map_err(Failure::Error)?;
     let cost = price(&checked, &mapping, prices, settings).map_err(Failure::Permanent)?;
-    let usage = checked.into_record(cost, now_ms);
+    let mut usage = checked.into_record(cost, now_ms);
+    usage.recovered = recovered;
     match store.charge_usage(&usage, now_ms).await {
         Ok(outcome) => Ok((usage, outcome)),
         Err(e) if is_permanent(&e) => Err(Failure::Permanent(e.to_string())),
@@ -167,6 +183,7 @@ pub async fn report_usage(
     store: &Store,
     invalidations: &Invalidations,
     settings: &BillingSettings,
+    metrics: &BillingMetrics,
     records: Vec<pb::UsageReport>,
     now_ms: i64,
 ) -> Result<pb::ReportUsageResponse> {
@@ -182,19 +199,30 @@ pub async fn report_usage(
     for report in records {
         let request_id = report.request_id.clone();
         let raw = report.clone();
-        match land(store, &prices, &mut mappings, settings, report, now_ms).await {
+        let started = std::time::Instant::now();
+        let landed = land(store, &prices, &mut mappings, settings, report, now_ms).await;
+        metrics
+            .charge_latency
+            .observe(started.elapsed().as_secs_f64());
+        match landed {
             Landed::Charged(usage, outcome) => {
                 pending.charged(&usage, &outcome);
-                if !outcome.inserted {
+                if outcome.inserted {
+                    metrics.record("charged");
+                    metrics.charged(&usage);
+                } else {
+                    metrics.record("replayed");
                     tracing::debug!(request_id, "usage record replayed; already charged");
                 }
                 resp.acked_request_ids.push(request_id);
             }
             Landed::Permanent(reason) => {
                 match dead_letter::store(store, &raw, &reason, now_ms).await {
-                    Ok(()) => resp
-                        .dead_lettered
-                        .push(pb::DeadLettered { request_id, reason }),
+                    Ok(()) => {
+                        metrics.record("dead_lettered");
+                        resp.dead_lettered
+                            .push(pb::DeadLettered { request_id, reason })
+                    }
                     Err(e) if belongs_to_record(&e) => {
                         tracing::error!(request_id, error = %e, "dead letter not stored; will be retried");
                     }
@@ -206,6 +234,7 @@ pub async fn report_usage(
                 }
             }
             Landed::Retry(e) => {
+                metrics.record("retry");
                 tracing::error!(request_id, error = %e, "usage record not charged; will be retried");
             }
             Landed::Stop(e) => {
@@ -225,7 +254,7 @@ pub async fn report_usage(
 /// An error no retry of the same record can fix: a missing key, user or subscription,
 /// an overflow guard, a value the database refuses (Postgres SQLSTATE classes 22 data
 /// exception and 23 integrity violation; SQLite constraint, mismatch, too big).
-fn is_permanent(e: &Error) -> bool {
+pub(super) fn is_permanent(e: &Error) -> bool {
     match e {
         Error::NotFound(_) | Error::InvalidArgument { .. } => true,
         Error::Storage(StorageError::Rejected(sqlx::Error::Database(db))) => {
@@ -243,7 +272,7 @@ fn is_permanent(e: &Error) -> bool {
 }
 
 /// An error caused by this record's data rather than by the database being away.
-fn belongs_to_record(e: &Error) -> bool {
+pub(super) fn belongs_to_record(e: &Error) -> bool {
     match e {
         Error::Storage(e) => e.is_rejected_data(),
         _ => true,
@@ -273,6 +302,12 @@ impl<'a> PendingInvalidations<'a> {
     /// admission, which reads them from storage.
     pub(super) fn charged(&mut self, usage: &UsageRecord, outcome: &ChargeOutcome) {
         if !outcome.inserted {
+            return;
+        }
+        if outcome.superseded {
+            // The estimate's charge was undone: the key or user may be usable again.
+            self.key(usage.key_id);
+            self.user(usage.user_id);
             return;
         }
         if outcome.key_exhausted {

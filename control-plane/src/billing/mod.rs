@@ -17,6 +17,7 @@ pub mod cost;
 pub mod dead_letter;
 pub mod price_lookup;
 pub mod record;
+pub mod recovered;
 pub mod served;
 
 pub use charge::report_usage;
@@ -34,6 +35,9 @@ pub struct BillingSettings {
     /// `TOLLGATE_CHARGE_ESTIMATES`: charge records whose token counts the data plane
     /// estimated; when false they are stored at zero cost (flagged `estimated`).
     pub charge_estimates: bool,
+    /// `TOLLGATE_RECOVERED_OUTPUT_TOKENS`: the output allowance of the control plane's
+    /// estimate for a lease reaped without a usage record (`recovered`).
+    pub recovered_output_tokens: i64,
 }
 
 impl Default for BillingSettings {
@@ -41,6 +45,7 @@ impl Default for BillingSettings {
         Self {
             fallback: None,
             charge_estimates: true,
+            recovered_output_tokens: 1_000,
         }
     }
 }
@@ -50,6 +55,7 @@ impl BillingSettings {
         Self {
             fallback: c.fallback_price.map(|p| p.0),
             charge_estimates: c.charge_estimates,
+            recovered_output_tokens: c.recovered_output_tokens,
         }
     }
 }
@@ -82,6 +88,7 @@ mod tests {
                     cached_input_per_mtok_nanos: 125_000_000,
                 }),
                 charge_estimates: false,
+                recovered_output_tokens: 1_000,
             }
         );
         let e = crate::config::parse_flags(&["cp", "--fallback-price", "1.25,10"])

@@ -161,6 +161,7 @@ impl Checked {
             estimated: r.estimated,
             client_request_id: cut(r.client_request_id),
             upstream_request_id: cut(r.upstream_request_id),
+            recovered: false,
             created_at_ms: if r.started_at_ms > 0 {
                 r.started_at_ms
             } else {

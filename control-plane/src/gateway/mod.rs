@@ -2,6 +2,7 @@
 //! authorization, admission, release, usage and outcome reports.
 
 mod authorize;
+pub mod reconcile;
 pub mod session;
 pub mod wire;
 
@@ -50,6 +51,9 @@ pub struct GatewayParts {
     pub session: SessionSettings,
     /// Pricing and charging of usage reports.
     pub billing: BillingSettings,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Admit waits here after a failover (the reconcile window).
+    pub grants: reconcile::GrantHold,
 }
 
 #[derive(Debug, Clone)]
@@ -160,8 +164,27 @@ impl Gateway for GatewayService {
         request: Request<pb::AdmitRequest>,
     ) -> Result<Response<pb::AdmitResponse>, Status> {
         let req = admission::AdmitRequest::from(request.into_inner());
-        let result = self.parts.admission.admit(req).await;
-        Ok(Response::new(wire::admit_response(result)?))
+        self.parts.grants.wait().await;
+        let started = std::time::Instant::now();
+        let (result, queued) =
+            admission::queue_time::measure(self.parts.admission.admit(req)).await;
+        let m = &self.parts.metrics.admit;
+        m.latency.observe(started.elapsed().as_secs_f64());
+        m.queued.observe(queued.as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => "granted",
+            Err(admission::AdmitError::Rejected(r)) => r.code.name(),
+            Err(admission::AdmitError::UnknownSession) => "unknown_session",
+            Err(admission::AdmitError::InvalidArgument(_)) => "invalid_argument",
+        };
+        m.decisions
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
+        let mut resp = wire::admit_response(result)?;
+        if let Some(pb::admit_response::Result::Lease(l)) = &mut resp.result {
+            l.queued_us = i64::try_from(queued.as_micros()).unwrap_or(i64::MAX);
+        }
+        Ok(Response::new(resp))
     }
 
     async fn release(
@@ -175,6 +198,9 @@ impl Gateway for GatewayService {
         self.parts
             .admission
             .release_requests(req.request_ids.iter().map(String::as_str));
+        self.parts
+            .admission
+            .settled(req.unbilled_request_ids.iter().map(String::as_str));
         Ok(Response::new(pb::ReleaseResponse {}))
     }
 
@@ -186,10 +212,15 @@ impl Gateway for GatewayService {
             &self.parts.store,
             &self.parts.invalidations,
             &self.parts.billing,
+            &self.parts.metrics.billing,
             request.into_inner().records,
             tollgate_shared::now_ms(),
         )
         .await?;
+        // Stored: these requests need no estimate any more.
+        let landed = resp.acked_request_ids.iter().map(String::as_str);
+        let dead = resp.dead_lettered.iter().map(|d| d.request_id.as_str());
+        self.parts.admission.settled(landed.chain(dead));
         Ok(Response::new(resp))
     }
 

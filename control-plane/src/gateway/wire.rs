@@ -25,6 +25,7 @@ impl From<pb::AdmitRequest> for AdmitRequest {
             response_id: r.response_id.trim().to_owned(),
             response_operation: r.response_operation,
             pinned_account: None,
+            request_bytes: r.request_bytes,
         }
     }
 }
@@ -73,6 +74,8 @@ impl From<Granted> for pb::Lease {
             subscription_id: g.subscription_id,
             billing_mode: g.billing_mode.as_str().to_owned(),
             rate_multiplier: g.rate_multiplier.to_string(),
+            // Set by the Admit handler, which measured the wait.
+            queued_us: 0,
         }
     }
 }

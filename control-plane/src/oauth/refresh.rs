@@ -109,6 +109,8 @@ struct Inner {
     forced: Mutex<HashMap<i64, Instant>>,
     /// Token-endpoint refresh calls started (diagnostics and tests).
     calls: AtomicU64,
+    /// Token-endpoint refreshes by outcome (the metrics).
+    outcomes: crate::metrics::Outcomes,
 }
 
 /// The refresher. Cheap to clone.
@@ -159,6 +161,7 @@ impl TokenRefresher {
                 flights: Arc::default(),
                 forced: Mutex::default(),
                 calls: AtomicU64::new(0),
+                outcomes: crate::metrics::Outcomes::default(),
             }),
         }
     }
@@ -170,6 +173,11 @@ impl TokenRefresher {
     /// Token-endpoint refresh calls started so far.
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// Token-endpoint refreshes by outcome: renewed, failed, interrupted.
+    pub fn outcomes(&self) -> crate::metrics::Outcomes {
+        self.inner.outcomes.clone()
     }
 
     /// Admit's check (no I/O): should the selected account's token be renewed before it
@@ -359,6 +367,15 @@ impl TokenRefresher {
             .client
             .refresh(&account.proxy_url, refresh_token, retry, &inner.shutdown)
             .await;
+        let outcome = match &answer {
+            Ok(_) => "renewed",
+            Err(e) if e.cancelled => "interrupted",
+            Err(_) => "failed",
+        };
+        inner
+            .outcomes
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
         match answer {
             Ok(tokens) => self.store(account, tokens).await,
             Err(e) if e.cancelled => Err(RefreshError::Unavailable(e.message)),
@@ -656,6 +673,13 @@ mod tests {
         assert_eq!(form["client_id"], super::super::DEFAULT_CLIENT_ID);
         assert_eq!(form["scope"], "openid profile email");
         assert_eq!(s.refresher.calls(), 1);
+        assert_eq!(refreshes(&s.refresher, "renewed"), 1);
+    }
+
+    fn refreshes(r: &TokenRefresher, outcome: &'static str) -> u64 {
+        r.outcomes()
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .get()
     }
 
     #[tokio::test]
@@ -709,6 +733,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, RefreshError::Failed(_)), "{e:?}");
         assert_eq!(s.server.hits.load(Ordering::SeqCst), 3);
+        // One refresh (its retries inside), counted once, as failed.
+        assert_eq!(refreshes(&s.refresher, "failed"), 1);
+        assert_eq!(refreshes(&s.refresher, "renewed"), 0);
         let a = s.store.get_account(id).await.unwrap();
         assert_eq!(a.status, AccountStatus::Error);
         assert_eq!(

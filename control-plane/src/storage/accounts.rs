@@ -1,6 +1,7 @@
 //! Upstream accounts and their group memberships. The credential (as JSON) and the proxy
 //! URL are encrypted at rest with the store's `SecretBox`; rows are decrypted on read.
 
+use super::to_end::ToTheEnd;
 use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
@@ -156,7 +157,7 @@ impl Store {
         .bind(new.cost_multiplier.ppm())
         .bind(new.notes)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .one_row(&mut *tx)
         .await?
         .try_get("id")?;
         insert_memberships(&mut tx, id, &new.groups).await?;
@@ -169,7 +170,7 @@ impl Store {
             "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("account", id))?;
         let mut accounts = self.accounts_from_rows(&[row]).await?;

@@ -2,6 +2,7 @@
 //! revocation. Creating and revoking a token write their audit entry in the same
 //! transaction, so the log never misses a credential change.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::domain::AdminScope;
@@ -83,7 +84,7 @@ impl Store {
         .bind(new.created_by)
         .bind(new.expires_at_ms)
         .bind(now_ms())
-        .fetch_one(&mut *tx)
+        .one_row(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, || format!("admin token named {name:?}")))?;
         let token = row_to_token(&row)?;
@@ -99,7 +100,7 @@ impl Store {
             "SELECT {TOKEN_COLS} FROM admin_tokens WHERE token_hash = $1"
         ))
         .bind(hash.to_owned())
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?;
         row.as_ref().map(row_to_token).transpose()
     }
@@ -133,13 +134,13 @@ impl Store {
         ))
         .bind(now_ms())
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .optional_row(&mut *tx)
         .await?;
         let Some(row) = row else {
             drop(tx);
             let exists = sqlx::query("SELECT 1 FROM admin_tokens WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .optional_row(&self.pool)
                 .await?
                 .is_some();
             return Err(if exists {

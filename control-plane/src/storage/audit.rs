@@ -1,6 +1,7 @@
 //! The queries behind `AuditBooks` (billing.md "audit"): each returns the figures one
 //! invariant compares, or the rows that break it; the comparison is `billing::audit`'s.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 
 use super::Store;
@@ -119,7 +120,7 @@ impl Store {
     /// Number of usage rows (for the report).
     pub async fn count_usage_rows(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_logs")
-            .fetch_one(&self.pool)
+            .one_row(&self.pool)
             .await?;
         Ok(row.try_get("n")?)
     }

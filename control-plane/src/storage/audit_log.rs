@@ -2,6 +2,7 @@
 //! What goes into `details` is decided by the Admin layer (an allow-list of request
 //! fields); storage keeps it as given.
 
+use super::to_end::ToTheEnd;
 use sqlx::any::{Any, AnyRow};
 use sqlx::{Executor, Row};
 use tollgate_shared::now_ms;
@@ -81,7 +82,7 @@ where
     .bind(entry.action.clone())
     .bind(entry.target.clone())
     .bind(entry.details.clone())
-    .fetch_one(executor)
+    .one_row(executor)
     .await?;
     row_to_entry(&row)
 }

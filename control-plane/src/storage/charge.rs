@@ -4,7 +4,10 @@
 //!
 //! Order inside the transaction:
 //! 1. insert the usage row, `ON CONFLICT (request_id) DO NOTHING`; nothing inserted is a
-//!    replay: roll back, change nothing, report `inserted: false`;
+//!    replay: roll back, change nothing, report `inserted: false` — unless the row there
+//!    is the control plane's estimate (`recovered`) and this record is real: then the
+//!    estimate's charges are undone and the row overwritten (`supersede.rs`), and the
+//!    steps below charge this record, so the request is charged once in total;
 //! 2. balance mode: `balance_nanos = balance_nanos - actual_cost`; subscription mode: the
 //!    three windows grow by `total_cost` (one UPDATE, CASE per window);
 //! 3. the key: lock the row with a write (`last_used_at_ms`) that also returns the
@@ -17,6 +20,7 @@
 //! overflow in the WHERE clause (SQLite would silently switch to floating point); a
 //! guard that fails rolls everything back.
 
+use super::to_end::ToTheEnd;
 use sqlx::{AnyConnection, Row};
 use tollgate_shared::domain::{BillingMode, KeyStatus};
 use tollgate_shared::refusal::Window;
@@ -34,6 +38,9 @@ const MONTH_MS: i64 = Window::Monthly.len_ms();
 pub struct ChargeOutcome {
     /// `false`: the request id was already recorded; nothing changed.
     pub inserted: bool,
+    /// The record replaced the control plane's estimate for its request (`recovered`):
+    /// the estimate's charge was undone and this record's charged instead.
+    pub superseded: bool,
     /// The key went `active` → `quota_exhausted` with this charge.
     pub key_exhausted: bool,
     /// Balance mode: the user's balance after the charge.
@@ -92,11 +99,18 @@ async fn charge_in(
     r: &UsageRecord,
     now_ms: i64,
 ) -> Result<Option<ChargeOutcome>> {
+    let mut superseded = false;
     if !insert_usage_row(tx, r).await? {
-        return Ok(None);
+        // A real record for a request the control plane had recorded an estimate for
+        // (`recovered`): the estimate's charge is undone and this one is charged.
+        if r.recovered || !super::supersede::undo_recovered(tx, r).await? {
+            return Ok(None);
+        }
+        superseded = true;
     }
     let mut outcome = ChargeOutcome {
         inserted: true,
+        superseded,
         ..ChargeOutcome::default()
     };
     match r.billing_mode {
@@ -131,14 +145,14 @@ async fn charge_balance(tx: &mut AnyConnection, r: &UsageRecord) -> Result<i64> 
     .bind(r.actual_cost_nanos)
     .bind(r.user_id)
     .bind(i64::MIN + r.actual_cost_nanos)
-    .fetch_optional(&mut *tx)
+    .optional_row(&mut *tx)
     .await?;
     if let Some(row) = row {
         return Ok(row.try_get("balance_nanos")?);
     }
     let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
         .bind(r.user_id)
-        .fetch_optional(&mut *tx)
+        .optional_row(&mut *tx)
         .await?
         .is_some();
     Err(if exists {
@@ -175,7 +189,7 @@ async fn charge_subscription_windows(
         .bind(sub_id)
         .bind(r.user_id)
         .bind(i64::MAX - r.total_cost_nanos)
-        .fetch_optional(&mut *tx)
+        .optional_row(&mut *tx)
         .await?;
     if row.is_some() {
         return Ok(());
@@ -183,7 +197,7 @@ async fn charge_subscription_windows(
     let exists = sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1 AND user_id = $2")
         .bind(sub_id)
         .bind(r.user_id)
-        .fetch_optional(&mut *tx)
+        .optional_row(&mut *tx)
         .await?
         .is_some();
     Err(if exists {
@@ -211,7 +225,7 @@ async fn touch_key(tx: &mut AnyConnection, r: &UsageRecord, now_ms: i64) -> Resu
     .bind(now_ms)
     .bind(r.key_id)
     .bind(r.user_id)
-    .fetch_optional(&mut *tx)
+    .optional_row(&mut *tx)
     .await?;
     let Some(before) = before else {
         return Err(Error::NotFound(format!(
@@ -249,7 +263,7 @@ async fn charge_key_quota(
     .bind(now_ms)
     .bind(r.key_id)
     .bind(i64::MAX - r.actual_cost_nanos)
-    .fetch_optional(&mut *tx)
+    .optional_row(&mut *tx)
     .await?;
     let Some(row) = row else {
         return Err(Error::invalid(

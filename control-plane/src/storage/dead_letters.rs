@@ -2,6 +2,7 @@
 //! with their reason and the raw record (JSON text, so any byte the data plane sent is
 //! stored escaped), listed for operators and marked once re-charged.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -62,7 +63,7 @@ impl Store {
             "SELECT {DEAD_LETTER_COLS} FROM usage_dead_letters WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?;
         match row {
             Some(row) => row_to_dead_letter(&row),
@@ -121,7 +122,7 @@ impl Store {
              MIN(CASE WHEN recharged_at_ms IS NULL THEN created_at_ms END) AS oldest \
              FROM usage_dead_letters",
         )
-        .fetch_one(&self.pool)
+        .one_row(&self.pool)
         .await?;
         Ok(DeadLetterCounts {
             total: row.try_get("total")?,

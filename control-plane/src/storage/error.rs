@@ -34,6 +34,9 @@ impl StorageError {
 impl From<sqlx::Error> for StorageError {
     fn from(e: sqlx::Error) -> Self {
         match e {
+            sqlx::Error::Database(ref db) if database_unavailable(db.code().as_deref()) => {
+                Self::Unavailable(e)
+            }
             sqlx::Error::Database(_) => Self::Rejected(e),
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -43,6 +46,26 @@ impl From<sqlx::Error> for StorageError {
             _ => Self::Failed(e),
         }
     }
+}
+
+/// Database errors that say the database cannot take writes now rather than that the
+/// data is wrong: a retry of the same statement may succeed once the fault clears.
+/// SQLite primary result codes (the low byte of the extended code): BUSY 5, LOCKED 6,
+/// NOMEM 7, READONLY 8, IOERR 10, FULL 13, CANTOPEN 14. Postgres SQLSTATE classes 08
+/// (connection), 53 (insufficient resources: disk full, out of memory), 57 (operator
+/// intervention: shutdown), 58 (system I/O error), and 25006 (read-only transaction).
+fn database_unavailable(code: Option<&str>) -> bool {
+    let Some(code) = code else {
+        return false;
+    };
+    if code.len() == 5 {
+        // A Postgres SQLSTATE (SQLite's codes, extended ones included, are shorter).
+        return ["08", "53", "57", "58"].iter().any(|c| code.starts_with(c)) || code == "25006";
+    }
+    matches!(
+        code.parse::<i32>().map(|c| c & 0xff),
+        Ok(5 | 6 | 7 | 8 | 10 | 13 | 14)
+    )
 }
 
 impl From<sqlx::Error> for Error {
@@ -71,5 +94,19 @@ mod tests {
         let failed: Error = sqlx::Error::RowNotFound.into();
         assert!(matches!(failed, Error::Storage(StorageError::Failed(_))));
         assert!(!StorageError::from(sqlx::Error::PoolClosed).is_rejected_data());
+    }
+
+    #[test]
+    fn a_database_that_cannot_write_now_is_unavailable_not_rejecting() {
+        // SQLite: FULL, BUSY, READONLY, an extended IOERR (FSYNC); Postgres: disk full,
+        // admin shutdown, connection failure, read-only transaction.
+        for code in ["13", "5", "8", "1034", "53100", "57P01", "08006", "25006"] {
+            assert!(database_unavailable(Some(code)), "{code}");
+        }
+        // Constraint violations, a type mismatch, a unique violation: the data.
+        for code in ["19", "2067", "20", "23505", "22003", "42P01"] {
+            assert!(!database_unavailable(Some(code)), "{code}");
+        }
+        assert!(!database_unavailable(None));
     }
 }

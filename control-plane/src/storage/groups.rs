@@ -1,5 +1,7 @@
 //! Groups: rate multiplier, billing kind and subscription limits.
 
+use super::keys::{KeyOwner, disable_keys_of};
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::domain::GroupStatus;
@@ -58,7 +60,7 @@ impl Store {
         .bind(flag(new.exclusive))
         .bind(new.description)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .one_row(&self.pool)
         .await
         .map_err(|e| unique_violation(e, name_taken(&new.name)))?;
         row_to_group(&row)
@@ -69,7 +71,7 @@ impl Store {
             "SELECT {GROUP_COLS} FROM groups WHERE id = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("group", id))?;
         row_to_group(&row)
@@ -126,7 +128,7 @@ impl Store {
         );
         let row = args
             .bind(sqlx::query(&sql))
-            .fetch_optional(&self.pool)
+            .optional_row(&self.pool)
             .await
             .map_err(|e| unique_violation(e, name_taken(&name)))?
             .ok_or_else(|| not_found("group", id))?;
@@ -134,8 +136,10 @@ impl Store {
     }
 
     /// Soft delete. The group's account memberships go with it, so no account is routed
-    /// through a group that no longer exists; keys keep their `group_id` for history.
-    pub async fn delete_group(&self, id: i64) -> Result<()> {
+    /// through a group that no longer exists. A group with keys (not deleted) is refused
+    /// unless `cascade`, which disables them (they keep their `group_id` for history);
+    /// returns the ids of the keys it disabled.
+    pub async fn delete_group(&self, id: i64, cascade: bool) -> Result<Vec<i64>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
@@ -149,11 +153,13 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(not_found("group", id));
         }
+        let what = format!("group {id}");
+        let disabled = disable_keys_of(&mut tx, KeyOwner::Group(id), &what, cascade).await?;
         sqlx::query("DELETE FROM account_groups WHERE group_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(disabled)
     }
 }

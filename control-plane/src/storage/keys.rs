@@ -4,6 +4,7 @@
 //! the future, quota reset, expiry cleared) happen in the same UPDATE as the change, so
 //! no reader ever sees the new value with the old status.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::domain::KeyStatus;
@@ -11,7 +12,7 @@ use tollgate_shared::now_ms;
 
 use super::args::{Args, page_clause, paged, where_clause};
 use super::{Store, from_json, not_found, parse_stored, to_json, unique_violation};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{ApiKey, KeyPatch, NewApiKey, Page, Paged};
 
 /// The key's newest usage row id: `quota_used` counts the rows after it (the audit's
@@ -70,7 +71,7 @@ impl Store {
         .bind(new.quota_nanos)
         .bind(new.expires_at_ms)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await
         .map_err(|e| unique_violation(e, || "api key".to_owned()))?;
         match row {
@@ -90,7 +91,7 @@ impl Store {
             "SELECT {KEY_COLS} FROM api_keys WHERE id = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("api key", id))?;
         row_to_key(&row)
@@ -102,7 +103,7 @@ impl Store {
             "SELECT {KEY_COLS} FROM api_keys WHERE key_hash = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(hash.to_owned())
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?;
         row.as_ref().map(row_to_key).transpose()
     }
@@ -274,9 +275,74 @@ impl Store {
     async fn update_key_with(&self, id: i64, sql: &str, args: Args) -> Result<ApiKey> {
         let row = args
             .bind(sqlx::query(sql))
-            .fetch_optional(&self.pool)
+            .optional_row(&self.pool)
             .await?
             .ok_or_else(|| not_found("api key", id))?;
         row_to_key(&row)
     }
+}
+
+/// Which keys block the delete of their owner (a user or a group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyOwner {
+    User(i64),
+    Group(i64),
+}
+
+impl KeyOwner {
+    fn column_and_id(self) -> (&'static str, i64) {
+        match self {
+            Self::User(id) => ("user_id", id),
+            Self::Group(id) => ("group_id", id),
+        }
+    }
+}
+
+/// Inside the caller's delete transaction: the owner's keys that are not deleted.
+/// Without `cascade` any such key refuses the delete (FailedPrecondition naming the
+/// flag); with it they are disabled, and the ids of those this call disabled are
+/// returned (already-disabled keys stay as they are).
+pub(crate) async fn disable_keys_of(
+    conn: &mut sqlx::AnyConnection,
+    owner: KeyOwner,
+    what: &str,
+    cascade: bool,
+) -> Result<Vec<i64>> {
+    let (column, id) = owner.column_and_id();
+    // The write first: it locks the rows (Postgres) or the database (SQLite), so no key
+    // of the owner changes between this count and the delete.
+    let rows = sqlx::query(&format!(
+        "UPDATE api_keys SET updated_at_ms = updated_at_ms \
+         WHERE {column} = $1 AND deleted_at_ms IS NULL RETURNING id, status"
+    ))
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut enabled = Vec::new();
+    for row in &rows {
+        let status: String = row.try_get("status")?;
+        if status != KeyStatus::Disabled.as_str() {
+            enabled.push(row.try_get::<i64, _>("id")?);
+        }
+    }
+    if !cascade {
+        return Err(Error::FailedPrecondition(format!(
+            "{what} still has {} API key(s) ({} not disabled); delete or disable them first, \
+             or delete with --cascade (Admin API: cascade = true), which disables them",
+            rows.len(),
+            enabled.len()
+        )));
+    }
+    for key_id in &enabled {
+        sqlx::query("UPDATE api_keys SET status = $1, updated_at_ms = $2 WHERE id = $3")
+            .bind(KeyStatus::Disabled.as_str())
+            .bind(now_ms())
+            .bind(*key_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(enabled)
 }

@@ -24,14 +24,16 @@ mod oauth;
 mod prices;
 mod response_owners;
 mod subscriptions;
+mod supersede;
+mod to_end;
 mod usage;
 mod users;
 
 use std::str::FromStr;
 
-use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Connection};
 
 use tollgate_shared::Multiplier;
 
@@ -79,6 +81,16 @@ pub struct Store {
 impl Store {
     /// Connects, creates the SQLite file when missing, and applies pending migrations.
     pub async fn connect(url: &str, secrets: SecretBox) -> Result<Self> {
+        Self::connect_with(url, secrets, ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] with a given wait for a pool connection: how long a call waits
+    /// for a database that cannot be reached before it fails as unavailable.
+    pub async fn connect_with(
+        url: &str,
+        secrets: SecretBox,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Self> {
         install_default_drivers();
         let dialect = Dialect::of_url(url)?;
         let url = match dialect {
@@ -93,12 +105,33 @@ impl Store {
             // One file, one writer: a small pool avoids lock contention.
             Dialect::Sqlite => 4,
         };
+        if dialect == Dialect::Sqlite {
+            create_private_sqlite_file(&url)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .acquire_timeout(acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        for pragma in SQLITE_CONNECTION_PRAGMAS {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            // A connection whose transaction did not end cleanly (its COMMIT or ROLLBACK
+            // failed, e.g. on a full disk or a dropped Postgres connection) is closed
+            // instead of reused: reused, it ran the next "transaction" as a savepoint
+            // inside the dead one and acknowledged writes that never committed, and on
+            // SQLite it held the write lock ("database is locked" for everyone else).
+            .before_acquire(|conn, _meta| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect(&url)
             .await?;
         if dialect == Dialect::Sqlite {
-            // WAL lets readers proceed during a write; persistent in the file.
+            // WAL: readers proceed during a write, and a commit is one append to the
+            // log. Persistent in the file (see `SQLITE_CONNECTION_PRAGMAS` for the rest).
             sqlx::query("PRAGMA journal_mode=WAL")
                 .execute(&pool)
                 .await?;
@@ -125,6 +158,54 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How long a call waits for a pool connection (sqlx's default is 30 s): with the
+/// database away, an Admin write or a usage batch fails as unavailable after this
+/// instead of holding its caller; data planes retry usage with backoff.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Set on every SQLite connection (ARCHITECTURE.md "Decisions": SQLite durability):
+/// - `busy_timeout = 5000`: a writer waits up to 5 s for another connection's write
+///   lock before failing with "database is locked" (reported to the caller, retried by
+///   data planes); longer waits would hold Admit and ReportUsage calls.
+/// - `synchronous = FULL`: every commit fsyncs the WAL, so an acknowledged write
+///   survives a power loss (NORMAL would lose the last commits).
+/// - `wal_autocheckpoint = 1000`: the committing connection copies the WAL back into the
+///   database every 1000 pages (~4 MiB); a checkpoint that fails (disk full) is retried
+///   at a later commit and never fails the commit itself.
+/// - `journal_size_limit = 64 MiB`: the WAL is truncated back to this after a
+///   checkpoint, so a burst does not keep its disk space for ever.
+const SQLITE_CONNECTION_PRAGMAS: [&str; 4] = [
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA wal_autocheckpoint = 1000",
+    "PRAGMA journal_size_limit = 67108864",
+];
+
+/// Creates the SQLite file (when missing) readable by its owner only: SQLite gives the
+/// `-wal` and `-shm` files the mode of the database file.
+fn create_private_sqlite_file(url: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Config(format!(
+            "cannot create the database file {path}: {e}"
+        ))),
     }
 }
 

@@ -3,6 +3,7 @@
 //! chain (date and effort suffixes, aliases, configured fallback) belongs to the pricing
 //! code, not here.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::now_ms;
@@ -56,7 +57,7 @@ impl Store {
         .bind(price.output_per_mtok_nanos)
         .bind(price.cached_input_per_mtok_nanos)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .one_row(&self.pool)
         .await?;
         row_to_price(&row)
     }
@@ -65,7 +66,7 @@ impl Store {
     pub async fn get_price(&self, model: &str) -> Result<Option<Price>> {
         let row = sqlx::query(&format!("SELECT {PRICE_COLS} FROM prices WHERE model = $1"))
             .bind(model.to_owned())
-            .fetch_optional(&self.pool)
+            .optional_row(&self.pool)
             .await?;
         row.as_ref().map(row_to_price).transpose()
     }

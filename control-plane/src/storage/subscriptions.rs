@@ -1,6 +1,7 @@
 //! Subscriptions: a user's time-limited access to a subscription group, with the three
 //! usage windows the charging path advances.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::DAY_MS;
@@ -73,7 +74,7 @@ impl Store {
         .bind(SubscriptionStatus::Active.as_str())
         .bind(new.notes)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| {
             Error::AlreadyExists(format!(
@@ -89,7 +90,7 @@ impl Store {
             "SELECT {SUB_COLS} FROM subscriptions WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("subscription", id))?;
         row_to_subscription(&row)
@@ -145,7 +146,7 @@ impl Store {
         .bind(tollgate_shared::now_ms())
         .bind(now_ms)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("subscription", id))?;
         row_to_subscription(&row)
@@ -160,7 +161,7 @@ impl Store {
         .bind(SubscriptionStatus::Suspended.as_str())
         .bind(now_ms())
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("subscription", id))?;
         row_to_subscription(&row)
@@ -183,7 +184,7 @@ impl Store {
         .bind(group_id)
         .bind(SubscriptionStatus::Active.as_str())
         .bind(now_ms)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?;
         row.as_ref().map(row_to_subscription).transpose()
     }

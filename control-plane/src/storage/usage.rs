@@ -1,6 +1,7 @@
 //! Usage records (one per request, idempotent by request id) and the operators' queries:
 //! filtered pages, totals and per-UTC-day series.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::DAY_MS;
@@ -16,8 +17,8 @@ const USAGE_COLS: &str = "request_id, key_id, user_id, group_id, subscription_id
                           cached_cost_nanos, total_cost_nanos, actual_cost_nanos, \
                           rate_multiplier_ppm, account_cost_multiplier_ppm, billing_mode, \
                           stream, duration_ms, first_token_ms, user_agent, client_ip, \
-                          reasoning_effort, estimated, created_at_ms, client_request_id, \
-                          upstream_request_id";
+                          reasoning_effort, estimated, created_at_ms, recovered, \
+                          client_request_id, upstream_request_id";
 
 /// Inserts one usage row; a replay (same request id) inserts nothing. Shared by
 /// `insert_usage` and the charging transaction so the two can never drift apart.
@@ -25,14 +26,39 @@ static INSERT_USAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO usage_logs ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
          $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
-         $26, $27, $28, $29, $30) ON CONFLICT (request_id) DO NOTHING"
+         $26, $27, $28, $29, $30, $31) ON CONFLICT (request_id) DO NOTHING"
     )
 });
 
-pub(super) fn insert_usage_query(
-    r: &UsageRecord,
-) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
-    sqlx::query(INSERT_USAGE.as_str())
+/// Overwrites a recovered estimate with the real record (same binds as the insert:
+/// `$1` the request id, then every other column in `USAGE_COLS` order). Only a row the
+/// charging transaction has just claimed (`recovered = 2`, see `charge.rs`) matches.
+static SUPERSEDE_USAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let sets: Vec<String> = USAGE_COLS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .enumerate()
+        .map(|(i, col)| format!("{col} = ${}", i + 2))
+        .collect();
+    format!(
+        "UPDATE usage_logs SET {} WHERE request_id = $1 AND recovered = 2",
+        sets.join(", ")
+    )
+});
+
+type UsageQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>;
+
+pub(super) fn insert_usage_query(r: &UsageRecord) -> UsageQuery {
+    bind_usage(INSERT_USAGE.as_str(), r)
+}
+
+pub(super) fn supersede_usage_query(r: &UsageRecord) -> UsageQuery {
+    bind_usage(SUPERSEDE_USAGE.as_str(), r)
+}
+
+fn bind_usage(sql: &'static str, r: &UsageRecord) -> UsageQuery {
+    sqlx::query(sql)
         .bind(r.request_id.clone())
         .bind(r.key_id)
         .bind(r.user_id)
@@ -61,6 +87,7 @@ pub(super) fn insert_usage_query(
         .bind(r.reasoning_effort.clone())
         .bind(flag(r.estimated))
         .bind(r.created_at_ms)
+        .bind(flag(r.recovered))
         .bind(r.client_request_id.clone())
         .bind(r.upstream_request_id.clone())
 }
@@ -112,6 +139,7 @@ fn row_to_usage(row: &AnyRow) -> Result<UsageRecord> {
         client_ip: row.try_get("client_ip")?,
         reasoning_effort: row.try_get("reasoning_effort")?,
         estimated: row.try_get::<i64, _>("estimated")? != 0,
+        recovered: row.try_get::<i64, _>("recovered")? != 0,
         created_at_ms: row.try_get("created_at_ms")?,
         client_request_id: row.try_get("client_request_id")?,
         upstream_request_id: row.try_get("upstream_request_id")?,
@@ -197,9 +225,35 @@ impl Store {
         filter: &UsageFilter,
         page: Page,
     ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
+        self.query_usage_ordered(filter, page, false).await
+    }
+
+    /// [`Store::query_usage`] newest first: `page.after_id` is then the cursor below
+    /// which the page starts (0 = from the newest).
+    pub async fn query_usage_newest_first(
+        &self,
+        filter: &UsageFilter,
+        page: Page,
+    ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
+        self.query_usage_ordered(filter, page, true).await
+    }
+
+    async fn query_usage_ordered(
+        &self,
+        filter: &UsageFilter,
+        page: Page,
+        newest_first: bool,
+    ) -> Result<(Paged<UsageRecord>, UsageTotals)> {
         let mut args = Args::default();
         let mut conds = filter_conds(&mut args, filter);
-        let tail = page_clause(&mut args, &mut conds, "id", page);
+        let tail = if newest_first {
+            if page.after_id > 0 {
+                conds.push(format!("id < {}", args.int(page.after_id)));
+            }
+            format!(" ORDER BY id DESC LIMIT {}", args.int(page_limit(page)))
+        } else {
+            page_clause(&mut args, &mut conds, "id", page)
+        };
         let sql = format!(
             "SELECT id, {USAGE_COLS} FROM usage_logs{}{tail}",
             where_clause(&conds)
@@ -250,7 +304,7 @@ impl Store {
             "SELECT {TOTALS_COLS} FROM usage_logs{}",
             where_clause(&conds)
         );
-        let row = args.bind(sqlx::query(&sql)).fetch_one(&self.pool).await?;
+        let row = args.bind(sqlx::query(&sql)).one_row(&self.pool).await?;
         row_to_totals(&row)
     }
 }

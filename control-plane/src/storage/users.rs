@@ -1,11 +1,13 @@
 //! Users and their balance ledger.
 
+use super::to_end::ToTheEnd;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_shared::domain::UserStatus;
 use tollgate_shared::now_ms;
 
 use super::args::{Args, page_clause, paged, where_clause};
+use super::keys::{KeyOwner, disable_keys_of};
 use super::{Store, not_found, parse_stored, to_i32, unique_violation};
 use crate::error::{Error, Result};
 use crate::model::{BalanceOp, LedgerEntry, NewUser, Page, Paged, User, UserPatch};
@@ -66,7 +68,7 @@ async fn insert_ledger(
     .bind(balance_after_nanos)
     .bind(reason.to_owned())
     .bind(now)
-    .fetch_one(&mut *conn)
+    .one_row(&mut *conn)
     .await?;
     row_to_ledger(&row)
 }
@@ -88,7 +90,7 @@ impl Store {
         .bind(i64::from(new.concurrency))
         .bind(new.notes)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .one_row(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, email_taken(&new.email)))?;
         let user = row_to_user(&row)?;
@@ -113,7 +115,7 @@ impl Store {
             "SELECT {USER_COLS} FROM users WHERE id = $1 AND deleted_at_ms IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .optional_row(&self.pool)
         .await?
         .ok_or_else(|| not_found("user", id))?;
         row_to_user(&row)
@@ -164,37 +166,46 @@ impl Store {
         );
         let row = args
             .bind(sqlx::query(&sql))
-            .fetch_optional(&self.pool)
+            .optional_row(&self.pool)
             .await
             .map_err(|e| unique_violation(e, email_taken(&email)))?
             .ok_or_else(|| not_found("user", id))?;
         row_to_user(&row)
     }
 
-    pub async fn delete_user(&self, id: i64) -> Result<()> {
+    /// Soft delete. A user with keys (not deleted) is refused unless `cascade`, which
+    /// disables them in the same transaction; returns the ids of the keys it disabled.
+    pub async fn delete_user(&self, id: i64, cascade: bool) -> Result<Vec<i64>> {
         let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE users SET deleted_at_ms = $1, updated_at_ms = $1 \
              WHERE id = $2 AND deleted_at_ms IS NULL",
         )
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("user", id));
         }
-        Ok(())
+        let what = format!("user {id}");
+        let disabled = disable_keys_of(&mut tx, KeyOwner::User(id), &what, cascade).await?;
+        tx.commit().await?;
+        Ok(disabled)
     }
 
     /// Changes the balance and records the change in the ledger, in one transaction.
-    /// `amount_nanos` is a magnitude: the op gives the sign.
+    /// `amount_nanos` is a magnitude: the op gives the sign. A subtraction that would
+    /// take the balance below zero is refused (FailedPrecondition naming the flag)
+    /// unless `allow_negative`.
     pub async fn adjust_balance(
         &self,
         user_id: i64,
         op: BalanceOp,
         amount_nanos: i64,
         reason: &str,
+        allow_negative: bool,
     ) -> Result<(User, LedgerEntry)> {
         if amount_nanos < 0 {
             return Err(Error::invalid("amount_nanos", "must not be negative"));
@@ -229,10 +240,22 @@ impl Store {
                 .bind(now)
                 .bind(user_id)
                 .bind(guard.1)
-                .fetch_optional(&mut *tx)
+                .optional_row(&mut *tx)
                 .await?;
                 match row {
-                    Some(row) => (row_to_user(&row)?, delta),
+                    Some(row) => {
+                        let user = row_to_user(&row)?;
+                        if delta < 0 && user.balance_nanos < 0 && !allow_negative {
+                            // Dropping the transaction rolls the subtraction back.
+                            return Err(Error::FailedPrecondition(format!(
+                                "the balance of user {user_id} would go below zero \
+                                 ({} - {amount_nanos} nano-USD); pass --allow-negative \
+                                 (Admin API: allow_negative = true) to allow it",
+                                user.balance_nanos - delta
+                            )));
+                        }
+                        (user, delta)
+                    }
                     None => {
                         drop(tx);
                         // Either missing or the sum does not fit.
@@ -248,7 +271,7 @@ impl Store {
                 )
                 .bind(now)
                 .bind(user_id)
-                .fetch_optional(&mut *tx)
+                .optional_row(&mut *tx)
                 .await?
                 .ok_or_else(|| not_found("user", user_id))?
                 .try_get("balance_nanos")?;
@@ -260,7 +283,7 @@ impl Store {
                 ))
                 .bind(amount_nanos)
                 .bind(user_id)
-                .fetch_one(&mut *tx)
+                .one_row(&mut *tx)
                 .await?;
                 (row_to_user(&row)?, delta)
             }

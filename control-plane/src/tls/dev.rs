@@ -91,7 +91,7 @@ impl DevPki {
 
     /// Writes the five files into `dir` (created), each 0600.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)
+        tollgate_shared::private_dir::create(dir)
             .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
         let contents = [
             &self.ca_cert,

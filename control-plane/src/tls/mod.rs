@@ -133,7 +133,7 @@ impl Transport {
         if let Some(addr) = addr {
             let l = TcpListener::bind(addr).await.map_err(|e| {
                 Error::Config(format!(
-                    "cannot listen on {addr} (TOLLGATE_HEALTH_LISTEN): {e}"
+                    "cannot listen on {addr} (set --health-listen / TOLLGATE_HEALTH_LISTEN): {e}"
                 ))
             })?;
             self.health = Some(l);
@@ -154,16 +154,20 @@ impl Transport {
         GatewayGuard::new(self.is_tls())
     }
 
-    /// Serves `router` until `shutdown`, and `health_router` on the health port if bound;
-    /// with TLS, also watches the certificate files.
+    /// Serves `router` until `shutdown`, then lets its calls finish until `cut` (the
+    /// calls still open then are dropped); serves `health_router` on the health port if
+    /// bound, until the main server is done (probes see the drain's NOT_SERVING); with
+    /// TLS, also watches the certificate files.
     pub async fn serve(
         self,
         router: Router,
         health_router: Router,
         shutdown: CancellationToken,
+        cut: CancellationToken,
     ) -> std::result::Result<(), tonic::transport::Error> {
-        // Also stopped when the server fails on its own, so the wait below ends.
-        let stop = shutdown.child_token();
+        // Stopped once the main server is done (also when it fails on its own), so the
+        // wait below ends.
+        let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         if let Some(l) = self.health {
             let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
@@ -177,19 +181,28 @@ impl Transport {
                 }
             });
         }
-        let result = match self.tls {
-            None => {
-                let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-                router
-                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-                    .await
+        let served = async {
+            match self.tls {
+                None => {
+                    let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                        .await
+                }
+                Some((tls, interval)) => {
+                    tasks.spawn(tls.clone().watch(interval, stop.clone()));
+                    let incoming = server::incoming(self.listener, tls, &tasks, stop.clone());
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                        .await
+                }
             }
-            Some((tls, interval)) => {
-                tasks.spawn(tls.clone().watch(interval, stop.clone()));
-                let incoming = server::incoming(self.listener, tls, &tasks, stop.clone());
-                router
-                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-                    .await
+        };
+        let result = tokio::select! {
+            r = served => r,
+            () = cut.cancelled() => {
+                tracing::warn!("drain: gRPC calls still open at the cut; dropping them");
+                Ok(())
             }
         };
         stop.cancel();

@@ -57,7 +57,11 @@ pub(crate) async fn missing_rows_are_not_found_and_duplicates_already_exist(back
         "user",
     );
     assert_code(
-        c.delete_user(pb::DeleteUserRequest { id: MISSING }).await,
+        c.delete_user(pb::DeleteUserRequest {
+            id: MISSING,
+            cascade: true,
+        })
+        .await,
         nf,
         "user",
     );
@@ -66,6 +70,7 @@ pub(crate) async fn missing_rows_are_not_found_and_duplicates_already_exist(back
         op: pb::BalanceOp::Set as i32,
         amount_nanos: 1,
         reason: "r".into(),
+        allow_negative: false,
     };
     assert_code(c.adjust_balance(adj).await, nf, "user");
     assert_code(
@@ -74,7 +79,11 @@ pub(crate) async fn missing_rows_are_not_found_and_duplicates_already_exist(back
         "group",
     );
     assert_code(
-        c.delete_group(pb::DeleteGroupRequest { id: MISSING }).await,
+        c.delete_group(pb::DeleteGroupRequest {
+            id: MISSING,
+            cascade: true,
+        })
+        .await,
         nf,
         "group",
     );

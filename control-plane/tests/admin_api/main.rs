@@ -47,6 +47,7 @@ on_both_backends!(
     missing_rows_are_not_found_and_duplicates_already_exist,
     account_credentials_are_encrypted_at_rest_and_never_returned,
     users_balance_and_pagination,
+    delete_with_keys_needs_cascade,
     key_status_changes_and_delete,
     subscriptions_lifecycle,
     prices_and_usage_queries,

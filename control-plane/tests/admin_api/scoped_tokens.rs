@@ -92,6 +92,7 @@ pub(crate) async fn read_token_can_query_but_not_write(backend: Backend) {
             op: pb::BalanceOp::Add as i32,
             amount_nanos: 1,
             reason: "x".into(),
+            allow_negative: false,
         })
         .await,
         denied,
@@ -161,6 +162,7 @@ pub(crate) async fn keys_token_manages_keys_but_not_accounts(backend: Backend) {
         op: pb::BalanceOp::Add as i32,
         amount_nanos: 1_000,
         reason: "top-up".into(),
+        allow_negative: false,
     })
     .await
     .unwrap();
@@ -401,6 +403,7 @@ pub(crate) async fn every_admin_write_is_audited_with_its_actor(backend: Backend
         op: pb::BalanceOp::Add as i32,
         amount_nanos: 5_000,
         reason: "credit".into(),
+        allow_negative: false,
     })
     .await
     .unwrap();
@@ -621,23 +624,32 @@ pub(crate) async fn every_admin_write_is_audited_with_its_actor(backend: Backend
 
     let spare_group = new_group(&mut c, "spare", "standard").await;
     driven.push(("CreateGroup", spare_group.id.to_string()));
-    c.delete_group(pb::DeleteGroupRequest { id: spare_group.id })
-        .await
-        .unwrap();
+    c.delete_group(pb::DeleteGroupRequest {
+        id: spare_group.id,
+        cascade: true,
+    })
+    .await
+    .unwrap();
     driven.push(("DeleteGroup", spare_group.id.to_string()));
     let spare_user = new_user(&mut c, "spare@example.com").await;
     driven.push(("CreateUser", spare_user.id.to_string()));
-    c.delete_user(pb::DeleteUserRequest { id: spare_user.id })
-        .await
-        .unwrap();
+    c.delete_user(pb::DeleteUserRequest {
+        id: spare_user.id,
+        cascade: true,
+    })
+    .await
+    .unwrap();
     driven.push(("DeleteUser", spare_user.id.to_string()));
 
     // Reads and refused writes are not recorded.
     c.list_users(pb::ListUsersRequest::default()).await.unwrap();
     assert!(
-        c.delete_user(pb::DeleteUserRequest { id: 999_999 })
-            .await
-            .is_err()
+        c.delete_user(pb::DeleteUserRequest {
+            id: 999_999,
+            cascade: true
+        })
+        .await
+        .is_err()
     );
 
     // The test drives every audited RPC of the table.

@@ -92,6 +92,7 @@ pub(crate) async fn prices_and_usage_queries(backend: Backend) {
                 limit: 2,
                 page_token: String::new(),
             }),
+            newest_first: false,
         })
         .await
         .unwrap()
@@ -117,6 +118,7 @@ pub(crate) async fn prices_and_usage_queries(backend: Backend) {
                 limit: 2,
                 page_token: q.next_page_token,
             }),
+            newest_first: false,
         })
         .await
         .unwrap()
@@ -125,6 +127,43 @@ pub(crate) async fn prices_and_usage_queries(backend: Backend) {
     assert_eq!(rest.records[0].request_id, "req-2");
     assert_eq!(rest.records[0].rate_multiplier, "1");
 
+    // Newest first (the CLI's order), paged the same way.
+    let newest = |page_token: String| pb::QueryUsageRequest {
+        filter: Some(pb::UsageFilter {
+            key_id: key.id,
+            ..Default::default()
+        }),
+        page: Some(pb::PageRequest {
+            limit: 2,
+            page_token,
+        }),
+        newest_first: true,
+    };
+    let first = c
+        .query_usage(newest(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = first
+        .records
+        .iter()
+        .map(|r| r.request_id.as_str())
+        .collect();
+    assert_eq!(ids, ["req-2", "req-1"]);
+    assert_eq!(first.totals.unwrap().requests, 3);
+    let second = c
+        .query_usage(newest(first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = second
+        .records
+        .iter()
+        .map(|r| r.request_id.as_str())
+        .collect();
+    assert_eq!(ids, ["req-0"]);
+    assert!(second.next_page_token.is_empty());
+
     let by_model = c
         .query_usage(pb::QueryUsageRequest {
             filter: Some(pb::UsageFilter {
@@ -132,6 +171,7 @@ pub(crate) async fn prices_and_usage_queries(backend: Backend) {
                 ..Default::default()
             }),
             page: None,
+            newest_first: false,
         })
         .await
         .unwrap()
@@ -215,6 +255,7 @@ fn usage_record(
         client_ip: String::new(),
         reasoning_effort: String::new(),
         estimated: false,
+        recovered: false,
         created_at_ms: at,
         client_request_id: String::new(),
         upstream_request_id: String::new(),

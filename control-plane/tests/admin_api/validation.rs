@@ -60,12 +60,18 @@ pub(crate) async fn bad_key_requests_are_refused_and_write_nothing(backend: Back
         },
     )
     .await;
-    c.delete_user(pb::DeleteUserRequest { id: gone_user.id })
-        .await
-        .unwrap();
-    c.delete_group(pb::DeleteGroupRequest { id: gone.id })
-        .await
-        .unwrap();
+    c.delete_user(pb::DeleteUserRequest {
+        id: gone_user.id,
+        cascade: true,
+    })
+    .await
+    .unwrap();
+    c.delete_group(pb::DeleteGroupRequest {
+        id: gone.id,
+        cascade: true,
+    })
+    .await
+    .unwrap();
     let before = h.snapshot().await;
     let past = now_ms() - 1_000;
 
@@ -163,6 +169,7 @@ pub(crate) async fn bad_user_and_balance_requests_are_refused_and_write_nothing(
         op: pb::BalanceOp::Add as i32,
         amount_nanos: 1_000,
         reason: "top-up".into(),
+        allow_negative: false,
     };
     refuse_each!(&h, &before, c.adjust_balance, adj.clone();
         "amount_nanos" => { amount_nanos: -1 },
@@ -230,9 +237,12 @@ pub(crate) async fn bad_account_requests_are_refused_and_write_nothing(backend: 
     let mut c = h.client();
     let group = new_group(&mut c, "pool", "standard").await;
     let gone = new_group(&mut c, "gone", "standard").await;
-    c.delete_group(pb::DeleteGroupRequest { id: gone.id })
-        .await
-        .unwrap();
+    c.delete_group(pb::DeleteGroupRequest {
+        id: gone.id,
+        cascade: true,
+    })
+    .await
+    .unwrap();
     let acct = c
         .create_account(api_key_account("a", "sk-upstream-0001"))
         .await
@@ -354,9 +364,12 @@ pub(crate) async fn bad_subscription_price_and_usage_requests_are_refused_and_wr
     let std = new_group(&mut c, "std", "standard").await;
     let pro = new_group(&mut c, "pro", "subscription").await;
     let gone = new_group(&mut c, "gone", "subscription").await;
-    c.delete_group(pb::DeleteGroupRequest { id: gone.id })
-        .await
-        .unwrap();
+    c.delete_group(pb::DeleteGroupRequest {
+        id: gone.id,
+        cascade: true,
+    })
+    .await
+    .unwrap();
     let assign = pb::AssignSubscriptionRequest {
         user_id: user.id,
         group_id: pro.id,

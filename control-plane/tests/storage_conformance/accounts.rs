@@ -147,7 +147,7 @@ pub(crate) async fn case_account_create_get_list(store: &Store) {
         vec![b.id, c.id]
     );
     // Deleting a group drops its memberships.
-    store.delete_group(g2.id).await.unwrap();
+    store.delete_group(g2.id, true).await.unwrap();
     assert!(store.get_account(b.id).await.unwrap().groups.is_empty());
     assert!(
         store

@@ -343,3 +343,111 @@ pub(crate) async fn case_charge_concurrent_on_one_key(store: &Store) {
     let totals = store.usage_totals(&filter).await.unwrap();
     assert_eq!((totals.requests, totals.actual_cost_nanos), (50, sum));
 }
+
+/// The control plane's estimate (`recovered`) is superseded by the real record: the
+/// estimate's charges are undone and the real ones made, once; estimates never replace
+/// anything, and replays of either change nothing.
+pub(crate) async fn case_charge_estimate_superseded_once(store: &Store) {
+    let u = funded_user(store, "est@x.io", 10_000).await;
+    let key = key_with_quota(store, u.id, "hash-est", 1_000).await;
+    let t0 = now_ms();
+    let mut estimate = charge_rec(&key, "req-est-1", 1_000, 1_000);
+    (estimate.estimated, estimate.recovered) = (true, true);
+    let out = store.charge_usage(&estimate, t0).await.unwrap();
+    assert!(out.inserted && !out.superseded && out.key_exhausted);
+    assert_eq!(store.get_user(u.id).await.unwrap().balance_nanos, 9_000);
+    // A second estimate of the same request is a replay.
+    let out = store.charge_usage(&estimate, t0).await.unwrap();
+    assert!(!out.inserted);
+
+    let real = charge_rec(&key, "req-est-1", 300, 300);
+    let out = store.charge_usage(&real, t0 + 5).await.unwrap();
+    assert!(out.inserted && out.superseded, "{out:?}");
+    assert_eq!(out.balance_after_nanos, Some(9_700));
+    assert_eq!(store.get_user(u.id).await.unwrap().balance_nanos, 9_700);
+    let k = store.get_key(key.id).await.unwrap();
+    assert_eq!(
+        (k.quota_used_nanos, k.status),
+        (300, KeyStatus::Active),
+        "the estimate's exhaustion is undone"
+    );
+    assert_eq!(usage_of_key(store, key.id).await, vec![real.clone()]);
+    // Replays of the real record, and a late estimate, change nothing.
+    let before = (
+        store.get_user(u.id).await.unwrap(),
+        store.get_key(key.id).await.unwrap(),
+    );
+    assert!(!store.charge_usage(&real, t0 + 6).await.unwrap().inserted);
+    assert!(
+        !store
+            .charge_usage(&estimate, t0 + 7)
+            .await
+            .unwrap()
+            .inserted
+    );
+    let after = (
+        store.get_user(u.id).await.unwrap(),
+        store.get_key(key.id).await.unwrap(),
+    );
+    assert_eq!(before, after);
+    assert_eq!(usage_of_key(store, key.id).await, vec![real]);
+}
+
+/// Superseding in subscription mode takes the estimate off the windows that held it
+/// only: a window that restarted since the estimate keeps its own charges.
+pub(crate) async fn case_charge_estimate_superseded_in_windows(store: &Store) {
+    let u = funded_user(store, "est-sub@x.io", 0).await;
+    let g = store
+        .create_group(new_group("est-subs", GroupKind::Subscription))
+        .await
+        .unwrap();
+    let t0 = now_ms();
+    let s = store
+        .create_subscription(NewSubscription {
+            user_id: u.id,
+            group_id: g.id,
+            starts_at_ms: t0 - DAY_MS,
+            expires_at_ms: t0 + 365 * DAY_MS,
+            notes: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut nk = new_key(u.id, "hash-est-sub");
+    nk.group_id = Some(g.id);
+    let key = store.create_key(nk).await.unwrap();
+    let rec = |id: &str, total: i64, at: i64| {
+        let mut r = charge_rec(&key, id, total, total);
+        r.billing_mode = BillingMode::Subscription;
+        r.subscription_id = Some(s.id);
+        r.created_at_ms = at - 1_000;
+        r.duration_ms = 1_000;
+        r
+    };
+    // The estimate (charged at t0) starts the windows.
+    let mut estimate = rec("req-est-sub", 100, t0);
+    (estimate.estimated, estimate.recovered) = (true, true);
+    store.charge_usage(&estimate, t0).await.unwrap();
+    // A day later another request restarts the daily window.
+    let t1 = t0 + DAY_MS;
+    store
+        .charge_usage(&rec("req-other", 7, t1), t1)
+        .await
+        .unwrap();
+    // The real record of the estimated request arrives.
+    let mut real = rec("req-est-sub", 40, t0);
+    real.duration_ms = 2_000;
+    let out = store.charge_usage(&real, t1 + 1).await.unwrap();
+    assert!(out.superseded);
+    let s = store.get_subscription(s.id).await.unwrap();
+    // daily: 7 (its own, since t1) + 40; weekly and monthly: 100 + 7 − 100 + 40.
+    assert_eq!(
+        (
+            s.daily_usage_nanos,
+            s.weekly_usage_nanos,
+            s.monthly_usage_nanos
+        ),
+        (47, 47, 47)
+    );
+    assert_eq!(s.daily_window_start_ms, Some(t1));
+    assert_eq!(s.weekly_window_start_ms, Some(t0));
+}

@@ -105,6 +105,7 @@ pub(crate) fn usage(request_id: &str, created_at_ms: i64) -> UsageRecord {
         client_ip: "10.0.0.1".to_owned(),
         reasoning_effort: "high".to_owned(),
         estimated: false,
+        recovered: false,
         created_at_ms,
         client_request_id: "client-req-1".to_owned(),
         upstream_request_id: "req_upstream_1".to_owned(),

@@ -102,10 +102,10 @@ pub(crate) async fn case_group_crud_and_name_unique(store: &Store) {
     };
     assert_already_exists(store.update_group(other.id, clash).await);
 
-    store.delete_group(g.id).await.unwrap();
+    store.delete_group(g.id, true).await.unwrap();
     let what = format!("group {}", g.id);
     assert_not_found(store.get_group(g.id).await, &what);
-    assert_not_found(store.delete_group(g.id).await, &what);
+    assert_not_found(store.delete_group(g.id, true).await, &what);
     assert_not_found(store.update_group(g.id, GroupPatch::default()).await, &what);
     // The deleted group's name is free again.
     store
@@ -123,7 +123,7 @@ pub(crate) async fn case_group_list_pagination(store: &Store) {
             .unwrap();
         ids.push(g.id);
     }
-    store.delete_group(ids[0]).await.unwrap();
+    store.delete_group(ids[0], true).await.unwrap();
     let (all, pages) = walk(3, |p| async move { store.list_groups(p).await.unwrap() }).await;
     // 7 live groups → 3, 3, 1.
     assert_eq!(pages, 3);

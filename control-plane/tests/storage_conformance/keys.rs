@@ -56,14 +56,14 @@ pub(crate) async fn case_key_create_lookup_and_hash_unique(store: &Store) {
     assert_already_exists(store.create_key(new_key(u.id, "hash-1")).await);
 
     // Keys cannot be created for a deleted user or in a deleted group.
-    store.delete_group(g.id).await.unwrap();
+    store.delete_group(g.id, true).await.unwrap();
     let mut in_deleted = new_key(u.id, "hash-4");
     in_deleted.group_id = Some(g.id);
     assert_not_found(
         store.create_key(in_deleted).await,
         &format!("group {}", g.id),
     );
-    store.delete_user(u.id).await.unwrap();
+    store.delete_user(u.id, true).await.unwrap();
     assert_not_found(
         store.create_key(new_key(u.id, "hash-5")).await,
         &format!("user {}", u.id),
@@ -425,4 +425,78 @@ pub(crate) async fn case_key_status_and_touch(store: &Store) {
     let what = format!("api key {}", k.id);
     assert_not_found(store.set_key_status(k.id, KeyStatus::Active).await, &what);
     assert_not_found(store.touch_key(k.id, 7_000).await, &what);
+}
+
+/// A user or group with keys is not deleted unless the delete cascades, which disables
+/// those keys (deleted keys do not count; already-disabled ones are not counted again).
+pub(crate) async fn case_key_owner_delete_guards(store: &Store) {
+    let refused = |r: Result<Vec<i64>, tollgate_control_plane::Error>, what: &str| match r {
+        Err(tollgate_control_plane::Error::FailedPrecondition(m)) => {
+            assert!(m.contains(what) && m.contains("--cascade"), "{m}")
+        }
+        other => panic!("expected FailedPrecondition, got {other:?}"),
+    };
+    let u = store.create_user(new_user("owner@x.io")).await.unwrap();
+    let g = store
+        .create_group(new_group("owned", GroupKind::Standard))
+        .await
+        .unwrap();
+    let mut in_group = new_key(u.id, "hash-owned-1");
+    in_group.group_id = Some(g.id);
+    let k1 = store.create_key(in_group).await.unwrap();
+    let k2 = store
+        .create_key(new_key(u.id, "hash-owned-2"))
+        .await
+        .unwrap();
+    let k3 = store
+        .create_key(new_key(u.id, "hash-owned-3"))
+        .await
+        .unwrap();
+    store
+        .set_key_status(k3.id, KeyStatus::Disabled)
+        .await
+        .unwrap();
+
+    refused(
+        store.delete_group(g.id, false).await,
+        &format!("group {}", g.id),
+    );
+    refused(
+        store.delete_user(u.id, false).await,
+        &format!("user {}", u.id),
+    );
+    // Refused: nothing changed.
+    store.get_group(g.id).await.unwrap();
+    store.get_user(u.id).await.unwrap();
+    assert_eq!(
+        store.get_key(k1.id).await.unwrap().status,
+        KeyStatus::Active
+    );
+
+    assert_eq!(store.delete_group(g.id, true).await.unwrap(), vec![k1.id]);
+    assert_not_found(store.get_group(g.id).await, &format!("group {}", g.id));
+    assert_eq!(
+        store.get_key(k1.id).await.unwrap().status,
+        KeyStatus::Disabled
+    );
+    assert_eq!(
+        store.get_key(k2.id).await.unwrap().status,
+        KeyStatus::Active
+    );
+
+    store.delete_key(k2.id).await.unwrap();
+    // k1 and k3 are disabled but still keys of the user.
+    refused(
+        store.delete_user(u.id, false).await,
+        &format!("user {}", u.id),
+    );
+    assert_eq!(
+        store.delete_user(u.id, true).await.unwrap(),
+        Vec::<i64>::new()
+    );
+    assert_not_found(store.get_user(u.id).await, &format!("user {}", u.id));
+
+    // Without keys, no flag is needed.
+    let lone = store.create_user(new_user("lone@x.io")).await.unwrap();
+    assert!(store.delete_user(lone.id, false).await.unwrap().is_empty());
 }

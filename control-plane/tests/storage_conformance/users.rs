@@ -1,5 +1,6 @@
 //! Users, their balances and the balance ledger.
 
+use tollgate_control_plane::Error;
 use tollgate_control_plane::model::{BalanceOp, Page, UserPatch};
 use tollgate_control_plane::storage::Store;
 use tollgate_shared::domain::{UserRole, UserStatus};
@@ -24,9 +25,12 @@ pub(crate) async fn case_user_create_get_and_email_unique(store: &Store) {
     assert_already_exists(store.create_user(new_user("a@x.io")).await);
     assert_not_found(store.get_user(999_999).await, "user 999999");
 
-    store.delete_user(u.id).await.unwrap();
+    store.delete_user(u.id, true).await.unwrap();
     assert_not_found(store.get_user(u.id).await, &format!("user {}", u.id));
-    assert_not_found(store.delete_user(u.id).await, &format!("user {}", u.id));
+    assert_not_found(
+        store.delete_user(u.id, true).await,
+        &format!("user {}", u.id),
+    );
     assert_not_found(
         store.update_user(u.id, UserPatch::default()).await,
         &format!("user {}", u.id),
@@ -72,7 +76,7 @@ pub(crate) async fn case_user_list_pagination_and_status(store: &Store) {
         );
     }
     // One deleted, two disabled: 8 live users → pages of 3, 3, 2.
-    store.delete_user(ids[4]).await.unwrap();
+    store.delete_user(ids[4], true).await.unwrap();
     for id in [ids[1], ids[7]] {
         let patch = UserPatch {
             status: Some(UserStatus::Disabled),
@@ -145,21 +149,21 @@ pub(crate) async fn case_user_update_patch(store: &Store) {
 pub(crate) async fn case_balance_ops_and_ledger(store: &Store) {
     let u = store.create_user(new_user("b@x.io")).await.unwrap();
     let (after_add, e1) = store
-        .adjust_balance(u.id, BalanceOp::Add, 100, "top-up")
+        .adjust_balance(u.id, BalanceOp::Add, 100, "top-up", true)
         .await
         .unwrap();
     assert_eq!(after_add.balance_nanos, 100);
     let (_, e2) = store
-        .adjust_balance(u.id, BalanceOp::Subtract, 30, "refund")
+        .adjust_balance(u.id, BalanceOp::Subtract, 30, "refund", true)
         .await
         .unwrap();
     let (after_set, e3) = store
-        .adjust_balance(u.id, BalanceOp::Set, 1000, "correction")
+        .adjust_balance(u.id, BalanceOp::Set, 1000, "correction", true)
         .await
         .unwrap();
     assert_eq!(after_set.balance_nanos, 1000);
     let (after_sub, e4) = store
-        .adjust_balance(u.id, BalanceOp::Subtract, 1500, "may go negative")
+        .adjust_balance(u.id, BalanceOp::Subtract, 1500, "may go negative", true)
         .await
         .unwrap();
     assert_eq!(after_sub.balance_nanos, -500);
@@ -194,24 +198,71 @@ pub(crate) async fn case_balance_ops_and_ledger(store: &Store) {
     assert_eq!(pages, 2);
     assert_eq!(entries, vec![e1, e2, e3, e4]);
 
+    // Below zero only when allowed; a refusal changes nothing and writes no ledger row.
+    let refused = |r: Result<_, Error>| match r {
+        Err(Error::FailedPrecondition(m)) => {
+            assert!(
+                m.contains("below zero") && m.contains("--allow-negative"),
+                "{m}"
+            )
+        }
+        other => panic!("expected FailedPrecondition, got {other:?}"),
+    };
+    refused(
+        store
+            .adjust_balance(u.id, BalanceOp::Subtract, 1, "more", false)
+            .await,
+    );
+    store
+        .adjust_balance(u.id, BalanceOp::Add, 600, "top-up", false)
+        .await
+        .unwrap();
+    refused(
+        store
+            .adjust_balance(u.id, BalanceOp::Subtract, 101, "too much", false)
+            .await,
+    );
+    let (at_zero, _) = store
+        .adjust_balance(u.id, BalanceOp::Subtract, 100, "to zero", false)
+        .await
+        .unwrap();
+    assert_eq!(at_zero.balance_nanos, 0);
+    let ledger = store
+        .list_ledger(u.id, Page::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(ledger.len(), 6, "refusals leave no ledger row");
+    store
+        .adjust_balance(u.id, BalanceOp::Subtract, 500, "back below", true)
+        .await
+        .unwrap();
+
     assert_invalid(
-        store.adjust_balance(u.id, BalanceOp::Add, -1, "x").await,
+        store
+            .adjust_balance(u.id, BalanceOp::Add, -1, "x", true)
+            .await,
         "amount_nanos",
     );
     assert_invalid(
         store
-            .adjust_balance(u.id, BalanceOp::Subtract, i64::MAX, "overflow")
+            .adjust_balance(u.id, BalanceOp::Subtract, i64::MAX, "overflow", true)
             .await,
         "amount_nanos",
     );
     assert_eq!(store.get_user(u.id).await.unwrap().balance_nanos, -500);
     for op in [BalanceOp::Add, BalanceOp::Subtract, BalanceOp::Set] {
-        assert_not_found(store.adjust_balance(777, op, 1, "x").await, "user 777");
+        assert_not_found(
+            store.adjust_balance(777, op, 1, "x", true).await,
+            "user 777",
+        );
     }
     assert_not_found(store.list_ledger(777, Page::default()).await, "user 777");
-    store.delete_user(u.id).await.unwrap();
+    store.delete_user(u.id, true).await.unwrap();
     assert_not_found(
-        store.adjust_balance(u.id, BalanceOp::Add, 1, "x").await,
+        store
+            .adjust_balance(u.id, BalanceOp::Add, 1, "x", true)
+            .await,
         &format!("user {}", u.id),
     );
     assert_not_found(
@@ -228,7 +279,7 @@ pub(crate) async fn case_balance_concurrent_adds(store: &Store) {
         let store = store.clone();
         set.spawn(async move {
             store
-                .adjust_balance(u.id, BalanceOp::Add, i, "concurrent")
+                .adjust_balance(u.id, BalanceOp::Add, i, "concurrent", true)
                 .await
                 .unwrap()
         });

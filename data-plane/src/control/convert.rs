@@ -78,6 +78,7 @@ pub fn admit_request(r: AdmitRequest) -> pb::AdmitRequest {
         default_codex_model: r.default_codex_model,
         response_id: r.response_id,
         response_operation: r.response_operation,
+        request_bytes: r.request_bytes,
     }
 }
 
@@ -115,6 +116,7 @@ fn lease(l: pb::Lease) -> Admission {
         subscription_id: l.subscription_id,
         billing_mode: l.billing_mode,
         rate_multiplier: l.rate_multiplier,
+        queued: std::time::Duration::from_micros(u64::try_from(l.queued_us).unwrap_or(0)),
         account: AccountLease {
             account_id: a.account_id,
             kind,

@@ -63,6 +63,9 @@ pub struct AdmitRequest {
     /// The model subscription accounts are asked for outside the Codex family, so the
     /// control plane prices what will be served.
     pub default_codex_model: String,
+    /// The body's size in bytes: the control plane's estimate if this process dies
+    /// before reporting the request's usage.
+    pub request_bytes: u64,
     /// `previous_response_id`, or the response of a response operation: the control
     /// plane routes to the account that created it. Empty = none.
     pub response_id: String,
@@ -106,6 +109,8 @@ pub struct Lease {
     pub subscription_id: Option<i64>,
     pub billing_mode: String,
     pub rate_multiplier: String,
+    /// How long the Admit call waited in the control plane's slot queues.
+    pub queued: std::time::Duration,
 }
 
 /// The account a lease is for, with what it takes to call its upstream.

@@ -20,6 +20,8 @@ pub enum Release {
     Lease(String),
     /// A request given up while its Admit call was pending (see `abandon`).
     Request(String),
+    /// A request that ended without a usage record (see `unbilled`).
+    Unbilled(String),
 }
 
 #[derive(Clone)]
@@ -85,6 +87,15 @@ impl LeaseRegistry {
         let _ = self.release_tx.send(Release::Lease(lease_id.to_owned()));
     }
 
+    /// The request held a lease but ends without a usage record (its attempts failed,
+    /// or an upstream error was passed through): the control plane stops keeping what
+    /// it would estimate the request's usage from if this process died.
+    pub fn unbilled(&self, request_id: &str) {
+        let _ = self
+            .release_tx
+            .send(Release::Unbilled(request_id.to_owned()));
+    }
+
     /// The client left while the request's Admit call was pending, and the call was
     /// cancelled: a lease may have been granted that this process never saw. The
     /// control plane frees anything granted for the request, even a grant still racing.
@@ -148,18 +159,24 @@ async fn send_batch(
     session: &watch::Receiver<SessionState>,
     batch: Vec<Release>,
 ) {
-    let (mut lease_ids, mut request_ids) = (Vec::new(), Vec::new());
+    let (mut lease_ids, mut request_ids, mut unbilled) = (Vec::new(), Vec::new(), Vec::new());
     for r in batch {
         match r {
             Release::Lease(id) => lease_ids.push(id),
             Release::Request(id) => request_ids.push(id),
+            Release::Unbilled(id) => unbilled.push(id),
         }
     }
     let mut delay = Duration::from_millis(50);
     for attempt in 0..5 {
         let session_id = session.borrow().session_id.clone().unwrap_or_default();
         match client
-            .release(session_id, lease_ids.clone(), request_ids.clone())
+            .release(
+                session_id,
+                lease_ids.clone(),
+                request_ids.clone(),
+                unbilled.clone(),
+            )
             .await
         {
             Ok(()) => return,

@@ -7,6 +7,7 @@ mod convert;
 pub mod domain;
 pub mod leases;
 pub mod session;
+pub mod targets;
 pub mod tls;
 pub mod usage;
 mod usage_queue;
@@ -23,6 +24,17 @@ use crate::metrics::{CallLabels, Metrics};
 use domain::{
     Admission, AdmitRequest, Authorization, Outcome, ResponseRecord, UsageAck, UsageReport,
 };
+
+/// The control-plane addresses of a `TOLLGATE_CONTROL_PLANE_URL` value: one URL, or
+/// several separated by commas (the replicas; the data plane follows the leader).
+pub fn urls(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 /// A lazily connecting channel: the data plane starts (and answers health) even while
 /// the control plane is down, and reconnects by itself. With `tls`, every connection is
@@ -47,20 +59,55 @@ pub fn channel(
     }))
 }
 
-/// The Gateway client with per-method call counting.
+/// The Gateway client with per-method call counting, calling the current control plane
+/// of [`targets::Targets`] and moving on when a call says it is not (or no longer) the
+/// leader.
 #[derive(Clone)]
 pub struct ControlClient {
-    inner: GatewayClient<Channel>,
+    targets: Arc<targets::Targets>,
     metrics: Arc<Metrics>,
+    /// How long Authorize keeps trying through a failover.
+    failover_wait: std::time::Duration,
 }
 
 impl ControlClient {
-    pub fn new(inner: GatewayClient<Channel>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+    pub fn new(
+        targets: targets::Targets,
+        metrics: Arc<Metrics>,
+        failover_wait: std::time::Duration,
+    ) -> Self {
+        Self {
+            targets: Arc::new(targets),
+            metrics,
+            failover_wait,
+        }
     }
 
-    pub fn raw(&self) -> GatewayClient<Channel> {
-        self.inner.clone()
+    /// The client to call now and its index, for [`ControlClient::failed`].
+    pub fn raw(&self) -> (usize, GatewayClient<Channel>) {
+        self.targets.current()
+    }
+
+    /// A call to target `index` failed: follow the leader it names, or try the next
+    /// address. `true` when redirected to a named leader.
+    pub fn failed(&self, index: usize, status: &tonic::Status) -> bool {
+        self.targets.failed(index, status)
+    }
+
+    /// Runs `call` on the current target, noting a failure so the next call goes to
+    /// the leader (or the next address).
+    async fn on_current<T, F>(
+        &self,
+        call: impl FnOnce(GatewayClient<Channel>) -> F,
+    ) -> Result<T, CallFailed>
+    where
+        F: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let (index, client) = self.targets.current();
+        call(client).await.map_err(|e| {
+            self.targets.failed(index, &e);
+            CallFailed(e)
+        })
     }
 
     fn count(&self, method: &'static str) {
@@ -70,25 +117,44 @@ impl ControlClient {
             .inc();
     }
 
-    /// What the control plane knows about a key hash.
+    /// What the control plane knows about a key hash. Through a failover (no leader
+    /// answers) it keeps asking, every [`FAILOVER_RETRY`], for up to `failover_wait`.
     pub async fn authorize(&self, key_hash: &str) -> Result<Authorization, CallFailed> {
-        self.count("authorize");
-        let req = pb::AuthorizeRequest {
-            key_hash: key_hash.to_owned(),
-        };
-        let resp = self.inner.clone().authorize(req).await?.into_inner();
-        Ok(convert::authorization(resp))
+        let deadline = tokio::time::Instant::now() + self.failover_wait;
+        loop {
+            self.count("authorize");
+            let req = pb::AuthorizeRequest {
+                key_hash: key_hash.to_owned(),
+            };
+            match self
+                .on_current(|mut c| async move { c.authorize(req).await })
+                .await
+            {
+                Ok(resp) => return Ok(convert::authorization(resp.into_inner())),
+                Err(e) if e.is_failover() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(FAILOVER_RETRY).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// One admission; may wait in the control plane.
     pub async fn admit(&self, req: AdmitRequest) -> Result<Admission, CallFailed> {
         self.count("admit");
-        let resp = self
-            .inner
-            .clone()
-            .admit(convert::admit_request(req))
-            .await?
-            .into_inner();
+        // A client span whose `traceparent` goes along in the metadata: the control
+        // plane's span for this call is its child.
+        let span = tracing::info_span!("admit", otel.kind = "client");
+        let mut request = tonic::Request::new(convert::admit_request(req));
+        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
+        tollgate_shared::telemetry::inject(&span, &mut headers);
+        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+        let resp = tracing::Instrument::instrument(
+            self.on_current(|mut c| async move { c.admit(request).await }),
+            span,
+        )
+        .await?
+        .into_inner();
         Ok(convert::admission(resp))
     }
 
@@ -97,14 +163,17 @@ impl ControlClient {
         session_id: String,
         lease_ids: Vec<String>,
         request_ids: Vec<String>,
+        unbilled_request_ids: Vec<String>,
     ) -> Result<(), CallFailed> {
         self.count("release");
         let req = pb::ReleaseRequest {
             session_id,
             lease_ids,
             request_ids,
+            unbilled_request_ids,
         };
-        self.inner.clone().release(req).await?;
+        self.on_current(|mut c| async move { c.release(req).await })
+            .await?;
         Ok(())
     }
 
@@ -113,15 +182,17 @@ impl ControlClient {
         let req = pb::ReportUsageRequest {
             records: records.into_iter().map(convert::usage_report).collect(),
         };
-        let resp = self.inner.clone().report_usage(req).await?.into_inner();
+        let resp = self
+            .on_current(|mut c| async move { c.report_usage(req).await })
+            .await?
+            .into_inner();
         Ok(convert::usage_ack(resp))
     }
 
     pub async fn report_outcome(&self, outcome: Outcome) -> Result<(), CallFailed> {
         self.count("report_outcome");
-        self.inner
-            .clone()
-            .report_outcome(convert::outcome(outcome))
+        let req = convert::outcome(outcome);
+        self.on_current(|mut c| async move { c.report_outcome(req).await })
             .await?;
         Ok(())
     }
@@ -135,13 +206,24 @@ impl ControlClient {
             user_id: r.user_id,
             request_id: r.request_id,
         };
-        self.inner.clone().record_response(req).await?;
+        self.on_current(|mut c| async move { c.record_response(req).await })
+            .await?;
         Ok(())
     }
 }
+
+/// Pause between Authorize attempts while no control-plane leader answers.
+const FAILOVER_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A Gateway call that did not answer (unreachable, timed out, or an error status).
 /// Callers only log it and choose their own client answer.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("control plane call failed: {0}")]
 pub struct CallFailed(#[from] tonic::Status);
+
+impl CallFailed {
+    /// The call may succeed on another control plane (see [`targets::is_failover`]).
+    pub fn is_failover(&self) -> bool {
+        targets::is_failover(&self.0)
+    }
+}

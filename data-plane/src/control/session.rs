@@ -1,6 +1,8 @@
 //! The data plane's one session with the control plane: Attach, heartbeats, and the
-//! invalidation push. Reconnects with capped exponential backoff; while detached the
-//! data plane reports not-ready. State is published through a `watch` channel.
+//! invalidation push. Reconnects with capped exponential backoff and jitter, following a
+//! standby's "the leader is X" answer at once (see `targets.rs`); the data plane reports
+//! not-ready only after a sustained outage (`health.rs`). State is published through a
+//! `watch` channel.
 
 use std::time::Duration;
 
@@ -22,6 +24,8 @@ pub struct SessionState {
     pub epoch: u64,
     /// Number of successful attaches so far (a test can observe reconnects).
     pub attaches: u64,
+    /// When the last session was lost (`None` while attached or before the first).
+    pub detached_at: Option<std::time::Instant>,
 }
 
 impl SessionState {
@@ -40,10 +44,12 @@ pub trait SessionHooks: Send + Sync + 'static {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Kept short: during a failover the new leader holds grants back until the data planes
+/// have re-attached (its reconcile window), so a data plane must retry well within it.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub async fn run(
-    mut client: GatewayClient<Channel>,
+    control: super::ControlClient,
     data_plane_id: String,
     state: watch::Sender<SessionState>,
     sink: std::sync::Arc<dyn SessionHooks>,
@@ -51,6 +57,7 @@ pub async fn run(
 ) {
     let mut backoff = BACKOFF_MIN;
     while !shutdown.is_cancelled() {
+        let (index, mut client) = control.raw();
         match attach_once(
             &mut client,
             &data_plane_id,
@@ -61,14 +68,22 @@ pub async fn run(
         .await
         {
             Ok(()) => backoff = BACKOFF_MIN,
+            Err(e) if control.failed(index, &e) => {
+                tracing::info!(error = %e, "following the control-plane leader");
+                backoff = BACKOFF_MIN;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "control-plane session failed");
             }
         }
-        state.send_modify(|s| s.session_id = None);
+        state.send_modify(|s| {
+            if s.session_id.take().is_some() {
+                s.detached_at = Some(std::time::Instant::now());
+            }
+        });
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(jitter(backoff)) => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -117,6 +132,7 @@ async fn attach_once(
         s.session_id = Some(attached.session_id.clone());
         s.epoch = attached.epoch;
         s.attaches += 1;
+        s.detached_at = None;
     });
     tracing::info!(
         session_id = attached.session_id,
@@ -146,4 +162,10 @@ async fn attach_once(
             },
         }
     }
+}
+
+/// `base` ± 25%: data planes that lost the same control plane do not retry in step.
+fn jitter(base: Duration) -> Duration {
+    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(ms * 3 / 4 + rand::random_range(0..=ms / 2))
 }

@@ -40,6 +40,15 @@ pub struct Spill {
     oldest_started_ms: Option<i64>,
 }
 
+/// The spill's directory, created 0700 when missing (as `tollgate_shared::private_dir`).
+async fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir).await
+}
+
 fn open_options() -> OpenOptions {
     let mut o = OpenOptions::new();
     o.create(true).append(true);
@@ -118,7 +127,7 @@ impl Spill {
             buf.push(b'\n');
         }
         if let Some(dir) = self.path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+            create_private_dir(dir).await?;
         }
         let mut f = open_options().open(&self.path).await?;
         f.write_all(&buf).await?;
@@ -209,7 +218,7 @@ impl Spill {
             return self.clear().await;
         }
         if let Some(dir) = self.path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+            create_private_dir(dir).await?;
         }
         let tmp = self.path.with_extension("tmp");
         let mut o = OpenOptions::new();
@@ -253,7 +262,7 @@ mod tests {
     #[tokio::test]
     async fn records_come_back_in_order_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("spill.jsonl");
+        let path = dir.path().join("spool").join("spill.jsonl");
         let mut s = Spill::open(path.clone()).await.unwrap();
         assert!(!path.exists(), "created only when needed");
         s.append(&[spilled("a"), spilled("b"), spilled("c")])
@@ -264,6 +273,11 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            let dir_mode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(dir_mode & 0o777, 0o700, "the spill's directory is private");
         }
         assert_eq!(ids(&s.read(2).await.unwrap()), ["a", "b"]);
         s.append(&[spilled("d")]).await.unwrap();

@@ -36,10 +36,15 @@ pub struct AuthCache {
     /// Bumped on every invalidation: a load that started before one must not be cached.
     generation: Arc<AtomicU64>,
     epoch: Arc<AtomicU64>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AuthCache {
-    pub fn new(client: ControlClient, capacity: u64) -> Self {
+    pub fn new(
+        client: ControlClient,
+        capacity: u64,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
             .expire_after(TtlFromEntry)
@@ -50,6 +55,7 @@ impl AuthCache {
             client,
             generation: Arc::new(AtomicU64::new(0)),
             epoch: Arc::new(AtomicU64::new(0)),
+            metrics,
         }
     }
 
@@ -59,9 +65,13 @@ impl AuthCache {
         let started_at = self.generation.load(Ordering::Acquire);
         let client = self.client.clone();
         let hash = key_hash.to_owned();
+        // Set when this lookup ran the load (a miss); a lookup that joined another's
+        // load or found the entry is a hit.
+        let loaded = std::sync::atomic::AtomicBool::new(false);
         let entry = self
             .cache
-            .try_get_with(key_hash.to_owned(), async move {
+            .try_get_with(key_hash.to_owned(), async {
+                loaded.store(true, Ordering::Relaxed);
                 let auth = client.authorize(&hash).await?;
                 Ok::<_, CallFailed>(Entry {
                     info: auth.key.map(Arc::new),
@@ -70,6 +80,16 @@ impl AuthCache {
             })
             .await
             .map_err(|e: Arc<CallFailed>| (*e).clone())?;
+        let result = if loaded.load(Ordering::Relaxed) {
+            "miss"
+        } else {
+            "hit"
+        };
+        self.metrics
+            .flow
+            .auth_cache
+            .get_or_create(&crate::metrics::flow::ResultLabels { result })
+            .inc();
         if self.generation.load(Ordering::Acquire) != started_at {
             // An invalidation raced with the load; serve this answer once, don't keep it.
             self.cache.invalidate(key_hash).await;

@@ -68,6 +68,8 @@ impl ClientError {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // For the request counter (stack.rs), which labels answers by code.
+        r.extensions_mut().insert(self.code);
         r
     }
 

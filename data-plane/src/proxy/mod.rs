@@ -15,6 +15,9 @@ pub mod sse;
 pub mod throttle;
 pub mod transform;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -86,23 +86,52 @@ pub async fn refused_url() -> String {
 struct Counters {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Per upstream credential (bearer): (in flight now, most at once).
+    per_bearer: Mutex<HashMap<String, (usize, usize)>>,
+    /// Named sets of credentials (e.g. one user's accounts).
+    groups: Mutex<HashMap<String, Group>>,
 }
 
-/// Counts one Responses request as in flight from arrival until its response body is
-/// finished or dropped.
-struct InFlight(Arc<Counters>);
+/// A set of credentials counted together: (members, in flight now, most at once).
+type Group = (Vec<String>, usize, usize);
+
+/// Counts one Responses request as in flight, in total and for its credential, from
+/// arrival until its response body is finished or dropped.
+struct InFlight(Arc<Counters>, Option<String>);
 
 impl InFlight {
-    fn enter(c: &Arc<Counters>) -> Self {
+    fn enter(c: &Arc<Counters>, bearer: Option<&str>) -> Self {
         let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         c.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        Self(c.clone())
+        if let Some(b) = bearer {
+            let mut map = c.per_bearer.lock().unwrap();
+            let e = map.entry(b.to_owned()).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(e.0);
+            for g in c.groups.lock().unwrap().values_mut() {
+                if g.0.iter().any(|m| m == b) {
+                    g.1 += 1;
+                    g.2 = g.2.max(g.1);
+                }
+            }
+        }
+        Self(c.clone(), bearer.map(str::to_owned))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(b) = &self.1 {
+            if let Some(e) = self.0.per_bearer.lock().unwrap().get_mut(b) {
+                e.0 -= 1;
+            }
+            for g in self.0.groups.lock().unwrap().values_mut() {
+                if g.0.iter().any(|m| m == b) {
+                    g.1 -= 1;
+                }
+            }
+        }
     }
 }
 
@@ -433,6 +462,30 @@ impl FakeUpstream {
         self.state.counters.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// The most Responses requests in flight at once with this upstream credential.
+    pub fn max_in_flight_for(&self, bearer: &str) -> usize {
+        let map = self.state.counters.per_bearer.lock().unwrap();
+        map.get(bearer).map_or(0, |e| e.1)
+    }
+
+    /// Counts requests in flight with any of `bearers` together as `name` from now on
+    /// (e.g. the accounts one user's requests may use: the user's concurrency).
+    pub fn count_group(&self, name: &str, bearers: &[&str]) {
+        let members = bearers.iter().map(|b| (*b).to_owned()).collect();
+        self.state
+            .counters
+            .groups
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), (members, 0, 0));
+    }
+
+    /// The most requests of group `name` in flight at once.
+    pub fn max_in_flight_of_group(&self, name: &str) -> usize {
+        let groups = self.state.counters.groups.lock().unwrap();
+        groups.get(name).map_or(0, |g| g.2)
+    }
+
     pub fn reset_max_in_flight(&self) {
         self.state
             .counters
@@ -593,7 +646,7 @@ async fn handle(
                 fixed_body(body, None),
             ));
         }
-        let guard = InFlight::enter(&state.counters);
+        let guard = InFlight::enter(&state.counters, rec.bearer.as_deref());
         let script = state.scripts.lock().unwrap().next(rec.bearer.as_deref());
         let stream = rec.answered_as_stream();
         let model = rec.model().unwrap_or("gpt-4o").to_string();

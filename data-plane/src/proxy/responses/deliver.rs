@@ -20,6 +20,7 @@ use super::upstream::{error_message, outcome_headers};
 use super::{Ctx, Flow};
 use crate::control::domain::{AccountLease, Lease, Outcome, OutcomeKind, UsageReport};
 use crate::control::leases::LeaseGuard;
+use crate::metrics::flow::OpenStream;
 use crate::proxy::errors::ClientError;
 use crate::proxy::sse::{LineTooLong, Observer, Splitter, Usage};
 use crate::proxy::transform;
@@ -46,6 +47,8 @@ enum Head {
     Failed(UpstreamFailure),
     /// The client went away first.
     ClientLeft,
+    /// The SIGTERM drain reached its cut first.
+    Drained,
 }
 
 /// The request as this account's upstream gets it.
@@ -78,12 +81,29 @@ impl Flow {
             .await;
             return Attempt::Done;
         };
-        let send = self
-            .upstream
-            .send(account, request.headers, request.payload);
-        let resp = match self.head(send, ds).await {
+        // The upstream call's own span; the upstream gets its `traceparent`.
+        let span = tracing::info_span!(
+            "upstream",
+            otel.kind = "client",
+            account_id = account.account_id
+        );
+        let mut headers = request.headers;
+        tollgate_shared::telemetry::inject(&span, &mut headers);
+        let send = tracing::Instrument::instrument(
+            self.upstream.send(account, headers, request.payload),
+            span,
+        );
+        let sent = Instant::now();
+        ctx.timing.mark_sent();
+        let head = self.head(send, ds).await;
+        let flow = &self.metrics.flow;
+        flow.upstream_response.observe(sent.elapsed().as_secs_f64());
+        let resp = match head {
             Head::Answer(resp) => resp,
-            Head::Failed(failure) => return self.fail_over(ctx, account, failure, guard),
+            Head::Failed(failure) => {
+                ctx.timing.add_wait(sent.elapsed());
+                return self.fail_over(ctx, account, failure, guard);
+            }
             Head::ClientLeft => {
                 // Nothing came back: the upstream request is dropped (its connection
                 // closed), the slots are freed now, and nothing is charged.
@@ -94,9 +114,25 @@ impl Flow {
                 drop(guard);
                 return Attempt::Done;
             }
+            // The drain's cut came before the upstream's answer: the request may already
+            // cost something, so its usage is reported (estimated from the input).
+            Head::Drained => {
+                drop(guard);
+                ds.fail(super::failover::shutting_down()).await;
+                let observer = Observer::new(&request.upstream_model, &ctx.model);
+                // No upstream answer, so no upstream request id.
+                self.report_usage(ctx, lease, &request.upstream_model, &observer, "");
+                return Attempt::Done;
+            }
         };
-        let resp = match successful(resp, self.settings.body_timeout).await {
-            Ok(resp) => resp,
+        let resp = successful(resp, self.settings.body_timeout).await;
+        // Reading a failure's body is upstream time too.
+        ctx.timing.add_wait(sent.elapsed());
+        let resp = match resp {
+            Ok(resp) => {
+                flow.added_latency.observe(ctx.timing.added().as_secs_f64());
+                resp
+            }
             Err(failure) if failure.fails_over() => {
                 return self.fail_over(ctx, account, failure, guard);
             }
@@ -175,6 +211,7 @@ impl Flow {
                     }
                 }
                 () = ds.closed() => return Head::ClientLeft,
+                () = self.drain_cut.cancelled() => return Head::Drained,
             }
         }
     }
@@ -271,7 +308,7 @@ impl Flow {
         if is_sse {
             self.pump(ctx, resp, observer, guard, ds, rec).await
         } else {
-            self.json_response(resp, observer, guard, ds, rec).await
+            self.json_response(ctx, resp, observer, guard, ds, rec).await
         }
     }
 
@@ -291,7 +328,7 @@ impl Flow {
         }
         let mut guard = Some(guard);
         let fault = self
-            .relay(ctx.stream, resp, &mut obs, &mut guard, ds, rec)
+            .relay(ctx, resp, &mut obs, &mut guard, ds, rec)
             .await
             .err();
         // Whatever happened, a started report is answered before the client's last byte.
@@ -320,7 +357,7 @@ impl Flow {
     /// to its end for usage. `Ok` = a final response arrived.
     async fn relay(
         &self,
-        to_client: bool,
+        ctx: &Ctx,
         resp: reqwest::Response,
         obs: &mut Observer,
         guard: &mut Option<LeaseGuard>,
@@ -332,6 +369,9 @@ impl Flow {
         let mut events: Vec<Bytes> = Vec::new();
         let mut last_upstream = Instant::now();
         let mut last_downstream = Instant::now();
+        let to_client = ctx.stream;
+        let _open = to_client.then(|| OpenStream::new(&self.metrics.flow.streams_open));
+        let mut first_byte = true;
         loop {
             let next_ping = last_downstream.max(last_upstream) + self.settings.keepalive;
             let idle_deadline = last_upstream + self.settings.idle_timeout;
@@ -344,6 +384,9 @@ impl Flow {
                 chunk = upstream.next() => match chunk {
                     Some(Ok(bytes)) => {
                         last_upstream = Instant::now();
+                        if std::mem::take(&mut first_byte) {
+                            self.observe_first_byte(ctx);
+                        }
                         if split.push(&bytes, &mut events) == Err(LineTooLong) {
                             return Err(StreamFault::LineTooLong);
                         }
@@ -384,14 +427,25 @@ impl Flow {
                     last_downstream = Instant::now();
                 }
                 () = ds.closed(), if !ds.is_gone() => client_left(guard),
+                // The drain's budget is running out: end the stream now (the client gets
+                // the error event, usage is reported from what was seen).
+                () = self.drain_cut.cancelled() => return Err(StreamFault::Drained),
             }
         }
+    }
+
+    fn observe_first_byte(&self, ctx: &Ctx) {
+        self.metrics
+            .flow
+            .upstream_first_byte
+            .observe(ctx.timing.since_sent().as_secs_f64());
     }
 
     /// A non-streaming JSON answer: passed through with the model mapped back. Returns
     /// what was observed and whether the body timed out.
     async fn json_response(
         &self,
+        ctx: &Ctx,
         resp: reqwest::Response,
         obs: Observer,
         guard: LeaseGuard,
@@ -406,6 +460,7 @@ impl Flow {
             JSON_BODY_LIMIT,
             self.settings.idle_timeout,
             self.settings.body_timeout,
+            || self.observe_first_byte(ctx),
         );
         tokio::pin!(read);
         let (raw, fault) = tokio::select! {
@@ -414,8 +469,13 @@ impl Flow {
             // by the body timeout) so the upstream's real usage is billed.
             () = ds.closed() => {
                 client_left(&mut guard);
-                read.await
+                tokio::select! {
+                    read = &mut read => read,
+                    () = self.drain_cut.cancelled() => (Bytes::new(), Some(StreamFault::Drained)),
+                }
             }
+            // The drain's budget is running out: a 503 now, usage estimated.
+            () = self.drain_cut.cancelled() => (Bytes::new(), Some(StreamFault::Drained)),
         };
         drop(guard);
         let mut obs = obs;
@@ -475,7 +535,13 @@ impl Flow {
                 true,
             ),
         };
+        let flow = &self.metrics.flow;
+        flow.add_tokens("input", usage.input_tokens);
+        flow.add_tokens("output", usage.output_tokens);
+        flow.add_tokens("cached", usage.cached_tokens);
+        flow.add_tokens("reasoning", usage.reasoning_tokens);
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        ctx.billed.store(true, std::sync::atomic::Ordering::Relaxed);
         self.usage.send(UsageReport {
             request_id: ctx.request_id.clone(),
             key_id: ctx.key.key_id,
@@ -562,20 +628,26 @@ async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut D
 
 /// A whole (bounded) body; the upstream may be silent at most `idle` between chunks and
 /// take at most `total` in all, else the body timed out (`IdleTimeout`). A body that
-/// breaks yields what arrived (then not valid JSON).
+/// breaks yields what arrived (then not valid JSON). `first_byte` runs when the first
+/// chunk arrives.
 async fn read_body(
     resp: reqwest::Response,
     limit: usize,
     idle: Duration,
     total: Duration,
+    first_byte: impl FnOnce(),
 ) -> (Bytes, Option<StreamFault>) {
     let deadline = tokio::time::Instant::now() + total;
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
+    let mut first_byte = Some(first_byte);
     loop {
         let wait = deadline.min(tokio::time::Instant::now() + idle);
         match tokio::time::timeout_at(wait, stream.next()).await {
             Ok(Some(Ok(chunk))) => {
+                if let Some(f) = first_byte.take() {
+                    f();
+                }
                 let room = limit.saturating_sub(out.len());
                 out.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 if out.len() >= limit {

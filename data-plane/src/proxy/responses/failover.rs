@@ -37,6 +37,8 @@ pub enum StreamFault {
     IdleTimeout,
     /// One SSE line exceeded the line limit.
     LineTooLong,
+    /// Still open when the SIGTERM drain reached its cut (`drain::Plan::cut_at`).
+    Drained,
 }
 
 /// Whether another account should be tried.
@@ -127,6 +129,7 @@ impl UpstreamFailure {
             StreamFault::Cut => "stream ended unexpectedly",
             StreamFault::IdleTimeout => "stream idle timeout",
             StreamFault::LineTooLong => "stream line too long",
+            StreamFault::Drained => "stream cut by the shutdown drain",
         };
         Self {
             source: Source::Stream(fault),
@@ -153,8 +156,10 @@ impl UpstreamFailure {
             Source::HeaderTimeout | Source::Stream(StreamFault::IdleTimeout) => {
                 (OutcomeKind::StreamTimeout, None)
             }
-            // A cut or an oversized line says nothing about the account.
-            Source::Stream(StreamFault::Cut | StreamFault::LineTooLong) => return None,
+            // A cut, an oversized line or our own shutdown says nothing about the account.
+            Source::Stream(StreamFault::Cut | StreamFault::LineTooLong | StreamFault::Drained) => {
+                return None;
+            }
         };
         Some(Outcome {
             account_id,
@@ -189,8 +194,18 @@ impl StreamFault {
             ),
             Self::IdleTimeout => ClientError::of(ErrorCode::StreamTimeout),
             Self::LineTooLong => ClientError::of(ErrorCode::ResponseTooLarge),
+            Self::Drained => shutting_down(),
         }
     }
+}
+
+/// What a request still open at the drain's cut gets: a 503 before its response
+/// started, else an SSE `error` event (which the OpenAI SDKs raise as an `APIError`).
+pub fn shutting_down() -> ClientError {
+    ClientError::new(
+        ErrorCode::Unavailable,
+        "The gateway is shutting down and ended this response early, please retry",
+    )
 }
 
 /// What the client sees when the switches ran out, by the last failure.
@@ -279,6 +294,7 @@ mod tests {
             StreamFault::Cut,
             StreamFault::IdleTimeout,
             StreamFault::LineTooLong,
+            StreamFault::Drained,
         ] {
             assert!(!UpstreamFailure::stream(fault).fails_over(), "{fault:?}");
         }
@@ -300,6 +316,7 @@ mod tests {
             Some((OutcomeKind::StreamTimeout, None))
         );
         assert_eq!(kind(UpstreamFailure::stream(StreamFault::Cut)), None);
+        assert_eq!(kind(UpstreamFailure::stream(StreamFault::Drained)), None);
         let timeout = UpstreamFailure::header_timeout(std::time::Duration::from_secs(2))
             .outcome(1, "r")
             .unwrap();

@@ -13,16 +13,19 @@ pub mod downstream;
 pub mod failover;
 pub mod operations;
 pub mod outbound;
+mod timing;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_shared::ErrorCode;
 use tracing::Instrument;
@@ -65,6 +68,8 @@ pub struct Settings {
     pub default_codex_model: String,
     pub default_originator: String,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long an admission waits for the control plane through a failover.
+    pub failover_wait: Duration,
 }
 
 impl Settings {
@@ -91,6 +96,7 @@ impl Settings {
                 .iter()
                 .filter_map(|p| super::auth_info::parse_net(p))
                 .collect(),
+            failover_wait: Duration::from_millis(c.failover_wait_ms),
         })
     }
 }
@@ -111,6 +117,9 @@ pub struct Flow {
     pub body_budget: Arc<BodyBudget>,
     /// Request tasks; waited for on shutdown before usage is flushed.
     pub tasks: TaskTracker,
+    /// Cancelled at the drain's cut: requests still open end at once (streams with an
+    /// SSE error event) and report their usage.
+    pub drain_cut: CancellationToken,
 }
 
 /// One validated request.
@@ -134,6 +143,12 @@ pub struct Ctx {
     pub raw_len: usize,
     pub user_agent: String,
     pub reasoning_effort: String,
+    /// A lease was granted for it, and whether its usage record was queued: a request
+    /// that held a lease and ends without one tells the control plane (`unbilled`).
+    pub leased: AtomicBool,
+    pub billed: AtomicBool,
+    /// The added-latency clock (`timing.rs`).
+    pub timing: timing::Timing,
 }
 
 impl Ctx {
@@ -237,14 +252,19 @@ impl Flow {
             headers: parts.headers,
             client_ip,
             started,
+            timing: timing::Timing::new(started),
             started_ms: tollgate_shared::now_ms(),
             body: json,
             body_charge: Some(body_charge),
             raw_len: parsed.raw_len,
+            leased: AtomicBool::new(false),
+            billed: AtomicBool::new(false),
         };
         let (head_tx, head_rx) = oneshot::channel();
         let flow = self.clone();
-        // In the request's span: its log lines carry the request id too.
+        // The run stays in the request's span (`stack.rs`: it carries the request ids and
+        // the trace id into its logs; its Admit and upstream calls are children of the
+        // client's trace).
         self.tasks.spawn(
             async move {
                 flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
@@ -258,18 +278,24 @@ impl Flow {
     }
 
     /// Admission, forwarding with failover, delivery. Runs to the end even when the
-    /// client leaves, so the upstream's usage is still reported.
-    async fn run(self: Arc<Self>, mut ctx: Ctx, mut ds: Downstream) {
+    /// client leaves, so the upstream's usage is still reported; a request that held a
+    /// lease and reported none says so (the control plane would estimate it otherwise,
+    /// should this process die).
+    async fn run(self: Arc<Self>, mut ctx: Ctx, ds: Downstream) {
+        self.run_attempts(&mut ctx, ds).await;
+        if ctx.leased.load(Ordering::Relaxed) && !ctx.billed.load(Ordering::Relaxed) {
+            self.leases.unbilled(&ctx.request_id);
+        }
+    }
+
+    async fn run_attempts(&self, ctx: &mut Ctx, mut ds: Downstream) {
         let mut excluded: Vec<i64> = Vec::new();
         let mut last_failure: Option<UpstreamFailure> = None;
         // The lease of the previous attempt holds this request's user slot until the
         // next admission (which shares it) has answered.
         let mut previous: Option<LeaseGuard> = None;
         for _attempt in 0..=self.settings.max_switches {
-            let lease = match self
-                .admit(&ctx, &excluded, previous.as_ref(), &mut ds)
-                .await
-            {
+            let lease = match self.admit(ctx, &excluded, previous.as_ref(), &mut ds).await {
                 Ok(l) => l,
                 Err(e) => {
                     // After a failed attempt, running out of accounts means the
@@ -295,9 +321,10 @@ impl Flow {
                 }
             };
             let account_id = lease.account.account_id;
+            ctx.leased.store(true, Ordering::Relaxed);
             let guard = self.leases.hold(&lease.lease_id, lease.user_id, account_id);
             drop(previous.take());
-            match self.attempt(&mut ctx, &lease, guard, &mut ds).await {
+            match self.attempt(ctx, &lease, guard, &mut ds).await {
                 deliver::Attempt::Done => return,
                 deliver::Attempt::Failed { failure, guard } => {
                     excluded.push(account_id);

@@ -21,7 +21,7 @@ use super::deliver::{pass_through, read_prefix_of};
 use super::failover::{self, UpstreamFailure};
 use super::upstream::{error_message, outcome_headers};
 use super::{Flow, transform};
-use crate::control::domain::{Admission, AdmitRequest, Lease};
+use crate::control::domain::{AdmitRequest, Lease};
 use crate::http_server::Body;
 use crate::proxy::errors::ClientError;
 use crate::request_id::{self, RequestIds};
@@ -196,14 +196,9 @@ impl Flow {
         key_id: i64,
         response_id: &str,
     ) -> Result<Lease, ClientError> {
-        let Some(session_id) = self.session.borrow().session_id.clone() else {
-            return Err(ClientError::new(
-                ErrorCode::Unavailable,
-                "Gateway is not connected to its control plane, please retry later",
-            ));
-        };
         let req = AdmitRequest {
-            session_id,
+            // Set per attempt by `admit_through_failover`.
+            session_id: String::new(),
             request_id: ids.id.clone(),
             key_id,
             model: String::new(),
@@ -212,24 +207,14 @@ impl Flow {
             user_lease_id: None,
             stream: false,
             default_codex_model: self.settings.default_codex_model.clone(),
+            // Never billed: nothing to estimate.
+            request_bytes: 0,
             response_id: response_id.to_owned(),
             response_operation: true,
         };
-        match self.control.admit(req).await {
-            Ok(Admission::Granted(lease)) => Ok(*lease),
-            Ok(Admission::Refused { code, message }) => Err(ClientError::new(code, message)),
-            Ok(Admission::Malformed { lease_id, reason }) => {
-                tracing::error!(reason, ?lease_id, "unusable admission answer");
-                if let Some(id) = lease_id {
-                    self.leases.give_back(&id);
-                }
-                Err(ClientError::new(ErrorCode::Internal, reason))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "admit call failed");
-                Err(ClientError::of(ErrorCode::BillingUnavailable))
-            }
-        }
+        // Through a control-plane failover like any admission (`admit.rs`).
+        let result = self.admit_through_failover(req).await;
+        self.admitted(result)
     }
 }
 

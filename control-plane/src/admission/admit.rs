@@ -113,7 +113,13 @@ impl Admission {
             None
         } else {
             let upstream_model = self.check_priced(&req, &account).await?;
-            Some(usage_facts(&req, &scope, &billing, &account, upstream_model))
+            Some(usage_facts(
+                &req,
+                &scope,
+                &billing,
+                &account,
+                upstream_model,
+            ))
         };
         // From here on nothing awaits: the lease is either recorded and returned, or
         // (if this future is dropped before) never created.

@@ -308,7 +308,8 @@ impl Flow {
         if is_sse {
             self.pump(ctx, resp, observer, guard, ds, rec).await
         } else {
-            self.json_response(ctx, resp, observer, guard, ds, rec).await
+            self.json_response(ctx, resp, observer, guard, ds, rec)
+                .await
         }
     }
 

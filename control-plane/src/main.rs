@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+// Most of a request's CPU besides I/O is small allocations (bodies, JSON values, headers);
+// mimalloc's thread-local free lists make them cheaper than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = tollgate_control_plane::Config::parse();

@@ -35,6 +35,34 @@ pub struct Target<'a> {
 // One implementation for both planes: the control plane prices this very name.
 pub use tollgate_shared::served_model::{normalize_codex_model, strip_date_suffix};
 
+/// Fields only Codex CLI may send (other clients' are dropped for the upstream).
+const NOT_FOR_OTHER_CLIENTS: [&str; 4] = [
+    "max_output_tokens",
+    "max_completion_tokens",
+    "prompt_cache_retention",
+    "safety_identifier",
+];
+
+fn has_minimal_effort(reasoning: &Map<String, Value>) -> bool {
+    reasoning.get("effort").and_then(Value::as_str) == Some("minimal")
+}
+
+/// The model name sent upstream when [`body`] would leave `json` exactly as it is (an
+/// API-key account, no mapping for the model, nothing to drop or rewrite): the caller
+/// then encodes the client's body without copying it. `None` when `body` must run.
+pub fn untouched(
+    json: &Map<String, Value>,
+    requested_model: &str,
+    t: &Target<'_>,
+) -> Option<String> {
+    let unchanged = t.kind != Kind::OAuth
+        && !t.model_mapping.contains_key(requested_model)
+        && json.get("model").and_then(Value::as_str) == Some(requested_model)
+        && !matches!(json.get("reasoning"), Some(Value::Object(r)) if has_minimal_effort(r))
+        && (t.codex_client || !NOT_FOR_OTHER_CLIENTS.iter().any(|k| json.contains_key(*k)));
+    unchanged.then(|| requested_model.to_owned())
+}
+
 /// Applies the body rules; returns the model name sent upstream.
 pub fn body(json: &mut Map<String, Value>, requested_model: &str, t: &Target<'_>) -> String {
     let mut model = t
@@ -43,17 +71,12 @@ pub fn body(json: &mut Map<String, Value>, requested_model: &str, t: &Target<'_>
         .cloned()
         .unwrap_or_else(|| requested_model.to_owned());
     if let Some(Value::Object(reasoning)) = json.get_mut("reasoning")
-        && reasoning.get("effort").and_then(Value::as_str) == Some("minimal")
+        && has_minimal_effort(reasoning)
     {
         reasoning.insert("effort".into(), Value::String("none".into()));
     }
     if !t.codex_client {
-        for k in [
-            "max_output_tokens",
-            "max_completion_tokens",
-            "prompt_cache_retention",
-            "safety_identifier",
-        ] {
+        for k in NOT_FOR_OTHER_CLIENTS {
             json.remove(k);
         }
     }
@@ -205,6 +228,43 @@ mod tests {
             model_mapping: mapping,
             codex_client: codex,
             default_codex_model: "gpt-5.1-codex",
+        }
+    }
+
+    /// `untouched` says "no change" exactly when `body` changes nothing.
+    #[test]
+    fn untouched_agrees_with_body() {
+        let mapping = HashMap::from([("alias".to_owned(), "gpt-5.1".to_owned())]);
+        let cases = [
+            json!({"model": "gpt-5.1", "input": "hi", "stream": true}),
+            json!({"model": "gpt-5.1", "reasoning": {"effort": "high"}, "temperature": 1}),
+            json!({"model": "gpt-5.1", "reasoning": {"effort": "minimal"}}),
+            json!({"model": "gpt-5.1", "max_output_tokens": 5}),
+            json!({"model": "gpt-5.1", "safety_identifier": "x"}),
+            json!({"model": "alias", "input": "hi"}),
+            json!({"model": " gpt-5.1 ", "input": "hi"}),
+            json!({"model": "gpt-5.1", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        ];
+        for case in cases {
+            let requested = case["model"].as_str().unwrap().trim().to_owned();
+            for kind in [Kind::ApiKey, Kind::OAuth] {
+                for codex in [false, true] {
+                    let t = target(kind, &mapping, codex);
+                    let original = case.as_object().unwrap().clone();
+                    let mut changed = original.clone();
+                    let model = body(&mut changed, &requested, &t);
+                    match untouched(&original, &requested, &t) {
+                        Some(m) => {
+                            assert_eq!(changed, original, "{case} {kind:?} codex={codex}");
+                            assert_eq!(m, model);
+                        }
+                        None => assert!(
+                            changed != original || kind == Kind::OAuth,
+                            "needless copy for {case} {kind:?} codex={codex}"
+                        ),
+                    }
+                }
+            }
         }
     }
 

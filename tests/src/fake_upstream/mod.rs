@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -275,6 +275,8 @@ struct State {
     operations: Mutex<Vec<(Operation, Received)>>,
     counters: Arc<Counters>,
     seq: AtomicU64,
+    /// Off in the benchmark's long runs, where keeping every request would grow without bound.
+    recording: AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -316,6 +318,7 @@ impl FakeUpstream {
             operations: Mutex::default(),
             counters: Arc::default(),
             seq: AtomicU64::new(1),
+            recording: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -402,6 +405,11 @@ impl FakeUpstream {
     /// Queued scripts not consumed yet (shared and per credential).
     pub fn scripts_left(&self) -> usize {
         self.state.scripts.lock().unwrap().left()
+    }
+
+    /// Stops keeping what arrives (`received()` stays as it is); scripts still apply.
+    pub fn stop_recording(&self) {
+        self.state.recording.store(false, Ordering::Relaxed);
     }
 
     // ---- what arrived ----
@@ -650,15 +658,19 @@ async fn handle(
         let script = state.scripts.lock().unwrap().next(rec.bearer.as_deref());
         let stream = rec.answered_as_stream();
         let model = rec.model().unwrap_or("gpt-4o").to_string();
-        if !matches!(script.kind, Kind::Error(_) | Kind::CloseBeforeResponse) {
-            let ctx = sse::Ctx::new(seq, &model, &script);
-            state
-                .stored
-                .lock()
-                .unwrap()
-                .keep(&rec, ctx.response_id, &ctx.model);
+        // Off in the benchmark's long runs: neither the request nor its response is kept
+        // (a response chained on there is not found).
+        if state.recording.load(Ordering::Relaxed) {
+            if !matches!(script.kind, Kind::Error(_) | Kind::CloseBeforeResponse) {
+                let ctx = sse::Ctx::new(seq, &model, &script);
+                state
+                    .stored
+                    .lock()
+                    .unwrap()
+                    .keep(&rec, ctx.response_id, &ctx.model);
+            }
+            state.received.lock().unwrap().push(rec);
         }
-        state.received.lock().unwrap().push(rec);
         return respond(
             &state,
             script,

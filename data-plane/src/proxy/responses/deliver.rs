@@ -220,13 +220,26 @@ impl Flow {
     /// `None` when the body cannot be encoded.
     fn upstream_request(&self, ctx: &Ctx, account: &AccountLease) -> Option<UpstreamRequest> {
         let (kind, target) = self.upstream_target(ctx, account);
-        let mut body = ctx.body.clone();
-        let upstream_model = transform::body(&mut body, &ctx.model, &target);
         // Only the ChatGPT backend requires instructions; an API-key upstream gets the
         // client's request as sent (injected text would change outputs and cost tokens).
-        if kind == transform::Kind::OAuth && !ctx.codex {
-            crate::proxy::body::ensure_instructions(&mut body, &self.settings.instructions);
-        }
+        let inject = kind == transform::Kind::OAuth && !ctx.codex;
+        // Most requests need no change for their account: encode the client's body as it
+        // is rather than copying it (the client's body is kept for failover to another
+        // account).
+        let changed;
+        let untouched = transform::untouched(&ctx.body, &ctx.model, &target).filter(|_| !inject);
+        let (body, upstream_model) = match untouched {
+            Some(model) => (&ctx.body, model),
+            None => {
+                let mut copy = ctx.body.clone();
+                let model = transform::body(&mut copy, &ctx.model, &target);
+                if inject {
+                    crate::proxy::body::ensure_instructions(&mut copy, &self.settings.instructions);
+                }
+                changed = copy;
+                (&changed, model)
+            }
+        };
         let prompt_cache_key = body
             .get("prompt_cache_key")
             .and_then(Value::as_str)
@@ -242,8 +255,7 @@ impl Flow {
         let stored = body.get("store").and_then(Value::as_bool) != Some(false);
         // Sized once: a growing buffer would briefly hold up to twice a large body.
         let mut payload = Vec::with_capacity(ctx.raw_len.saturating_add(64 << 10));
-        serde_json::to_writer(&mut payload, &body).ok()?;
-        drop(body);
+        serde_json::to_writer(&mut payload, body).ok()?;
         Some(UpstreamRequest {
             headers,
             payload,

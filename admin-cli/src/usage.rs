@@ -83,6 +83,7 @@ impl FilterArgs {
 const RECORD_COLUMNS: &[&str] = &[
     "created_at",
     "request_id",
+    "client_request_id",
     "key_id",
     "user_id",
     "account_id",
@@ -180,6 +181,8 @@ pub fn totals_record(t: &pb::UsageTotals) -> Record {
 pub fn record(r: &pb::UsageRecord) -> Record {
     Record::new()
         .str("request_id", &r.request_id)
+        .str("client_request_id", &r.client_request_id)
+        .str("upstream_request_id", &r.upstream_request_id)
         .int("key_id", r.key_id)
         .int("user_id", r.user_id)
         .opt_int("group_id", r.group_id)

@@ -9,7 +9,7 @@ use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
 /// Every default that both the flags and `Config::for_data_dir` use, written once.
-mod defaults {
+pub mod defaults {
     pub const KEY_PREFIX: &str = "sk-";
     pub const LEASE_GRACE_MS: u64 = 10_000;
     pub const HEARTBEAT_INTERVAL_MS: u64 = 2_000;
@@ -22,6 +22,9 @@ mod defaults {
     pub const STICKY_WAIT_TIMEOUT_MS: u64 = 120_000;
     pub const STICKY_MAX_WAITERS: u32 = 3;
     pub const STICKY_TTL_MS: u64 = 3_600_000;
+    /// OpenAI keeps stored responses 30 days.
+    pub const RESPONSE_AFFINITY_TTL_MS: u64 = 30 * 24 * 3_600_000;
+    pub const RESPONSE_AFFINITY_CACHE: u64 = 100_000;
     pub const RATE_LIMIT_COOLDOWN_MS: u64 = 300_000;
     pub const OVERLOAD_COOLDOWN_MS: u64 = 600_000;
     pub const OAUTH_REFRESH_MARGIN_MS: u64 = 1_800_000;
@@ -229,6 +232,23 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_STICKY_TTL_MS", default_value_t = defaults::STICKY_TTL_MS)]
     pub sticky_ttl_ms: u64,
 
+    /// How long the account that created a response id is remembered, so that
+    /// `previous_response_id` and /v1/responses/{id} reach it (response affinity).
+    #[arg(
+        long,
+        env = "TOLLGATE_RESPONSE_AFFINITY_TTL_MS",
+        default_value_t = defaults::RESPONSE_AFFINITY_TTL_MS
+    )]
+    pub response_affinity_ttl_ms: u64,
+
+    /// Response owners cached in memory in front of the `response_owners` table.
+    #[arg(
+        long,
+        env = "TOLLGATE_RESPONSE_AFFINITY_CACHE",
+        default_value_t = defaults::RESPONSE_AFFINITY_CACHE
+    )]
+    pub response_affinity_cache: u64,
+
     /// Cool-down of a rate-limited (429) account when the upstream gives no reset time.
     #[arg(
         long,
@@ -368,6 +388,8 @@ impl Config {
             sticky_wait_timeout_ms: defaults::STICKY_WAIT_TIMEOUT_MS,
             sticky_max_waiters: defaults::STICKY_MAX_WAITERS,
             sticky_ttl_ms: defaults::STICKY_TTL_MS,
+            response_affinity_ttl_ms: defaults::RESPONSE_AFFINITY_TTL_MS,
+            response_affinity_cache: defaults::RESPONSE_AFFINITY_CACHE,
             rate_limit_cooldown_ms: defaults::RATE_LIMIT_COOLDOWN_MS,
             overload_cooldown_ms: defaults::OVERLOAD_COOLDOWN_MS,
             unschedulable_rules: crate::admission::unschedulable_rules::UnschedulableRules::default(
@@ -517,6 +539,11 @@ impl Config {
             if v > 600_000 {
                 return Err(Error::Config(format!("{name} must be at most 600000")));
             }
+        }
+        if self.response_affinity_ttl_ms < 1_000 {
+            return Err(Error::Config(
+                "TOLLGATE_RESPONSE_AFFINITY_TTL_MS must be at least 1000".into(),
+            ));
         }
         if self.sticky_ttl_ms < 1_000 {
             return Err(Error::Config(

@@ -365,6 +365,19 @@ pub struct UsageRecord {
     /// estimate); the real record, if it ever arrives, supersedes it.
     pub recovered: bool,
     pub created_at_ms: i64,
+    /// The client's own x-request-id ('' = none); `request_id` is the gateway's.
+    pub client_request_id: String,
+    /// The upstream's x-request-id of the billed answer ('' = none).
+    pub upstream_request_id: String,
+}
+
+/// Which account created an upstream response id, for which user (response affinity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseOwner {
+    pub response_id: String,
+    pub account_id: i64,
+    pub user_id: i64,
+    pub created_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -38,6 +38,7 @@ on_both_backends!(
     reattach_with_held_leases_counts_them_once,
     a_rate_limited_account_is_skipped,
     no_accounts_is_rejected_with_a_reason,
+    a_recorded_response_pins_admission_to_its_account,
 );
 
 // ------------------------------------------------------------------ harness
@@ -871,5 +872,103 @@ async fn sticky_sessions_stay_on_their_account() {
     // Without a session hash, load-aware picks the idle one.
     let l = lease(admit(&cp, admit_req(&dp, key, "gpt-5")).await);
     assert_ne!(l.account.unwrap().account_id, bound);
+    cp.stop().await;
+}
+
+/// Response-id affinity at Admit: a recorded response pins its user's requests (and its
+/// operations, unbilled and model-less) to the account that created it, survives a
+/// control-plane restart (the table, not only the cache), and is not found for another
+/// user; a replayed report never moves it.
+async fn a_recorded_response_pins_admission_to_its_account(backend: Backend) {
+    let cp = ControlPlane::start(backend, |_| {}).await;
+    let group = cp.group().await;
+    let owner_user = cp.user(5).await;
+    let other_user = cp.user(5).await;
+    let key = cp.key(owner_user, Some(group)).await;
+    let other_key = cp.key(other_user, Some(group)).await;
+    let mut accounts = Vec::new();
+    for name in ["a", "b", "c"] {
+        accounts.push(
+            cp.account(name, Some((group, 50)), api_key(&format!("sk-{name}")))
+                .await,
+        );
+    }
+    let owner = accounts[1];
+    let record = |account_id: i64, user_id: i64| pb::RecordResponseRequest {
+        response_id: "resp_pinned".into(),
+        account_id,
+        user_id,
+        request_id: "r-created".into(),
+    };
+    let mut client = cp.client();
+    client
+        .record_response(record(owner, owner_user))
+        .await
+        .unwrap();
+    // A replay (or a forged second report) never moves the response.
+    client
+        .record_response(record(accounts[2], other_user))
+        .await
+        .unwrap();
+    let bad = client
+        .record_response(pb::RecordResponseRequest {
+            response_id: " ".into(),
+            ..record(owner, owner_user)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    let continuing = |dp: &DataPlane, key_id: i64| pb::AdmitRequest {
+        response_id: "resp_pinned".into(),
+        ..admit_req(dp, key_id, "gpt-5")
+    };
+    let dp = attach(&cp, Vec::new()).await;
+    for _ in 0..4 {
+        let l = lease(admit(&cp, continuing(&dp, key)).await);
+        assert_eq!(l.account.unwrap().account_id, owner);
+        release(&cp, &dp, &[&l.lease_id]).await;
+    }
+    let operation = pb::AdmitRequest {
+        response_operation: true,
+        model: String::new(),
+        ..continuing(&dp, key)
+    };
+    let l = lease(admit(&cp, operation.clone()).await);
+    assert_eq!(l.account.unwrap().account_id, owner);
+    release(&cp, &dp, &[&l.lease_id]).await;
+    for req in [
+        continuing(&dp, other_key),
+        pb::AdmitRequest {
+            response_id: "resp_never_seen".into(),
+            ..operation.clone()
+        },
+    ] {
+        assert_eq!(rejection(admit(&cp, req).await).code, "response_not_found");
+    }
+    // The owner already failed for this request: no other account may take it.
+    let r = rejection(
+        admit(
+            &cp,
+            pb::AdmitRequest {
+                excluded_account_ids: vec![owner],
+                ..continuing(&dp, key)
+            },
+        )
+        .await,
+    );
+    assert_eq!(r.code, "response_account_unavailable");
+    assert!(!r.message.contains(&owner.to_string()), "{}", r.message);
+    drop(dp);
+
+    let ControlPlane { store, cp: inner } = cp;
+    let cp = ControlPlane {
+        store,
+        cp: inner.restart().await,
+    };
+    let dp = attach(&cp, Vec::new()).await;
+    let l = lease(admit(&cp, continuing(&dp, key)).await);
+    assert_eq!(l.account.unwrap().account_id, owner);
+    release(&cp, &dp, &[&l.lease_id]).await;
     cp.stop().await;
 }

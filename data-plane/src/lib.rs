@@ -12,6 +12,7 @@ pub mod health;
 pub mod http_server;
 pub mod metrics;
 pub mod proxy;
+pub mod request_id;
 pub mod stack;
 
 use std::net::SocketAddr;

@@ -65,9 +65,15 @@ where
     B: http_body::Body + Send + 'static,
 {
     ServiceBuilder::new()
+        // The request's ids (`request_id.rs`): given before anything else runs, and
+        // `x-request-id` on every response below, refusals and rescues included.
+        .layer(tower::layer::layer_fn(|inner| {
+            crate::request_id::WithRequestId { inner }
+        }))
         // A tracing span per request (method, path: never the query, which may hold a
         // key), closed with status and latency. It continues the client's `traceparent`
-        // and carries the request and trace ids into every log line inside it.
+        // and carries the request ids and the trace id into every log line inside it:
+        // the request's one span (`request_span`).
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         // Responses by route, status and error code: above the rescues, so load-shed
         // 503s and rescued panics are counted like every other answer.
@@ -92,16 +98,25 @@ where
         .service(inner)
 }
 
+/// The request's one span: every log line of the request is written in it, and it is the
+/// data plane's span of the client's trace. ERROR level so that the span (and with it the
+/// request's ids) is on every line the filter lets through, whatever its level.
 fn request_span<B>(req: &Request<B>) -> tracing::Span {
-    let span = tracing::info_span!(
+    // Given by `WithRequestId` above; a fresh set only for a request that did not pass it.
+    let ids = crate::request_id::RequestIds::of(req);
+    let span = tracing::error_span!(
         "request",
         otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
         otel.kind = "server",
         method = %req.method(),
         path = req.uri().path(),
-        request_id = tracing::field::Empty,
+        request_id = %ids.id,
+        client_request_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
+    if !ids.client.is_empty() {
+        span.record("client_request_id", ids.client.as_str());
+    }
     tollgate_shared::telemetry::continue_trace(&span, req.headers());
     if let Some(id) = tollgate_shared::telemetry::trace_id(&span) {
         span.record("trace_id", id.as_str());

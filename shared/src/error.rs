@@ -113,6 +113,12 @@ error_codes! {
     UserConcurrencyExceeded => ("user_concurrency_exceeded", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Concurrency limit exceeded for user, please retry later"),
     AccountConcurrencyExceeded => ("account_concurrency_exceeded", None, StatusCode::TOO_MANY_REQUESTS, RateLimit, ResourceExhausted, "Concurrency limit exceeded for account, please retry later"),
     NoAvailableAccounts => ("no_available_accounts", None, StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable, "No available accounts"),
+    /// A response id this gateway does not know for the key's user (never created through
+    /// it, created by another user, or past the affinity TTL).
+    ResponseNotFound => ("response_not_found", Some("response_not_found"), StatusCode::NOT_FOUND, InvalidRequest, NotFound, "Response not found: it was not created through this gateway for this user, or it has expired"),
+    /// The account that created a response cannot serve it now (deleted, disabled, out of
+    /// the key's group, cooling down); no other account can, response ids being per account.
+    ResponseAccountUnavailable => ("response_account_unavailable", Some("response_account_unavailable"), StatusCode::SERVICE_UNAVAILABLE, Api, Unavailable, "The upstream account that holds this response is unavailable; retry later, or continue without previous_response_id"),
     ModelNotPriced => ("model_not_priced", Some("model_not_priced"), StatusCode::BAD_REQUEST, InvalidRequest, InvalidArgument, "Model has no configured price"),
 
     // ----- upstream (after failover ran out)

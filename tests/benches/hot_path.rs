@@ -348,6 +348,9 @@ fn usage_batch(c: &mut Criterion, w: &World) {
         billing_mode: "balance".into(),
         rate_multiplier: "1".into(),
         account_cost_multiplier: "1".into(),
+        // As a client's request that sent its own id, answered by an upstream that did.
+        client_request_id: "bench-client".into(),
+        upstream_request_id: "req_bench".into(),
     };
     let mut group = c.benchmark_group("usage_charge");
     group.throughput(criterion::Throughput::Elements(USAGE_BATCH as u64));

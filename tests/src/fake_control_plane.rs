@@ -71,6 +71,7 @@ struct Recorded {
     usage_committed: Vec<pb::UsageReport>,
     usage_dead_lettered: Vec<pb::UsageReport>,
     outcomes: Vec<pb::ReportOutcomeRequest>,
+    responses: Vec<pb::RecordResponseRequest>,
 }
 
 struct State {
@@ -239,6 +240,11 @@ impl FakeControlPlane {
 
     pub fn outcomes(&self) -> Vec<pb::ReportOutcomeRequest> {
         lock(&self.state.recorded).outcomes.clone()
+    }
+
+    /// Response ids the data plane recorded (response-id affinity).
+    pub fn recorded_responses(&self) -> Vec<pb::RecordResponseRequest> {
+        lock(&self.state.recorded).responses.clone()
     }
 
     /// Waits until `cond` holds on the recorded calls (polls; panics after `timeout`).
@@ -457,5 +463,13 @@ impl Gateway for Service {
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
         lock(&self.0.recorded).outcomes.push(request.into_inner());
         Ok(Response::new(pb::ReportOutcomeResponse {}))
+    }
+
+    async fn record_response(
+        &self,
+        request: Request<pb::RecordResponseRequest>,
+    ) -> Result<Response<pb::RecordResponseResponse>, Status> {
+        lock(&self.0.recorded).responses.push(request.into_inner());
+        Ok(Response::new(pb::RecordResponseResponse {}))
     }
 }

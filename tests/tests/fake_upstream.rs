@@ -781,6 +781,40 @@ async fn raw_script_unknown_paths_and_shutdown() {
     assert!(err.is_connect(), "{err:?}");
 }
 
+/// As OpenAI: a response id belongs to the credential that created it; another
+/// credential continuing or retrieving it gets 404, the owner does not.
+#[tokio::test]
+async fn response_ids_belong_to_the_credential_that_created_them() {
+    let up = FakeUpstream::start().await;
+    let r = post(
+        &up.responses_url(),
+        "sk-a",
+        json!({"model": "m", "input": "hi"}),
+    )
+    .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chained = json!({"model": "m", "input": "more", "previous_response_id": id});
+    let r = post(&up.responses_url(), "sk-b", chained.clone()).await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "previous_response_not_found");
+    assert_eq!(
+        post(&up.responses_url(), "sk-a", chained).await.status(),
+        200
+    );
+
+    let url = format!("{}/v1/responses/{id}", up.base_url());
+    let get = |bearer: &'static str| client().get(&url).bearer_auth(bearer).send();
+    assert_eq!(get("sk-b").await.unwrap().status(), 404);
+    let r = get("sk-a").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], json!(id));
+    assert_eq!(up.operations().len(), 2);
+}
+
 #[tokio::test]
 async fn tool_calls_come_as_function_call_items_and_events() {
     let up = FakeUpstream::start().await;

@@ -34,7 +34,9 @@ async fn streaming_passes_events_through_with_sse_headers() {
     assert_eq!(h["content-type"], "text/event-stream");
     assert_eq!(h["cache-control"], "no-cache");
     assert_eq!(h["x-accel-buffering"], "no");
-    assert_eq!(h["x-request-id"], "req_up_1");
+    // The upstream's id under its own name; x-request-id is the gateway's.
+    assert_eq!(h["upstream-request-id"], "req_up_1");
+    assert_ne!(h["x-request-id"], "req_up_1");
     let text = r.text().await.unwrap();
     let events = parse_sse(&text);
     let names: Vec<&str> = events.iter().map(|e| e.name()).collect();

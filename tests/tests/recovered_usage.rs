@@ -3,7 +3,8 @@
 //! the control plane records an estimate for each reaped lease; a real record arriving
 //! later supersedes the estimate and the user is charged once, by the real amount. A
 //! request released but never reported by a process that then died is estimated too;
-//! one the data plane declared unbilled, or whose record arrived, is not.
+//! one the data plane declared unbilled, or whose record arrived, or a response operation
+//! (never billed), is not.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -321,6 +322,34 @@ impl Session {
         let Some(pb::admit_response::Result::Lease(lease)) = answer else {
             panic!("not admitted: {answer:?}");
         };
+        self.release(&lease).await;
+        lease
+    }
+
+    /// Admits a response operation on `response_id` (never billed) as `request_id`.
+    async fn admit_operation(&self, key_id: i64, request_id: &str, response_id: &str) -> pb::Lease {
+        let answer = self
+            .client
+            .clone()
+            .admit(pb::AdmitRequest {
+                session_id: self.id.clone(),
+                request_id: request_id.into(),
+                key_id,
+                response_id: response_id.into(),
+                response_operation: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .result;
+        let Some(pb::admit_response::Result::Lease(lease)) = answer else {
+            panic!("not admitted: {answer:?}");
+        };
+        lease
+    }
+
+    async fn release(&self, lease: &pb::Lease) {
         self.client
             .clone()
             .release(pb::ReleaseRequest {
@@ -330,7 +359,6 @@ impl Session {
             })
             .await
             .unwrap();
-        lease
     }
 }
 
@@ -391,6 +419,26 @@ async fn released_requests_of_a_dead_data_plane_are_estimated_unless_settled() {
         .into_inner()
         .acked_request_ids;
     assert_eq!(acked, vec!["reported".to_owned()]);
+    // Response operations are never billed: one released, one still held when the
+    // process dies; neither gets an estimate.
+    session
+        .client
+        .clone()
+        .record_response(pb::RecordResponseRequest {
+            response_id: "resp_lost_dp".into(),
+            account_id: lease.account.as_ref().unwrap().account_id,
+            user_id: user,
+            request_id: "reported".into(),
+        })
+        .await
+        .unwrap();
+    let op = session
+        .admit_operation(key_id, "op-released", "resp_lost_dp")
+        .await;
+    session.release(&op).await;
+    session
+        .admit_operation(key_id, "op-held", "resp_lost_dp")
+        .await;
     let _ = session.end.send(()); // the session stream ends: the process is gone
 
     let recs = eventually_some_records(&gw, user, 2).await;
@@ -411,6 +459,25 @@ async fn released_requests_of_a_dead_data_plane_are_estimated_unless_settled() {
         by_id("unbilled").is_none(),
         "ended without a record: no estimate"
     );
+    // Nor a dead-lettered estimate (an operation names no model to price).
+    let dead = gw
+        .admin
+        .clone()
+        .list_dead_letters(admin::ListDeadLettersRequest {
+            include_recharged: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    for op in ["op-released", "op-held"] {
+        assert!(by_id(op).is_none(), "response operation {op} estimated");
+        assert!(
+            dead.iter().all(|d| d.request_id != op),
+            "response operation {op} estimated: {dead:?}"
+        );
+    }
     let charged: i64 = recs.iter().map(|r| r.actual_cost_nanos).sum();
     assert_eq!(balance(&gw, user).await, BALANCE_NANOS - charged);
 }

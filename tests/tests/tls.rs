@@ -43,6 +43,7 @@ fn gateway_methods() -> Vec<(String, bool)> {
         "Release",
         "ReportUsage",
         "ReportOutcome",
+        "RecordResponse",
     ] {
         assert!(names.contains(&expected), "{expected} in {names:?}");
     }

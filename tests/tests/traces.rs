@@ -143,11 +143,13 @@ async fn one_request_is_one_trace_across_both_planes_and_the_upstream() {
         .post(gw.responses_url(0))
         .bearer_auth(&client_key)
         .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .header("x-request-id", "client-traced-1")
         .json(&json!({"model": "gpt-5.1", "input": "hi"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     r.bytes().await.unwrap();
 
     // The upstream was sent the gateway's own span of the client's trace.
@@ -170,6 +172,14 @@ async fn one_request_is_one_trace_across_both_planes_and_the_upstream() {
     let spans = eventually_spans(&collector, &trace).await;
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     let request = named(&spans, "POST /v1/responses").expect("data plane's request span");
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| s.name == "POST /v1/responses")
+            .count(),
+        1,
+        "one request span: {names:?}"
+    );
     assert_eq!(hex(&request.parent_span_id), client_span, "{names:?}");
     let upstream = named(&spans, "upstream").expect("data plane's upstream span");
     assert_eq!(hex(&upstream.span_id), parts[2], "{names:?}");
@@ -186,7 +196,8 @@ async fn one_request_is_one_trace_across_both_planes_and_the_upstream() {
     stop.cancel();
     server.await.unwrap().unwrap();
 
-    // JSON logs: every line an object; the request's lines carry both ids.
+    // JSON logs: every line an object; the request's lines carry its ids, all from the
+    // request's one span (no second span repeating the request id).
     let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
     let lines: Vec<Value> = log
         .lines()
@@ -197,15 +208,26 @@ async fn one_request_is_one_trace_across_both_planes_and_the_upstream() {
         .filter(|l| {
             l["spans"].as_array().is_some_and(|spans| {
                 spans.iter().any(|s| {
-                    s["trace_id"] == trace_id.as_str() && s["request_id"].as_str().is_some()
+                    s["trace_id"] == trace_id.as_str()
+                        && s["request_id"] == request_id.as_str()
+                        && s["client_request_id"] == "client-traced-1"
                 })
             })
         })
         .count();
     assert!(
         with_ids > 0,
-        "no line carries the request and trace ids:\n{log}"
+        "no line carries the request, client and trace ids:\n{log}"
     );
+    for l in &lines {
+        let with_request_id = l["spans"].as_array().map_or(0, |spans| {
+            spans
+                .iter()
+                .filter(|s| s.get("request_id").is_some())
+                .count()
+        });
+        assert!(with_request_id <= 1, "request id in two spans: {l}");
+    }
 
     let secrets = [
         ("client API key", client_key.as_str()),

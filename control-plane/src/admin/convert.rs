@@ -201,6 +201,8 @@ pub fn usage_record(r: model::UsageRecord) -> pb::UsageRecord {
         reasoning_effort: r.reasoning_effort,
         estimated: r.estimated,
         created_at_ms: r.created_at_ms,
+        client_request_id: r.client_request_id,
+        upstream_request_id: r.upstream_request_id,
         recovered: r.recovered,
     }
 }

@@ -31,6 +31,14 @@ pub struct AdmitRequest {
     pub stream: bool,
     /// The data plane's model for subscription accounts (empty = the shared default).
     pub default_codex_model: String,
+    /// The response continued (`previous_response_id`) or operated on; empty = none.
+    pub response_id: String,
+    /// Retrieve / delete / cancel / input items of `response_id`: no model, no billing
+    /// re-check, no price (nothing is billed).
+    pub response_operation: bool,
+    /// The account that created `response_id` (set by Admit, `response_owners.rs`):
+    /// selection considers no other.
+    pub pinned_account: Option<i64>,
     /// The request body's size in bytes (for an estimate if the lease ends without a
     /// usage record; 0 from older data planes).
     pub request_bytes: u64,
@@ -82,17 +90,39 @@ impl Admission {
     /// Billing re-check, user slot, account selection and account slot, in one call.
     /// May wait (FIFO) for the user's slot and for an account's slot. Dropping the
     /// returned future (the gRPC call was cancelled) ends every wait and leaks nothing.
-    pub async fn admit(&self, req: AdmitRequest) -> Result<Granted, AdmitError> {
+    pub async fn admit(&self, mut req: AdmitRequest) -> Result<Granted, AdmitError> {
         self.check_request(&req)?;
         let scope = self.key_scope(&req).await?;
+        req.pinned_account = self.pinned_account(&req, scope.user.id).await?;
         let (hold, waited) = self.user_hold(&req, &scope.user).await?;
-        let billing = self.recheck_billing(&scope, waited).await?;
+        let billing = if req.response_operation {
+            // Nothing is billed: the key's checks above are the whole authorization.
+            Billing {
+                user: scope.user.clone(),
+                subscription: None,
+                mode: BillingMode::Balance,
+            }
+        } else {
+            self.recheck_billing(&scope, waited).await?
+        };
         let (account, account_permit) = self.choose_account(&req, scope.key.group_id).await?;
-        // The served model's price, before any upstream call (`pricing.rs`).
-        let upstream_model = self.check_priced(&req, &account).await?;
+        // The served model's price, before any upstream call (`pricing.rs`). A response
+        // operation is never billed: no price, and nothing to estimate if its lease
+        // ends without a record (`recovery.rs`).
+        let facts = if req.response_operation {
+            None
+        } else {
+            let upstream_model = self.check_priced(&req, &account).await?;
+            Some(usage_facts(
+                &req,
+                &scope,
+                &billing,
+                &account,
+                upstream_model,
+            ))
+        };
         // From here on nothing awaits: the lease is either recorded and returned, or
         // (if this future is dropped before) never created.
-        let facts = usage_facts(&req, &scope, &billing, &account, upstream_model);
         let lease_id = self.record_lease(&req, hold, account.id, account_permit, facts)?;
         self.note_use(&req, scope.key.group_id, account.id);
         tracing::debug!(
@@ -110,7 +140,7 @@ impl Admission {
         if req.session_id.is_empty() || !self.inner.sessions.is_connected(&req.session_id) {
             return Err(AdmitError::UnknownSession);
         }
-        if req.model.trim().is_empty() {
+        if req.model.trim().is_empty() && !req.response_operation {
             return Err(AdmitError::InvalidArgument(
                 "model must not be empty".into(),
             ));
@@ -215,12 +245,14 @@ impl Admission {
         hold: Arc<UserHold>,
         account_id: i64,
         account_permit: SlotPermit,
-        facts: UsageFacts,
+        facts: Option<UsageFacts>,
     ) -> Result<String, Rejection> {
         let lease_id = uuid::Uuid::new_v4().to_string();
-        let lease = Lease::new(req.session_id.clone(), account_id, hold, account_permit)
-            .for_request(&req.request_id)
-            .with_facts(facts);
+        let mut lease = Lease::new(req.session_id.clone(), account_id, hold, account_permit)
+            .for_request(&req.request_id);
+        if let Some(facts) = facts {
+            lease = lease.with_facts(facts);
+        }
         if !self.inner.leases.insert(lease_id.clone(), lease) {
             return Err(Rejection::new(ErrorCode::Unavailable, "request abandoned"));
         }
@@ -230,7 +262,7 @@ impl Admission {
     /// The account was used now (LRU order) and the conversation sticks to it.
     fn note_use(&self, req: &AdmitRequest, group_id: Option<i64>, account_id: i64) {
         self.touch(account_id, now_ms());
-        if !req.session_hash.is_empty() {
+        if !req.session_hash.is_empty() && req.pinned_account.is_none() {
             self.inner
                 .sticky
                 .bind(group_id, &req.session_hash, account_id, Instant::now());

@@ -9,7 +9,7 @@ use tollgate_shared::{ErrorCode, now_ms};
 
 use super::select::{self, Candidate};
 use super::slots::{Limit, SlotError, SlotPermit};
-use super::{Admission, AdmitRequest, Rejection};
+use super::{Admission, AdmitRequest, Rejection, response_owners};
 use crate::model::Account;
 
 impl Admission {
@@ -36,6 +36,11 @@ impl Admission {
         group_id: Option<i64>,
         accounts: Vec<Account>,
     ) -> Result<(Account, SlotPermit), Rejection> {
+        if let Some(pinned) = req.pinned_account {
+            // Response affinity: only the account that created the response will do.
+            let account = response_owners::pinned_usable(req, accounts, pinned)?;
+            return self.least_loaded(vec![account], group_id).await;
+        }
         let mut usable = usable_accounts(req, group_id, accounts)?;
         if let Some(granted) = self.sticky_account(req, group_id, &mut usable).await? {
             return Ok(granted);

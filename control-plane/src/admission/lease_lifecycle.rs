@@ -166,6 +166,9 @@ impl Admission {
         // small fraction of it.
         let tick = (grace / 10).clamp(Duration::from_millis(20), Duration::from_millis(250));
         let flush_every = Duration::from_secs(2);
+        // Expired response owners go in the first minute, then every ten.
+        let prune_every = Duration::from_secs(600);
+        let mut next_prune = Instant::now() + Duration::from_secs(60);
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_flush = Instant::now();
@@ -182,8 +185,14 @@ impl Admission {
                 let _ = self.flush_last_used().await;
                 last_flush = now;
             }
+            self.flush_responses().await;
+            if now >= next_prune {
+                self.prune_responses().await;
+                next_prune = now + prune_every;
+            }
         }
         let _ = self.flush_last_used().await;
+        self.flush_responses().await;
     }
 }
 

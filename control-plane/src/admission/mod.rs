@@ -7,7 +7,8 @@
 //! One file per concern: `admit.rs` (the Admit call), `choose_account.rs` (selection and
 //! the account slot), `lease_lifecycle.rs` (release, re-adoption, reaping, the background
 //! task), `report_outcome.rs` (outcomes applied to accounts), `last_used.rs` (LRU times),
-//! `tokens.rs` (subscription tokens at admission), `refusals.rs` (what a refusal says).
+//! `tokens.rs` (subscription tokens at admission), `refusals.rs` (what a refusal says),
+//! `response_owners.rs` (response-id affinity: the account a response id belongs to).
 //! Pure rules live beside them: `select.rs` (ranking), `outcome_policy.rs`,
 //! `unschedulable_rules.rs`, `billing_check.rs`, `lease_url.rs`.
 //!
@@ -39,6 +40,7 @@ pub mod queue_time;
 pub mod recovery;
 mod refusals;
 mod report_outcome;
+pub mod response_owners;
 pub mod select;
 mod settings;
 pub mod slots;
@@ -55,6 +57,7 @@ use crate::storage::Store;
 use last_used::LastUsed;
 use leases::LeaseTable;
 use report_outcome::Counters;
+use response_owners::ResponseOwners;
 use slots::SlotTable;
 use snapshot::Snapshot;
 use sticky::StickyTable;
@@ -94,6 +97,8 @@ struct Inner {
     leases_reaped: prometheus_client::metrics::counter::Counter,
     /// Subscription token refresher (`tokens.rs`).
     tokens: TokenRefresher,
+    /// Which account created each response id (`response_owners.rs`).
+    responses: ResponseOwners,
     /// Estimates of reaped leases, waiting for billing (`recovery.rs`).
     recovered: std::sync::Mutex<Vec<recovery::UsageFacts>>,
     /// Released requests waiting for their usage record (`recovery.rs`).
@@ -119,6 +124,11 @@ impl Admission {
     ) -> Self {
         let sticky = StickyTable::new(settings.sticky_ttl);
         let snapshot = Snapshot::new(store.clone(), invalidations.clone(), snapshot::DEFAULT_TTL);
+        let responses = ResponseOwners::new(
+            store.clone(),
+            settings.response_ttl,
+            settings.response_cache_capacity,
+        );
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -135,6 +145,7 @@ impl Admission {
                 counters: Counters::default(),
                 leases_reaped: Default::default(),
                 tokens,
+                responses,
                 recovered: std::sync::Mutex::default(),
                 settling: std::sync::Mutex::default(),
             }),

@@ -22,7 +22,7 @@ pub enum Unusable {
 }
 
 impl Unusable {
-    fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static str {
         match self {
             Self::Inactive => "disabled or in error",
             Self::Unschedulable => "unschedulable",

@@ -35,6 +35,10 @@ pub struct AdmissionSettings {
     pub billing: BillingSettings,
     /// Operator rules: other 5xx / timeouts → temporarily unschedulable.
     pub unschedulable_rules: UnschedulableRules,
+    /// How long the account of a response id is remembered (response affinity).
+    pub response_ttl: Duration,
+    /// Response owners kept in memory in front of the table.
+    pub response_cache_capacity: u64,
 }
 
 impl Default for AdmissionSettings {
@@ -52,6 +56,8 @@ impl Default for AdmissionSettings {
             cooldowns: Cooldowns::default(),
             billing: BillingSettings::default(),
             unschedulable_rules: UnschedulableRules::default(),
+            response_ttl: Duration::from_millis(crate::config::defaults::RESPONSE_AFFINITY_TTL_MS),
+            response_cache_capacity: crate::config::defaults::RESPONSE_AFFINITY_CACHE,
         }
     }
 }
@@ -74,6 +80,8 @@ impl AdmissionSettings {
             },
             billing: BillingSettings::from_config(c),
             unschedulable_rules: c.unschedulable_rules.clone(),
+            response_ttl: Duration::from_millis(c.response_affinity_ttl_ms),
+            response_cache_capacity: c.response_affinity_cache,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct RawUsage {
     pub billing_mode: String,
     pub rate_multiplier: String,
     pub account_cost_multiplier: String,
+    pub client_request_id: String,
+    pub upstream_request_id: String,
 }
 
 impl From<&pb::UsageReport> for RawUsage {
@@ -74,6 +76,8 @@ impl From<&pb::UsageReport> for RawUsage {
             billing_mode: r.billing_mode.clone(),
             rate_multiplier: r.rate_multiplier.clone(),
             account_cost_multiplier: r.account_cost_multiplier.clone(),
+            client_request_id: r.client_request_id.clone(),
+            upstream_request_id: r.upstream_request_id.clone(),
         }
     }
 }
@@ -104,6 +108,8 @@ impl From<RawUsage> for pb::UsageReport {
             billing_mode: r.billing_mode,
             rate_multiplier: r.rate_multiplier,
             account_cost_multiplier: r.account_cost_multiplier,
+            client_request_id: r.client_request_id,
+            upstream_request_id: r.upstream_request_id,
         }
     }
 }

@@ -159,6 +159,8 @@ impl Checked {
             client_ip: cut(r.client_ip),
             reasoning_effort: cut(r.reasoning_effort),
             estimated: r.estimated,
+            client_request_id: cut(r.client_request_id),
+            upstream_request_id: cut(r.upstream_request_id),
             recovered: false,
             created_at_ms: if r.started_at_ms > 0 {
                 r.started_at_ms

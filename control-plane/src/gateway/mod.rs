@@ -232,4 +232,26 @@ impl Gateway for GatewayService {
         self.parts.admission.report_outcome(outcome).await?;
         Ok(Response::new(pb::ReportOutcomeResponse {}))
     }
+
+    async fn record_response(
+        &self,
+        request: Request<pb::RecordResponseRequest>,
+    ) -> Result<Response<pb::RecordResponseResponse>, Status> {
+        let r = request.into_inner();
+        tracing::debug!(
+            request_id = r.request_id,
+            response_id = r.response_id,
+            account_id = r.account_id,
+            "response recorded"
+        );
+        self.parts
+            .admission
+            .record_response(crate::model::ResponseOwner {
+                response_id: r.response_id,
+                account_id: r.account_id,
+                user_id: r.user_id,
+                created_at_ms: tollgate_shared::now_ms(),
+            })?;
+        Ok(Response::new(pb::RecordResponseResponse {}))
+    }
 }

@@ -22,6 +22,9 @@ impl From<pb::AdmitRequest> for AdmitRequest {
             user_lease_id: r.user_lease_id,
             stream: r.stream,
             default_codex_model: r.default_codex_model,
+            response_id: r.response_id.trim().to_owned(),
+            response_operation: r.response_operation,
+            pinned_account: None,
             request_bytes: r.request_bytes,
         }
     }

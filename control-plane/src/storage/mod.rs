@@ -22,6 +22,7 @@ mod groups;
 mod keys;
 mod oauth;
 mod prices;
+mod response_owners;
 mod subscriptions;
 mod supersede;
 mod to_end;

@@ -17,7 +17,8 @@ const USAGE_COLS: &str = "request_id, key_id, user_id, group_id, subscription_id
                           cached_cost_nanos, total_cost_nanos, actual_cost_nanos, \
                           rate_multiplier_ppm, account_cost_multiplier_ppm, billing_mode, \
                           stream, duration_ms, first_token_ms, user_agent, client_ip, \
-                          reasoning_effort, estimated, created_at_ms, recovered";
+                          reasoning_effort, estimated, created_at_ms, recovered, \
+                          client_request_id, upstream_request_id";
 
 /// Inserts one usage row; a replay (same request id) inserts nothing. Shared by
 /// `insert_usage` and the charging transaction so the two can never drift apart.
@@ -25,7 +26,7 @@ static INSERT_USAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO usage_logs ({USAGE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
          $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, \
-         $26, $27, $28, $29) ON CONFLICT (request_id) DO NOTHING"
+         $26, $27, $28, $29, $30, $31) ON CONFLICT (request_id) DO NOTHING"
     )
 });
 
@@ -87,6 +88,8 @@ fn bind_usage(sql: &'static str, r: &UsageRecord) -> UsageQuery {
         .bind(flag(r.estimated))
         .bind(r.created_at_ms)
         .bind(flag(r.recovered))
+        .bind(r.client_request_id.clone())
+        .bind(r.upstream_request_id.clone())
 }
 
 /// Aggregates over the filtered rows. CAST because Postgres widens SUM(bigint) to
@@ -138,6 +141,8 @@ fn row_to_usage(row: &AnyRow) -> Result<UsageRecord> {
         estimated: row.try_get::<i64, _>("estimated")? != 0,
         recovered: row.try_get::<i64, _>("recovered")? != 0,
         created_at_ms: row.try_get("created_at_ms")?,
+        client_request_id: row.try_get("client_request_id")?,
+        upstream_request_id: row.try_get("upstream_request_id")?,
     })
 }
 

@@ -257,5 +257,7 @@ fn usage_record(
         estimated: false,
         recovered: false,
         created_at_ms: at,
+        client_request_id: String::new(),
+        upstream_request_id: String::new(),
     }
 }

@@ -353,6 +353,10 @@ pub(crate) async fn case_charge_estimate_superseded_once(store: &Store) {
     let t0 = now_ms();
     let mut estimate = charge_rec(&key, "req-est-1", 1_000, 1_000);
     (estimate.estimated, estimate.recovered) = (true, true);
+    // The control plane's estimate knows no client or upstream request id; the real
+    // record (below) brings them.
+    estimate.client_request_id.clear();
+    estimate.upstream_request_id.clear();
     let out = store.charge_usage(&estimate, t0).await.unwrap();
     assert!(out.inserted && !out.superseded && out.key_exhausted);
     assert_eq!(store.get_user(u.id).await.unwrap().balance_nanos, 9_000);
@@ -371,6 +375,7 @@ pub(crate) async fn case_charge_estimate_superseded_once(store: &Store) {
         (300, KeyStatus::Active),
         "the estimate's exhaustion is undone"
     );
+    assert!(!real.client_request_id.is_empty() && !real.upstream_request_id.is_empty());
     assert_eq!(usage_of_key(store, key.id).await, vec![real.clone()]);
     // Replays of the real record, and a late estimate, change nothing.
     let before = (

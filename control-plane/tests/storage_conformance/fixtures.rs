@@ -107,6 +107,8 @@ pub(crate) fn usage(request_id: &str, created_at_ms: i64) -> UsageRecord {
         estimated: false,
         recovered: false,
         created_at_ms,
+        client_request_id: "client-req-1".to_owned(),
+        upstream_request_id: "req_upstream_1".to_owned(),
     }
 }
 

@@ -17,6 +17,7 @@ mod groups;
 mod health;
 mod keys;
 mod prices;
+mod response_owners;
 mod subscriptions;
 mod usage;
 mod users;
@@ -29,6 +30,7 @@ use groups::*;
 use health::*;
 use keys::*;
 use prices::*;
+use response_owners::*;
 use subscriptions::*;
 use tollgate_control_plane::storage::Store;
 use tollgate_tests::{Backend, TestDb, on_both_backends};
@@ -50,6 +52,7 @@ async fn with_store_and_url(backend: Backend, case: impl AsyncFnOnce(&Store, &st
 
 on_both_backends!(crate::with_store =>
     case_user_create_get_and_email_unique,
+    case_response_owner_first_wins_ttl_and_prune,
     case_user_initial_balance_is_ledgered,
     case_user_list_pagination_and_status,
     case_user_update_patch,

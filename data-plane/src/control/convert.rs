@@ -76,6 +76,8 @@ pub fn admit_request(r: AdmitRequest) -> pb::AdmitRequest {
         user_lease_id: r.user_lease_id.unwrap_or_default(),
         stream: r.stream,
         default_codex_model: r.default_codex_model,
+        response_id: r.response_id,
+        response_operation: r.response_operation,
         request_bytes: r.request_bytes,
     }
 }
@@ -197,6 +199,8 @@ pub fn usage_report(u: UsageReport) -> pb::UsageReport {
         billing_mode: u.billing_mode,
         rate_multiplier: u.rate_multiplier,
         account_cost_multiplier: u.account_cost_multiplier,
+        client_request_id: u.client_request_id,
+        upstream_request_id: u.upstream_request_id,
     }
 }
 

@@ -66,6 +66,20 @@ pub struct AdmitRequest {
     /// The body's size in bytes: the control plane's estimate if this process dies
     /// before reporting the request's usage.
     pub request_bytes: u64,
+    /// `previous_response_id`, or the response of a response operation: the control
+    /// plane routes to the account that created it. Empty = none.
+    pub response_id: String,
+    /// Retrieve / delete / cancel / input items of `response_id`: nothing is billed.
+    pub response_operation: bool,
+}
+
+/// A response id the upstream created, with the account and user it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRecord {
+    pub response_id: String,
+    pub account_id: i64,
+    pub user_id: i64,
+    pub request_id: String,
 }
 
 /// The answer to Admit.
@@ -193,6 +207,13 @@ pub struct UsageReport {
     pub billing_mode: String,
     pub rate_multiplier: String,
     pub account_cost_multiplier: String,
+    /// The client's own x-request-id, sanitised; empty = none. (Absent in spill files
+    /// written before it existed.)
+    #[serde(default)]
+    pub client_request_id: String,
+    /// The upstream's x-request-id of the answer billed; empty = none.
+    #[serde(default)]
+    pub upstream_request_id: String,
 }
 
 #[cfg(test)]
@@ -223,6 +244,8 @@ impl UsageReport {
             billing_mode: "balance".into(),
             rate_multiplier: "1".into(),
             account_cost_multiplier: "1".into(),
+            client_request_id: String::new(),
+            upstream_request_id: String::new(),
         }
     }
 }

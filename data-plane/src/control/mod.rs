@@ -21,7 +21,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
 use crate::metrics::{CallLabels, Metrics};
-use domain::{Admission, AdmitRequest, Authorization, Outcome, UsageAck, UsageReport};
+use domain::{
+    Admission, AdmitRequest, Authorization, Outcome, ResponseRecord, UsageAck, UsageReport,
+};
 
 /// The control-plane addresses of a `TOLLGATE_CONTROL_PLANE_URL` value: one URL, or
 /// several separated by commas (the replicas; the data plane follows the leader).
@@ -191,6 +193,20 @@ impl ControlClient {
         self.count("report_outcome");
         let req = convert::outcome(outcome);
         self.on_current(|mut c| async move { c.report_outcome(req).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Tells the control plane which account and user a response id belongs to.
+    pub async fn record_response(&self, r: ResponseRecord) -> Result<(), CallFailed> {
+        self.count("record_response");
+        let req = pb::RecordResponseRequest {
+            response_id: r.response_id,
+            account_id: r.account_id,
+            user_id: r.user_id,
+            request_id: r.request_id,
+        };
+        self.on_current(|mut c| async move { c.record_response(req).await })
             .await?;
         Ok(())
     }

@@ -50,6 +50,7 @@ pub fn route_name(method: &Method, path: &str) -> &'static str {
             "/v1/chat/completions" | "/chat/completions" | "/openai/v1/chat/completions",
         ) => "chat_completions",
         (&Method::GET, "/v1/models" | "/models" | "/openai/v1/models") => "models",
+        (m, p) if responses::operations::parse(m, p).is_some() => "response_operation",
         _ => "unknown",
     }
 }
@@ -75,6 +76,7 @@ impl Proxy {
                     .await
             }
             "models" => models::handle(&self.flow, &req, peer).await,
+            "response_operation" => self.flow.handle_operation(req, peer).await,
             _ => ClientError::new(
                 ErrorCode::NotFound,
                 format!("Unknown route: {} {}", req.method(), req.uri().path()),

@@ -201,6 +201,9 @@ pub struct Observer {
     /// for estimating usage when the upstream sends none.
     pub delta_text_bytes: usize,
     pub saw_error_event: bool,
+    /// The upstream's id of the response (from the first event carrying it, or the
+    /// JSON body), for response-id affinity.
+    pub response_id: Option<String>,
 }
 
 impl Observer {
@@ -214,6 +217,7 @@ impl Observer {
             final_response: None,
             delta_text_bytes: 0,
             saw_error_event: false,
+            response_id: None,
         }
     }
 
@@ -253,6 +257,12 @@ impl Observer {
         }
         if !carries_response(&ty) {
             return raw;
+        }
+        if self.response_id.is_none() {
+            self.response_id = json
+                .pointer("/response/id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
         }
         let mut changed = false;
         if let Some((upstream, requested)) = &self.rewrite

@@ -22,6 +22,7 @@ mod oauth;
 mod record;
 mod script;
 mod sse;
+mod stored;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -49,6 +50,7 @@ pub use oauth::{
 };
 pub use record::Received;
 pub use script::{ErrorSpec, Gate, Kind, Script, Usage};
+pub use stored::Operation;
 
 /// The API-key Responses path.
 pub const RESPONSES_PATH: &str = "/v1/responses";
@@ -268,6 +270,9 @@ struct State {
     oauth: oauth::OAuthState,
     received: Mutex<Vec<Received>>,
     other: Mutex<Vec<Received>>,
+    /// Responses kept per credential (`stored.rs`), and the operations on them received.
+    stored: Mutex<stored::StoredResponses>,
+    operations: Mutex<Vec<(Operation, Received)>>,
     counters: Arc<Counters>,
     seq: AtomicU64,
     /// Off in the benchmark's long runs, where keeping every request would grow without bound.
@@ -309,6 +314,8 @@ impl FakeUpstream {
             oauth: oauth::OAuthState::default(),
             received: Mutex::default(),
             other: Mutex::default(),
+            stored: Mutex::default(),
+            operations: Mutex::default(),
             counters: Arc::default(),
             seq: AtomicU64::new(1),
             recording: AtomicBool::new(true),
@@ -432,6 +439,12 @@ impl FakeUpstream {
 
     pub fn count_for(&self, bearer: &str) -> usize {
         self.received_for(bearer).len()
+    }
+
+    /// Operations on stored responses (retrieve, delete, cancel, input items) received,
+    /// answered or refused (404 for another credential's response).
+    pub fn operations(&self) -> Vec<(Operation, Received)> {
+        self.state.operations.lock().unwrap().clone()
     }
 
     /// Requests to any other path (answered 404).
@@ -608,12 +621,54 @@ async fn handle(
         ));
     }
 
+    if let Some((op, id)) = Operation::of(&parts.method, &path) {
+        let (status, body) = state
+            .stored
+            .lock()
+            .unwrap()
+            .operate(op, &id, rec.bearer.as_deref());
+        state.operations.lock().unwrap().push((op, rec));
+        let len = body.len();
+        return Ok(response(
+            status,
+            JSON_CONTENT_TYPE,
+            &request_id,
+            &[],
+            Some(len),
+            fixed_body(body, None),
+        ));
+    }
+
     if parts.method == Method::POST && path.ends_with("/responses") {
+        // As OpenAI: a response id belongs to the credential that created it.
+        let refused = state.stored.lock().unwrap().check_previous(&rec);
+        if let Err(body) = refused {
+            state.received.lock().unwrap().push(rec);
+            let len = body.len();
+            return Ok(response(
+                404,
+                JSON_CONTENT_TYPE,
+                &request_id,
+                &[],
+                Some(len),
+                fixed_body(body, None),
+            ));
+        }
         let guard = InFlight::enter(&state.counters, rec.bearer.as_deref());
         let script = state.scripts.lock().unwrap().next(rec.bearer.as_deref());
         let stream = rec.answered_as_stream();
         let model = rec.model().unwrap_or("gpt-4o").to_string();
+        // Off in the benchmark's long runs: neither the request nor its response is kept
+        // (a response chained on there is not found).
         if state.recording.load(Ordering::Relaxed) {
+            if !matches!(script.kind, Kind::Error(_) | Kind::CloseBeforeResponse) {
+                let ctx = sse::Ctx::new(seq, &model, &script);
+                state
+                    .stored
+                    .lock()
+                    .unwrap()
+                    .keep(&rec, ctx.response_id, &ctx.model);
+            }
             state.received.lock().unwrap().push(rec);
         }
         return respond(

@@ -36,6 +36,15 @@ impl Flow {
             user_lease_id: previous.map(|g| g.id.clone()),
             stream: ctx.stream,
             default_codex_model: self.settings.default_codex_model.clone(),
+            // Continuing a response: the control plane routes to the account that
+            // created it (response-id affinity).
+            response_id: ctx
+                .body
+                .get("previous_response_id")
+                .and_then(serde_json::Value::as_str)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            response_operation: false,
             request_bytes: u64::try_from(ctx.raw_len).unwrap_or(u64::MAX),
         };
         let call = self.admit_through_failover(req);
@@ -59,11 +68,19 @@ impl Flow {
                 }
             }
         };
+        let lease = self.admitted(result)?;
+        ctx.timing.add_wait(lease.queued);
+        Ok(lease)
+    }
+
+    /// What the client is told of an Admit's answer (shared with the response
+    /// operations, `operations.rs`).
+    pub(super) fn admitted(
+        &self,
+        result: Result<Admission, AdmitFailed>,
+    ) -> Result<Lease, ClientError> {
         match result {
-            Ok(Admission::Granted(lease)) => {
-                ctx.timing.add_wait(lease.queued);
-                Ok(*lease)
-            }
+            Ok(Admission::Granted(lease)) => Ok(*lease),
             Ok(Admission::Refused { code, message }) => Err(ClientError::new(code, message)),
             Ok(Admission::Malformed { lease_id, reason }) => {
                 // Granted but unusable: give it back at once, or the slots stay taken
@@ -98,7 +115,7 @@ impl Flow {
     /// waits for the next session (or a short pause) and tries again until
     /// `failover_wait` has passed. (A grant made by a leader that died before answering
     /// died with it: live slot state is the leader's memory.)
-    async fn admit_through_failover(
+    pub(super) async fn admit_through_failover(
         &self,
         mut req: AdmitRequest,
     ) -> Result<Admission, AdmitFailed> {
@@ -141,7 +158,7 @@ const RETRY_AFTER_SECS: u64 = 2;
 /// Pause before retrying Admit on a session that is still up after a failed call.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-enum AdmitFailed {
+pub(super) enum AdmitFailed {
     /// No control-plane leader answered within the failover bound.
     NoLeader,
     Call(crate::control::CallFailed),

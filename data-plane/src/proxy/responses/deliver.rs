@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tollgate_shared::ErrorCode;
 
+use super::affinity::Recorder;
 use super::downstream::{Downstream, PING};
 use super::failover::{Source, StreamFault, UpstreamFailure};
 use super::upstream::{error_message, outcome_headers};
@@ -23,6 +24,7 @@ use crate::metrics::flow::OpenStream;
 use crate::proxy::errors::ClientError;
 use crate::proxy::sse::{LineTooLong, Observer, Splitter, Usage};
 use crate::proxy::transform;
+use crate::request_id;
 
 /// How much of an error body is read (for the message and the health rules).
 const ERROR_BODY_LIMIT: usize = 64 << 10;
@@ -55,6 +57,9 @@ struct UpstreamRequest {
     payload: Vec<u8>,
     /// The model name the upstream sees (after the account's mapping).
     upstream_model: String,
+    /// The upstream keeps the response (`store` is not false): its id is worth
+    /// recording for response-id affinity.
+    stored: bool,
 }
 
 impl Flow {
@@ -115,7 +120,8 @@ impl Flow {
                 drop(guard);
                 ds.fail(super::failover::shutting_down()).await;
                 let observer = Observer::new(&request.upstream_model, &ctx.model);
-                self.report_usage(ctx, lease, &request.upstream_model, &observer);
+                // No upstream answer, so no upstream request id.
+                self.report_usage(ctx, lease, &request.upstream_model, &observer, "");
                 return Attempt::Done;
             }
         };
@@ -133,20 +139,46 @@ impl Flow {
             Err(failure) => {
                 // Outside the failover set (400, 404, 422, …): the client needs the
                 // upstream's own validation message, with its status.
+                tracing::info!(
+                    account_id = account.account_id,
+                    source = ?failure.source,
+                    upstream_request_id = failure.upstream_request_id,
+                    error = failure.message,
+                    "upstream refused the request; passed to the client"
+                );
                 ds.fail(pass_through(&failure)).await;
                 return Attempt::Done;
             }
         };
+        let upstream_id = upstream_request_id(resp.headers());
+        tracing::debug!(
+            account_id = account.account_id,
+            status = resp.status().as_u16(),
+            upstream_request_id = upstream_id,
+            "upstream answered"
+        );
         ctx.release_body();
         self.report_success_headers(ctx, account, &resp);
         let observer = Observer::new(&request.upstream_model, &ctx.model);
-        let (obs, fault) = self.deliver(ctx, resp, observer, guard, ds).await;
+        // Only a Responses client can continue or retrieve the response by its id.
+        let mut rec = if request.stored && ds.speaks_responses() {
+            Recorder::new(
+                &self.control,
+                &self.tasks,
+                account.account_id,
+                lease.user_id,
+                &ctx.request_id,
+            )
+        } else {
+            Recorder::disabled()
+        };
+        let (obs, fault) = self.deliver(ctx, resp, observer, guard, ds, &mut rec).await;
         if let Some(outcome) = fault
             .and_then(|f| UpstreamFailure::stream(f).outcome(account.account_id, &ctx.request_id))
         {
             self.report_outcome(outcome);
         }
-        self.report_usage(ctx, lease, &request.upstream_model, &obs);
+        self.report_usage(ctx, lease, &request.upstream_model, &obs, &upstream_id);
         Attempt::Done
     }
 
@@ -220,6 +252,7 @@ impl Flow {
             &self.settings.default_originator,
             prompt_cache_key.as_deref(),
         );
+        let stored = body.get("store").and_then(Value::as_bool) != Some(false);
         // Sized once: a growing buffer would briefly hold up to twice a large body.
         let mut payload = Vec::with_capacity(ctx.raw_len.saturating_add(64 << 10));
         serde_json::to_writer(&mut payload, body).ok()?;
@@ -227,6 +260,7 @@ impl Flow {
             headers,
             payload,
             upstream_model,
+            stored,
         })
     }
 
@@ -276,6 +310,7 @@ impl Flow {
         observer: Observer,
         guard: LeaseGuard,
         ds: &mut Downstream,
+        rec: &mut Recorder,
     ) -> (Observer, Option<StreamFault>) {
         let is_sse = resp
             .headers()
@@ -283,9 +318,10 @@ impl Flow {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if is_sse {
-            self.pump(ctx, resp, observer, guard, ds).await
+            self.pump(ctx, resp, observer, guard, ds, rec).await
         } else {
-            self.json_response(ctx, resp, observer, guard, ds).await
+            self.json_response(ctx, resp, observer, guard, ds, rec)
+                .await
         }
     }
 
@@ -298,12 +334,18 @@ impl Flow {
         mut obs: Observer,
         guard: LeaseGuard,
         ds: &mut Downstream,
+        rec: &mut Recorder,
     ) -> (Observer, Option<StreamFault>) {
         if ctx.stream {
-            ds.commit_sse(resp.headers().get("x-request-id").cloned());
+            ds.commit_sse(resp.headers().get(request_id::HEADER).cloned());
         }
         let mut guard = Some(guard);
-        let fault = self.relay(ctx, resp, &mut obs, &mut guard, ds).await.err();
+        let fault = self
+            .relay(ctx, resp, &mut obs, &mut guard, ds, rec)
+            .await
+            .err();
+        // Whatever happened, a started report is answered before the client's last byte.
+        rec.settle().await;
         let error = match fault {
             // The upstream already told the client, with its own error event.
             Some(StreamFault::Cut) if obs.saw_error_event => None,
@@ -333,6 +375,7 @@ impl Flow {
         obs: &mut Observer,
         guard: &mut Option<LeaseGuard>,
         ds: &mut Downstream,
+        rec: &mut Recorder,
     ) -> Result<(), StreamFault> {
         let mut split = Splitter::new(self.settings.line_limit);
         let mut upstream = resp.bytes_stream();
@@ -362,6 +405,11 @@ impl Flow {
                         }
                         for ev in events.drain(..) {
                             let out = obs.observe(ev);
+                            rec.saw(obs.response_id.as_deref());
+                            if obs.final_response.is_some() {
+                                // The client may chain on the id once it has this.
+                                rec.settle().await;
+                            }
                             if to_client && !ds.send_event(out).await {
                                 client_left(guard);
                             }
@@ -375,6 +423,8 @@ impl Flow {
                     None => {
                         if let Some(rest) = split.finish() {
                             let out = obs.observe(rest);
+                            rec.saw(obs.response_id.as_deref());
+                            rec.settle().await;
                             if to_client { ds.send_event(out).await; }
                         }
                         return if obs.final_response.is_some() { Ok(()) } else { Err(StreamFault::Cut) };
@@ -413,9 +463,10 @@ impl Flow {
         obs: Observer,
         guard: LeaseGuard,
         ds: &mut Downstream,
+        rec: &mut Recorder,
     ) -> (Observer, Option<StreamFault>) {
         let status = resp.status();
-        let request_id = resp.headers().get("x-request-id").cloned();
+        let request_id = resp.headers().get(request_id::HEADER).cloned();
         let mut guard = Some(guard);
         let read = read_body(
             resp,
@@ -452,6 +503,9 @@ impl Flow {
                 obs.rewrite_response(&mut v);
                 obs.usage = v.get("usage").and_then(Usage::from_json);
                 obs.final_response = Some(v.clone());
+                obs.response_id = v.get("id").and_then(Value::as_str).map(str::to_owned);
+                rec.saw(obs.response_id.as_deref());
+                rec.settle().await;
                 if !ds.is_gone() {
                     match ds.final_body(v) {
                         Ok(body) => ds.respond(json(status, body.to_string(), request_id)),
@@ -471,7 +525,14 @@ impl Flow {
         (obs, None)
     }
 
-    fn report_usage(&self, ctx: &Ctx, lease: &Lease, upstream_model: &str, obs: &Observer) {
+    fn report_usage(
+        &self,
+        ctx: &Ctx,
+        lease: &Lease,
+        upstream_model: &str,
+        obs: &Observer,
+        upstream_request_id: &str,
+    ) {
         let (usage, estimated) = match obs.usage {
             Some(u) => (u, false),
             // No usage from the upstream: estimate (≈ 4 bytes per token), flagged. The
@@ -520,6 +581,8 @@ impl Flow {
             billing_mode: lease.billing_mode.clone(),
             rate_multiplier: lease.rate_multiplier.clone(),
             account_cost_multiplier: lease.account.cost_multiplier.clone(),
+            client_request_id: ctx.client_request_id.clone(),
+            upstream_request_id: upstream_request_id.to_owned(),
         });
     }
 }
@@ -540,11 +603,21 @@ async fn successful(
         return Ok(resp);
     }
     let headers = outcome_headers(resp.headers());
+    let upstream_id = upstream_request_id(resp.headers());
     let raw = tokio::time::timeout(within, read_prefix(resp, ERROR_BODY_LIMIT))
         .await
         .unwrap_or_default();
     let message = error_message(&raw);
-    Err(UpstreamFailure::status(status, message, headers, raw))
+    let mut failure = UpstreamFailure::status(status, message, headers, raw);
+    failure.upstream_request_id = upstream_id;
+    Err(failure)
+}
+
+/// The upstream's own `x-request-id` (sanitised like a client's: it is logged and stored).
+fn upstream_request_id(h: &HeaderMap) -> String {
+    h.get(request_id::HEADER)
+        .map(|v| request_id::sanitize(v.as_bytes()))
+        .unwrap_or_default()
 }
 
 /// The final response collected from a stream, for a client that asked for JSON.
@@ -608,6 +681,11 @@ async fn read_body(
     (Bytes::from(out), None)
 }
 
+/// A bounded prefix of an error body (for the response operations too).
+pub(super) async fn read_prefix_of(resp: reqwest::Response, limit: usize) -> Bytes {
+    read_prefix(resp, limit).await
+}
+
 async fn read_prefix(resp: reqwest::Response, limit: usize) -> Bytes {
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
@@ -629,7 +707,7 @@ const UNREADABLE_REJECTION: &str = "The upstream rejected the request without an
 /// fields, never anything else the upstream sent).
 /// A body that is not an OpenAI-shaped error (an HTML page from a load balancer, plain
 /// text) is never shown: it gets a fixed message instead.
-fn pass_through(failure: &UpstreamFailure) -> ClientError {
+pub(super) fn pass_through(failure: &UpstreamFailure) -> ClientError {
     let upstream_error = serde_json::from_slice::<Value>(&failure.body)
         .ok()
         .and_then(|v| v.get("error").cloned());
@@ -683,8 +761,9 @@ fn json(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    // The upstream's id under its own name: `x-request-id` is the gateway's.
     if let Some(id) = request_id {
-        r.headers_mut().insert("x-request-id", id);
+        r.headers_mut().insert(request_id::UPSTREAM_HEADER, id);
     }
     r
 }

@@ -42,6 +42,12 @@ impl Downstream {
         self
     }
 
+    /// The client speaks the Responses API (it sees response ids; a chat client never
+    /// does).
+    pub fn speaks_responses(&self) -> bool {
+        self.chat.is_none()
+    }
+
     /// Relays one upstream event, translated for a chat client (possibly into no
     /// chunk at all); false once the client has gone.
     pub async fn send_event(&mut self, raw: Bytes) -> bool {
@@ -111,8 +117,9 @@ impl Downstream {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        // The upstream's id under its own name: `x-request-id` is the gateway's.
         if let Some(id) = request_id {
-            h.insert("x-request-id", id);
+            h.insert(crate::request_id::UPSTREAM_HEADER, id);
         }
         self.tx = Some(tx);
         self.respond(resp);

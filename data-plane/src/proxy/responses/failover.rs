@@ -62,6 +62,8 @@ pub struct UpstreamFailure {
     pub body: Bytes,
     /// The outbound address rule refused the connection (the client is told so).
     pub refused: bool,
+    /// The upstream's `x-request-id` of the failed answer (for logs); empty = none.
+    pub upstream_request_id: String,
 }
 
 impl UpstreamFailure {
@@ -74,6 +76,7 @@ impl UpstreamFailure {
             headers: HashMap::new(),
             body: Bytes::new(),
             refused: false,
+            upstream_request_id: String::new(),
         }
     }
 
@@ -116,6 +119,7 @@ impl UpstreamFailure {
             headers,
             body,
             refused: false,
+            upstream_request_id: String::new(),
         }
     }
 
@@ -134,6 +138,7 @@ impl UpstreamFailure {
             headers: HashMap::new(),
             body: Bytes::new(),
             refused: false,
+            upstream_request_id: String::new(),
         }
     }
 

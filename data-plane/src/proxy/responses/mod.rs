@@ -7,9 +7,11 @@
 //! deliver (stream / JSON) → release lease → report usage.
 
 mod admit;
+mod affinity;
 mod deliver;
 pub mod downstream;
 pub mod failover;
+pub mod operations;
 pub mod outbound;
 mod timing;
 pub mod upstream;
@@ -26,6 +28,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_shared::ErrorCode;
+use tracing::Instrument;
 
 use super::auth_info::KeyInfo;
 use super::body_budget::{BodyBudget, Charge};
@@ -121,7 +124,10 @@ pub struct Flow {
 
 /// One validated request.
 pub struct Ctx {
+    /// The gateway's id (`request_id.rs`): `x-request-id`, the usage record's id.
     pub request_id: String,
+    /// The client's own `x-request-id`, sanitised; empty = none.
+    pub client_request_id: String,
     pub key: Arc<KeyInfo>,
     pub model: String,
     pub stream: bool,
@@ -205,6 +211,7 @@ impl Flow {
         front: Front,
     ) -> Response<Body> {
         let started = Instant::now();
+        let ids = crate::request_id::RequestIds::of(&req);
         let (parts, body) = req.into_parts();
         let (key, client_ip) = match self
             .authenticate(parts.uri.query(), &parts.headers, peer)
@@ -229,7 +236,8 @@ impl Flow {
         // (`Flow::upstream_request`).
         let json = parsed.json;
         let ctx = Ctx {
-            request_id: uuid::Uuid::now_v7().to_string(),
+            request_id: ids.id,
+            client_request_id: ids.client,
             session_hash: body::session_hash(&parts.headers, &json).unwrap_or_default(),
             reasoning_effort: body::reasoning_effort(&json),
             user_agent: parts
@@ -252,19 +260,18 @@ impl Flow {
             leased: AtomicBool::new(false),
             billed: AtomicBool::new(false),
         };
-        let span = tracing::Span::current();
-        span.record("request_id", ctx.request_id.as_str());
         let (head_tx, head_rx) = oneshot::channel();
         let flow = self.clone();
-        // The run stays in the request's span (its logs carry the request and trace ids,
-        // its Admit and upstream calls are children of the client's trace).
-        self.tasks.spawn(tracing::Instrument::instrument(
+        // The run stays in the request's span (`stack.rs`: it carries the request ids and
+        // the trace id into its logs; its Admit and upstream calls are children of the
+        // client's trace).
+        self.tasks.spawn(
             async move {
                 flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
                     .await
-            },
-            span,
-        ));
+            }
+            .instrument(tracing::Span::current()),
+        );
         head_rx.await.unwrap_or_else(|_| {
             ClientError::new(ErrorCode::Internal, "The request failed unexpectedly").into_response()
         })
@@ -294,11 +301,21 @@ impl Flow {
                     // After a failed attempt, running out of accounts means the
                     // switches ran out: answer with the mapping table.
                     let err = match (&last_failure, e.code) {
-                        (Some(last), ErrorCode::NoAvailableAccounts) => {
-                            failover::exhausted(Some(last))
-                        }
+                        (
+                            Some(last),
+                            ErrorCode::NoAvailableAccounts | ErrorCode::ResponseAccountUnavailable,
+                        ) => failover::exhausted(Some(last)),
                         _ => e,
                     };
+                    if let Some(last) = &last_failure {
+                        // The upstream's last answer decided what the client is told.
+                        tracing::info!(
+                            source = ?last.source,
+                            upstream_request_id = last.upstream_request_id,
+                            error = last.message,
+                            "no account left to fail over to"
+                        );
+                    }
                     ds.fail(err).await;
                     return;
                 }
@@ -322,11 +339,14 @@ impl Flow {
 
     fn report_outcome(&self, outcome: Outcome) {
         let control = self.control.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = control.report_outcome(outcome).await {
-                tracing::warn!(error = %e, "outcome report failed");
+        self.tasks.spawn(
+            async move {
+                if let Err(e) = control.report_outcome(outcome).await {
+                    tracing::warn!(error = %e, "outcome report failed");
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
     }
 
     fn upstream_target<'a>(

@@ -110,6 +110,40 @@ impl UpstreamPool {
     }
 }
 
+impl UpstreamPool {
+    /// A response operation (retrieve, delete, cancel, input items) on `url`, with the
+    /// account's credential, no body.
+    pub async fn send_operation(
+        &self,
+        account: &AccountLease,
+        method: http::Method,
+        url: &str,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamFailure> {
+        if !self.allow_private
+            && let Some(refused) = outbound::literal_refusal(url)
+        {
+            return Err(refused_failure(account.account_id, &refused));
+        }
+        let client = self
+            .client(account.account_id, account.proxy_url.expose())
+            .map_err(UpstreamFailure::connect)?;
+        let mut req = client
+            .request(method, url)
+            .headers(headers)
+            .bearer_auth(account.bearer.expose());
+        if !account.chatgpt_account_id.is_empty() {
+            req = req.header("chatgpt-account-id", &account.chatgpt_account_id);
+        }
+        req.send()
+            .await
+            .map_err(|e| match outbound::refusal_in(&e) {
+                Some(refused) => refused_failure(account.account_id, refused),
+                None => UpstreamFailure::connect(format!("upstream connection failed: {e}")),
+            })
+    }
+}
+
 /// A connect failure of the account, logged once with the reason operators act on.
 fn refused_failure(account_id: i64, refused: &AddressRefused) -> UpstreamFailure {
     tracing::warn!(account_id, reason = %refused, "upstream connection refused by the outbound address rule");

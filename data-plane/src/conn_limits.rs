@@ -131,14 +131,14 @@ mod tests {
         let _p = caps.admit(proxy).unwrap();
         let text = metrics.encode();
         assert!(
-            text.contains("tollgate_connections_refused_total{reason=\"per_ip\"} 1"),
+            text.contains("tollgate_dp_connections_refused_total{reason=\"per_ip\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("tollgate_connections_refused_total{reason=\"total\"} 1"),
+            text.contains("tollgate_dp_connections_refused_total{reason=\"total\"} 1"),
             "{text}"
         );
-        assert!(text.contains("tollgate_connections_open 3"), "{text}");
+        assert!(text.contains("tollgate_dp_connections_open 3"), "{text}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the data plane (`/metrics` on the admin port: OpenMetrics text
-//! when asked for, else the classic text format). Names follow `tollgate_<thing>_<unit>`.
+//! when asked for, else the classic text format). Names follow
+//! `tollgate_dp_<thing>_<unit>` (the control plane's are `tollgate_cp_…`).
 
 pub mod flow;
 
@@ -156,7 +157,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("tollgate");
+        let mut registry = Registry::with_prefix("tollgate_dp");
         let session_attached = Gauge::default();
         registry.register(
             "control_plane_session_attached",

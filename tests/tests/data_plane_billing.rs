@@ -111,14 +111,16 @@ async fn records_the_control_plane_keeps_failing_never_hold_back_the_others() {
     })
     .await;
     assert_eq!(s.cp.usage_committed().len(), 100, "no poison stored");
-    let peak = s.metric("tollgate_usage_queue_memory_peak_records").await;
+    let peak = s
+        .metric("tollgate_dp_usage_queue_memory_peak_records")
+        .await;
     assert!(peak <= CAP as f64, "memory held {peak} records, cap {CAP}");
     assert!(
-        s.metric("tollgate_usage_spilled_records_total").await > 0.0,
+        s.metric("tollgate_dp_usage_spilled_records_total").await > 0.0,
         "over the cap, records went to the spill file"
     );
-    assert_eq!(s.metric("tollgate_usage_queue_records").await, 100.0);
-    assert!(s.metric("tollgate_usage_retries_total").await > 0.0);
+    assert_eq!(s.metric("tollgate_dp_usage_queue_records").await, 100.0);
+    assert!(s.metric("tollgate_dp_usage_retries_total").await > 0.0);
 
     // The control plane recovers: every poison record arrives, each committed once,
     // and the spill file is gone once everything is stored.
@@ -134,10 +136,12 @@ async fn records_the_control_plane_keeps_failing_never_hold_back_the_others() {
     tollgate_tests::eventually(
         "the queue empty and the spill file removed",
         WAIT,
-        || async { s.metric("tollgate_usage_queue_records").await == 0.0 && !path.exists() },
+        || async { s.metric("tollgate_dp_usage_queue_records").await == 0.0 && !path.exists() },
     )
     .await;
-    let peak = s.metric("tollgate_usage_queue_memory_peak_records").await;
+    let peak = s
+        .metric("tollgate_dp_usage_queue_memory_peak_records")
+        .await;
     assert!(peak <= CAP as f64, "memory held {peak} records, cap {CAP}");
 }
 
@@ -162,11 +166,12 @@ async fn dead_lettered_records_leave_the_queue_and_are_not_sent_again() {
     let dead: HashSet<String> = ids(&s.cp.usage_dead_lettered()).into_iter().collect();
     assert!(poison.iter().all(|id| dead.contains(id)));
     tollgate_tests::eventually("the queue empty", WAIT, || async {
-        s.metric("tollgate_usage_queue_records").await == 0.0
+        s.metric("tollgate_dp_usage_queue_records").await == 0.0
     })
     .await;
     assert_eq!(
-        s.metric("tollgate_usage_dead_lettered_records_total").await,
+        s.metric("tollgate_dp_usage_dead_lettered_records_total")
+            .await,
         100.0
     );
     let sent_poison =
@@ -178,7 +183,9 @@ async fn dead_lettered_records_leave_the_queue_and_are_not_sent_again() {
         sent_poison, 100,
         "a dead-lettered record is never sent again"
     );
-    let peak = s.metric("tollgate_usage_queue_memory_peak_records").await;
+    let peak = s
+        .metric("tollgate_dp_usage_queue_memory_peak_records")
+        .await;
     assert!(peak <= CAP as f64, "memory held {peak} records, cap {CAP}");
 }
 

@@ -18,7 +18,7 @@ use tollgate_tests::fixture::{Gateway, Options};
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const NORMAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const SLOWLORIS: usize = 500;
-const AUTHORIZE: &str = "tollgate_control_plane_calls_total{method=\"authorize\"}";
+const AUTHORIZE: &str = "tollgate_dp_control_plane_calls_total{method=\"authorize\"}";
 
 fn client_from(ip: IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
@@ -167,7 +167,7 @@ async fn slowloris_and_bad_key_flood_do_not_hurt_other_clients() {
         assert_eq!(e["error"]["type"], "rate_limit_error", "{e}");
     }
     assert_eq!(dp.metric(AUTHORIZE).await, authorize_calls);
-    assert!(dp.metric("tollgate_invalid_keys_throttled_total").await >= 20.0);
+    assert!(dp.metric("tollgate_dp_invalid_keys_throttled_total").await >= 20.0);
     // A valid key from another address is still served.
     serve_once().await;
 
@@ -187,7 +187,7 @@ async fn slowloris_and_bad_key_flood_do_not_hurt_other_clients() {
         "header timeouts counted",
         Duration::from_secs(5),
         || async {
-            dp.metric("tollgate_connections_closed_by_limit_total{reason=\"header_timeout\"}")
+            dp.metric("tollgate_dp_connections_closed_by_limit_total{reason=\"header_timeout\"}")
                 .await
                 >= SLOWLORIS as f64
         },
@@ -214,7 +214,7 @@ async fn connections_over_the_per_ip_cap_are_closed_at_accept() {
         assert!(!closed_by_server(s, Duration::from_millis(100)).await);
     }
     assert_eq!(
-        dp.metric("tollgate_connections_refused_total{reason=\"per_ip\"}")
+        dp.metric("tollgate_dp_connections_refused_total{reason=\"per_ip\"}")
             .await,
         1.0
     );
@@ -265,7 +265,9 @@ async fn an_oversized_request_head_gets_431() {
         Duration::from_secs(5),
         || async {
             gw.dp(0)
-                .metric("tollgate_connections_closed_by_limit_total{reason=\"header_too_large\"}")
+                .metric(
+                    "tollgate_dp_connections_closed_by_limit_total{reason=\"header_too_large\"}",
+                )
                 .await
                 == 1.0
         },

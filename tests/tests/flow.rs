@@ -338,8 +338,8 @@ async fn uncontended_request_makes_one_control_plane_call() {
             .status(),
         200
     );
-    let calls = "tollgate_control_plane_calls_total{method=\"admit\"}";
-    let authorize = "tollgate_control_plane_calls_total{method=\"authorize\"}";
+    let calls = "tollgate_dp_control_plane_calls_total{method=\"admit\"}";
+    let authorize = "tollgate_dp_control_plane_calls_total{method=\"authorize\"}";
     let admits = gw.dp(0).metric(calls).await;
     let auths = gw.dp(0).metric(authorize).await;
 

@@ -26,7 +26,7 @@ async fn data_plane_attaches_and_reports_ready() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("tollgate_control_plane_session_attached 1"),
+        metrics.contains("tollgate_dp_control_plane_session_attached 1"),
         "{metrics}"
     );
     // Unknown routes on the proxy port get an OpenAI-shaped 404.
@@ -57,7 +57,9 @@ async fn data_plane_is_not_ready_after_a_sustained_outage_and_reattaches() {
     let (dir, config) = cp.stop().await;
     // A control-plane failover takes seconds: the data plane stays in service that long.
     eventually("session lost", Duration::from_secs(10), || async {
-        dp.metric("tollgate_control_plane_session_attached").await == 0.0
+        dp.metric("tollgate_dp_control_plane_session_attached")
+            .await
+            == 0.0
     })
     .await;
     assert_eq!(dp.admin_status("/readyz").await, 200);

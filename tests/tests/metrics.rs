@@ -162,7 +162,7 @@ async fn both_planes_export_metrics_that_move_with_requests() {
     assert_eq!(streaming.status(), 200);
     assert!(streaming.chunk().await.unwrap().is_some());
     let (dp, _) = scrape(&dp_url, None).await;
-    assert_eq!(value(&dp, "tollgate_streams_open"), Some(1.0), "{dp}");
+    assert_eq!(value(&dp, "tollgate_dp_streams_open"), Some(1.0), "{dp}");
     while streaming.chunk().await.unwrap().is_some() {}
     for stream in [false, false, true] {
         let r = gw.post(0, &b.key, body(stream)).await;
@@ -177,12 +177,13 @@ async fn both_planes_export_metrics_that_move_with_requests() {
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
-    let answered = "tollgate_http_requests_total{route=\"responses\",status=\"200\",code=\"none\"}";
+    let answered =
+        "tollgate_dp_http_requests_total{route=\"responses\",status=\"200\",code=\"none\"}";
     assert_eq!(value(&dp, answered), Some(6.0), "{dp}");
     assert_eq!(
         value(
             &dp,
-            "tollgate_http_requests_total{route=\"responses\",status=\"401\",code=\"invalid_api_key\"}"
+            "tollgate_dp_http_requests_total{route=\"responses\",status=\"401\",code=\"invalid_api_key\"}"
         ),
         Some(1.0),
         "{dp}"
@@ -190,40 +191,40 @@ async fn both_planes_export_metrics_that_move_with_requests() {
     // Every answered request observed its added latency, its upstream latency and its
     // first byte; the added latency is below the request's whole time.
     for h in [
-        "tollgate_added_latency_seconds_count",
-        "tollgate_upstream_response_seconds_count",
-        "tollgate_upstream_first_byte_seconds_count",
+        "tollgate_dp_added_latency_seconds_count",
+        "tollgate_dp_upstream_response_seconds_count",
+        "tollgate_dp_upstream_first_byte_seconds_count",
     ] {
         assert_eq!(value(&dp, h), Some(6.0), "{h}\n{dp}");
     }
-    let added = value(&dp, "tollgate_added_latency_seconds_sum").unwrap();
+    let added = value(&dp, "tollgate_dp_added_latency_seconds_sum").unwrap();
     assert!(added > 0.0, "{dp}");
     eprintln!(
         "mean added latency {:.3} ms, mean upstream response {:.3} ms (debug build)",
         added / 6.0 * 1e3,
-        value_or_zero(&dp, "tollgate_upstream_response_seconds_sum") / 6.0 * 1e3
+        value_or_zero(&dp, "tollgate_dp_upstream_response_seconds_sum") / 6.0 * 1e3
     );
     assert!(
-        value_or_zero(&dp, "tollgate_added_latency_seconds_bucket{le=\"+Inf\"}") == 6.0,
+        value_or_zero(&dp, "tollgate_dp_added_latency_seconds_bucket{le=\"+Inf\"}") == 6.0,
         "{dp}"
     );
     assert!(
-        value_or_zero(&dp, "tollgate_tokens_total{kind=\"input\"}") > 0.0,
+        value_or_zero(&dp, "tollgate_dp_tokens_total{kind=\"input\"}") > 0.0,
         "{dp}"
     );
     assert!(
-        value_or_zero(&dp, "tollgate_tokens_total{kind=\"output\"}") > 0.0,
+        value_or_zero(&dp, "tollgate_dp_tokens_total{kind=\"output\"}") > 0.0,
         "{dp}"
     );
     assert!(
-        value_or_zero(&dp, "tollgate_auth_cache_lookups_total{result=\"miss\"}") >= 1.0,
+        value_or_zero(&dp, "tollgate_dp_auth_cache_lookups_total{result=\"miss\"}") >= 1.0,
         "{dp}"
     );
     assert!(
-        value_or_zero(&dp, "tollgate_auth_cache_lookups_total{result=\"hit\"}") >= 4.0,
+        value_or_zero(&dp, "tollgate_dp_auth_cache_lookups_total{result=\"hit\"}") >= 4.0,
         "{dp}"
     );
-    assert_eq!(value(&dp, "tollgate_streams_open"), Some(0.0), "{dp}");
+    assert_eq!(value(&dp, "tollgate_dp_streams_open"), Some(0.0), "{dp}");
 
     // The control plane: six Admits granted, six records charged (at a cost).
     eventually("six records charged", Duration::from_secs(10), || async {

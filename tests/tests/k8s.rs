@@ -13,10 +13,6 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
-/// Variables the `ha` overlay sets for work landing in parallel (etcd leadership):
-/// accepted until that flag exists on this branch.
-const PENDING: &[&str] = &["TOLLGATE_ETCD_ENDPOINTS"];
-
 /// What a plane needs between its drain's end and the kill: exit after the budget.
 const MARGIN_SECS: u64 = 5;
 
@@ -163,7 +159,7 @@ fn every_variable_in_the_manifests_is_a_flag_of_its_plane() {
                 None => control.contains(&var) || data.contains(&var),
             };
             assert!(
-                known || PENDING.contains(&var.as_str()),
+                known,
                 "{} ({} {}): {var} is not a flag of {plane:?}",
                 doc.file.display(),
                 doc.kind,

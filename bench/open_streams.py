@@ -32,6 +32,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--events", type=int, default=20)
     ap.add_argument("--event-interval-ms", type=int, default=5)
+    ap.add_argument("--small-load", type=int, default=0, metavar="SECS",
+                    help="first: a fresh data plane's peak RSS (VmHWM) after SECS of run.py's "
+                         "non-streaming load (concurrency 32, wrk or oha)")
     ap.add_argument("--work-dir", default=os.path.join(run.ROOT, "target", "bench-streams"))
     args = ap.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
@@ -47,6 +50,14 @@ def main():
         tg = run.Tollgate(procs, args.work_dir, upstream)
         print(f"data plane: {run.DP_PREFIX} {run.DP_BIN}", flush=True)
         for _ in range(args.rounds):
+            if args.small_load:
+                tg.start_data_plane()
+                tool = "oha" if run.shutil.which("oha") else "wrk"
+                r = run.load(tool, tg.url + "/v1/responses", tg.key, run.SMALL_BODY, 32,
+                             args.small_load, args.work_dir, "small")
+                print(f"non-streaming {args.small_load} s: {r['rps']:,.0f} req/s, "
+                      f"errors {r['errors']}, data plane peak RSS "
+                      f"{run.status_kb(tg.dp.pid, 'VmHWM') / 1024:.1f} MiB", flush=True)
             for n in [int(x) for x in args.open_streams.split(",") if x]:
                 r = run.hold_streams(tg, n, args.hold_secs, args.work_dir)
                 print(f"{n} streams: opened {r['opened']}, failed {r['failed']}, "

@@ -596,10 +596,11 @@ impl Flow {
 }
 
 /// Room for the encoded upstream body: the client's bytes, what is injected, and a
-/// margin for re-formatted numbers and a mapped model name.
+/// margin for re-formatted numbers and a mapped model name (1/64 of the body, at most
+/// 64 KiB, plus 1 KiB). A body that still outgrows it only costs a reallocation.
 fn payload_capacity(raw_len: usize, injected: usize) -> usize {
     raw_len
-        .saturating_add(raw_len / 16)
+        .saturating_add((raw_len / 64).min(64 << 10))
         .saturating_add(injected)
         .saturating_add(1024)
 }

@@ -20,7 +20,7 @@ pub const PING: &[u8] = b":\n\n";
 pub struct Downstream {
     head: Option<oneshot::Sender<Response<Body>>>,
     /// Plain `Bytes` rather than body frames: a channel allocates its slots in blocks of
-    /// 32, and a `Frame` (room for trailers) is three times the size of its `Bytes`, for
+    /// 32, and a `Frame` (room for trailers) is about three times the size of its `Bytes`, for
     /// every open stream.
     tx: Option<mpsc::Sender<Bytes>>,
     gone: bool,

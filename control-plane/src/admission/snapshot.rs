@@ -161,15 +161,13 @@ impl Snapshot {
     }
 
     /// Every live account of the group (of all groups for `None`), whatever its status.
-    pub async fn group_accounts(&self, group_id: Option<i64>) -> Result<Vec<Account>> {
+    /// Shared, not copied: Admit reads them all and copies only the account it grants.
+    pub async fn group_accounts(&self, group_id: Option<i64>) -> Result<Arc<Vec<Account>>> {
         let load = async {
             let accounts = self.inner.store.list_group_accounts(group_id).await?;
             Ok(Arc::new(accounts))
         };
-        let accounts = self
-            .read_through(|s| &mut s.accounts, group_id, load)
-            .await?;
-        Ok(accounts.as_ref().clone())
+        self.read_through(|s| &mut s.accounts, group_id, load).await
     }
 
     pub async fn prices(&self) -> Result<Arc<PriceTable>> {

@@ -11,9 +11,12 @@
 //! unary call never was: the conversation then continues as with an unknown id.
 //!
 //! A control plane older than RecordResponses answers UNIMPLEMENTED: the task then
-//! falls back to one RecordResponse call per record (concurrently) for good.
+//! sends one RecordResponse call per record (concurrently), trying the batched call
+//! again every few minutes. Records of that first refused call are kept and sent again;
+//! should a leader change later land on an older replica, that call's records are lost
+//! (logged), as a failed unary call's always were.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +29,9 @@ const MAX_BATCH: usize = 1_024;
 /// A call not answered by then fails its records, so that a stuck connection does not
 /// hold every later record behind it (their requests stopped waiting long before).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a control plane refused RecordResponses as unknown, how long records go one by
+/// one before the batched call is tried again.
+const RETRY_BATCHED: Duration = Duration::from_secs(300);
 
 /// A record waiting to be sent, with what its request waits on.
 #[derive(Debug)]
@@ -73,8 +79,9 @@ enum Support {
     /// by one if the control plane turns out not to know the batched call.
     Unknown,
     Batched,
-    /// An older control plane: one RecordResponse call per record.
-    OneByOne,
+    /// An older control plane (since then): one RecordResponse call per record, until
+    /// [`RETRY_BATCHED`] has passed (the control plane may have been upgraded).
+    OneByOne(Instant),
 }
 
 /// Sends queued records until `stop`, then sends what is still queued and returns.
@@ -115,8 +122,11 @@ async fn send(client: &ControlClient, batch: Vec<Waiting>, support: &mut Support
         records.push(w.record);
         waiters.push((w.done, w.span));
     }
-    if *support == Support::OneByOne {
-        return one_by_one(client, records, waiters).await;
+    if let Support::OneByOne(since) = *support {
+        if since.elapsed() < RETRY_BATCHED {
+            return one_by_one(client, records, waiters).await;
+        }
+        *support = Support::Unknown;
     }
     let kept = (*support == Support::Unknown).then(|| records.clone());
     let answer = tokio::time::timeout(CALL_TIMEOUT, client.record_responses(records)).await;
@@ -137,7 +147,7 @@ async fn send(client: &ControlClient, batch: Vec<Waiting>, support: &mut Support
                 "the control plane does not batch response records (an older build); \
                  sending them one by one"
             );
-            *support = Support::OneByOne;
+            *support = Support::OneByOne(Instant::now());
             match kept {
                 // Nothing was recorded: the same records, one by one.
                 Some(records) => return one_by_one(client, records, waiters).await,

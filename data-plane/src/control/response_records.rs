@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::domain::{RecordRefused, ResponseRecord};
+use super::domain::ResponseRecord;
 use super::{CallFailed, ControlClient};
 
 /// Records per call, at most (the rest go in the next call).

@@ -412,7 +412,11 @@ async fn response_records_share_calls_and_each_request_waits_for_its_own() {
     let calls = s.cp.record_calls();
     let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
     assert!(calls.len() < N, "{N} records in fewer calls: {sizes:?}");
-    assert_eq!(sizes.iter().sum::<usize>(), N, "each record sent once: {sizes:?}");
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        N,
+        "each record sent once: {sizes:?}"
+    );
     assert_eq!(s.cp.unary_record_calls(), 0);
     let counted = s
         .metric("tollgate_dp_control_plane_calls_total{method=\"record_responses\"}")

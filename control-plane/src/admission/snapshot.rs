@@ -312,7 +312,7 @@ mod tests {
     }
 
     async fn name(s: &Setup) -> String {
-        s.snapshot.user(s.user).await.unwrap().name
+        s.snapshot.user(s.user).await.unwrap().name.clone()
     }
 
     /// Waits until the follower has applied everything published so far.
@@ -378,7 +378,7 @@ mod tests {
             let u = s.store.get_user(s.user).await;
             rename(&s, "written during the load").await;
             s.bus.publish(Invalidation::user(s.user));
-            u
+            u.map(Arc::new)
         };
         let read = s
             .snapshot

@@ -108,7 +108,10 @@ fn lease(mut l: pb::Lease) -> Admission {
         return malformed(l.lease_id, "Admission returned no account");
     };
     let Ok(kind) = a.kind.parse() else {
-        return malformed(l.lease_id, "Admission returned an account of an unknown kind");
+        return malformed(
+            l.lease_id,
+            "Admission returned an account of an unknown kind",
+        );
     };
     Admission::Granted(Box::new(Lease {
         lease_id: l.lease_id,

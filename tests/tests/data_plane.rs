@@ -374,6 +374,7 @@ async fn response_records_share_calls_and_each_request_waits_for_its_own() {
                 .post(&url)
                 .bearer_auth(KEY)
                 .json(&json!({"model": "gpt-5.1", "input": "hi"}));
+            #[allow(clippy::disallowed_methods)] // the test awaits every handle
             tokio::spawn(async move {
                 let r = req.send().await.unwrap();
                 (r.status().as_u16(), r.json::<Value>().await.unwrap())

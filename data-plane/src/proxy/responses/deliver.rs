@@ -163,8 +163,7 @@ impl Flow {
         // Only a Responses client can continue or retrieve the response by its id.
         let mut rec = if request.stored && ds.speaks_responses() {
             Recorder::new(
-                &self.control,
-                &self.tasks,
+                &self.records,
                 account.account_id,
                 lease.user_id,
                 &ctx.request_id,

@@ -41,6 +41,7 @@ use crate::config::FlowConfig;
 use crate::control::ControlClient;
 use crate::control::domain::{AccountLease, Outcome};
 use crate::control::leases::{LeaseGuard, LeaseRegistry};
+use crate::control::response_records::RecordSender;
 use crate::control::session::SessionState;
 use crate::control::usage::UsageSender;
 use crate::http_server::Body;
@@ -110,6 +111,8 @@ pub struct Flow {
     pub upstream: UpstreamPool,
     pub leases: LeaseRegistry,
     pub usage: UsageSender,
+    /// Response-id records (affinity), sent in batches.
+    pub records: RecordSender,
     /// Invalid API keys per client IP (refused with 429 before the lookup).
     pub throttle: InvalidKeyThrottle,
     pub metrics: Arc<Metrics>,

@@ -13,7 +13,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::http_server::Body;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::proxy::errors::ClientError;
 
@@ -103,7 +103,14 @@ where
 /// request's ids) is on every line the filter lets through, whatever its level.
 fn request_span<B>(req: &Request<B>) -> tracing::Span {
     // Given by `WithRequestId` above; a fresh set only for a request that did not pass it.
-    let ids = crate::request_id::RequestIds::of(req);
+    let fresh;
+    let ids = match req.extensions().get::<crate::request_id::RequestIds>() {
+        Some(ids) => ids,
+        None => {
+            fresh = crate::request_id::RequestIds::new(req.headers());
+            &fresh
+        }
+    };
     let span = tracing::error_span!(
         "request",
         otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
@@ -161,14 +168,7 @@ where
                 .extensions()
                 .get::<ErrorCode>()
                 .map_or("none", |c| c.name());
-            metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    route,
-                    status: resp.status().as_u16(),
-                    code,
-                })
-                .inc();
+            metrics.count_request(route, resp.status().as_u16(), code);
             Ok(resp)
         })
     }

@@ -206,12 +206,12 @@ impl Flow {
     /// body here, and its answer is shaped back on the way out (the `Downstream`).
     pub async fn handle_front(
         self: Arc<Self>,
-        req: http::Request<Incoming>,
+        mut req: http::Request<Incoming>,
         peer: SocketAddr,
         front: Front,
     ) -> Response<Body> {
         let started = Instant::now();
-        let ids = crate::request_id::RequestIds::of(&req);
+        let ids = crate::request_id::RequestIds::take(&mut req);
         let (parts, body) = req.into_parts();
         let (key, client_ip) = match self
             .authenticate(parts.uri.query(), &parts.headers, peer)

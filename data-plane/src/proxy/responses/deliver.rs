@@ -502,16 +502,16 @@ impl Flow {
             Ok(mut v) => {
                 obs.rewrite_response(&mut v);
                 obs.usage = v.get("usage").and_then(Usage::from_json);
-                obs.final_response = Some(v.clone());
                 obs.response_id = v.get("id").and_then(Value::as_str).map(str::to_owned);
                 rec.saw(obs.response_id.as_deref());
                 rec.settle().await;
                 if !ds.is_gone() {
-                    match ds.final_body(v) {
-                        Ok(body) => ds.respond(json(status, body.to_string(), request_id)),
+                    match ds.final_body(&v) {
+                        Ok(body) => ds.respond(json(status, body, request_id)),
                         Err(e) => ds.fail(e).await,
                     }
                 }
+                obs.final_response = Some(v);
             }
             Err(_) if ds.is_gone() => {}
             Err(_) => {
@@ -623,8 +623,8 @@ fn upstream_request_id(h: &HeaderMap) -> String {
 /// The final response collected from a stream, for a client that asked for JSON.
 async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut Downstream) {
     match (&obs.final_response, error) {
-        (Some(resp), None) => match ds.final_body(resp.clone()) {
-            Ok(body) => ds.respond(json(StatusCode::OK, body.to_string(), None)),
+        (Some(resp), None) => match ds.final_body(resp) {
+            Ok(body) => ds.respond(json(StatusCode::OK, body, None)),
             Err(e) => ds.fail(e).await,
         },
         (_, e) => {

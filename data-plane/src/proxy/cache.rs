@@ -31,7 +31,10 @@ impl Expiry<String, Entry> for TtlFromEntry {
 
 #[derive(Clone)]
 pub struct AuthCache {
-    cache: Cache<String, Entry>,
+    /// Keyed by the API key's SHA-256 (hex), which no client can steer into collisions,
+    /// so a fast hasher serves: each lookup hashes the key several times (segment, map,
+    /// frequency sketch).
+    cache: Cache<String, Entry, foldhash::fast::RandomState>,
     client: ControlClient,
     /// Bumped on every invalidation: a load that started before one must not be cached.
     generation: Arc<AtomicU64>,
@@ -49,7 +52,7 @@ impl AuthCache {
             .max_capacity(capacity)
             .expire_after(TtlFromEntry)
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             cache,
             client,

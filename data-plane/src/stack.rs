@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 use tollgate_shared::ErrorCode;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -88,13 +89,13 @@ where
                 ClientError::new(ErrorCode::Internal, "Internal error").into_response()
             },
         ))
-        // Rescue the layers' own errors (only load shedding produces one): a 503 in the
-        // OpenAI shape, written at once.
-        .layer(tower::layer::layer_fn(|inner| Rescue { inner }))
-        // Load shedding: past the in-flight limit refuse at once instead of queueing in
-        // memory (fair waiting happens in the control plane, not here).
-        .load_shed()
-        .concurrency_limit(max_in_flight)
+        // Load shedding: past the in-flight limit refuse at once, with an OpenAI-shaped
+        // 503, instead of queueing in memory (fair waiting happens in the control plane,
+        // not here).
+        .layer(tower::layer::layer_fn(move |inner| Shed {
+            inner,
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+        }))
         .service(inner)
 }
 
@@ -174,20 +175,20 @@ where
     }
 }
 
-/// Turns the error of the layers below into an OpenAI-shaped 503, so the server only
-/// ever sees responses. Always ready: the load shedder below never waits either (it turns
-/// "not ready" into an `Overloaded` error from `call`), and its readiness cannot fail (the
-/// concurrency limit's semaphore is never closed and the routes are infallible), so each call
-/// drives a clone of the layers below through readiness and call in one step and maps any
-/// error there to the 503.
+/// The in-flight limit: a request that finds no permit is answered with an OpenAI-shaped
+/// 503 at once; one that gets a permit holds it until its response (head) is ready. What
+/// `load_shed().concurrency_limit(n)` with a rescue of its error did, without cloning a
+/// semaphore poller (an allocation) and the layers below for every request: always
+/// ready, it takes its permit in `call`.
 #[derive(Clone)]
-struct Rescue<S> {
+struct Shed<S> {
     inner: S,
+    permits: Arc<Semaphore>,
 }
 
-impl<S, B> Service<Request<B>> for Rescue<S>
+impl<S, B> Service<Request<B>> for Shed<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -205,8 +206,16 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Box::pin(std::future::ready(Ok(overloaded())));
+        };
+        // The routes are always ready; `oneshot` keeps the readiness contract anyway.
         let fut = self.inner.clone().oneshot(req);
-        Box::pin(async move { Ok(fut.await.unwrap_or_else(|_| overloaded())) })
+        Box::pin(async move {
+            let resp = fut.await;
+            drop(permit);
+            resp
+        })
     }
 }
 

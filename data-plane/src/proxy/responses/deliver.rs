@@ -385,6 +385,11 @@ impl Flow {
         let to_client = ctx.stream;
         let _open = to_client.then(|| OpenStream::new(&self.metrics.flow.streams_open));
         let mut first_byte = true;
+        // One timer for the whole stream, moved to each event's deadline: moving an armed
+        // timer later is an atomic store, where a timer per event would be registered
+        // with the runtime's timer wheel and removed from it again (under its lock).
+        let wake_timer = tokio::time::sleep(self.settings.keepalive);
+        tokio::pin!(wake_timer);
         loop {
             let next_ping = last_downstream.max(last_upstream) + self.settings.keepalive;
             let idle_deadline = last_upstream + self.settings.idle_timeout;
@@ -393,6 +398,7 @@ impl Flow {
             } else {
                 idle_deadline
             };
+            wake_timer.as_mut().reset(wake.into());
             tokio::select! {
                 chunk = upstream.next() => match chunk {
                     Some(Ok(bytes)) => {
@@ -430,7 +436,7 @@ impl Flow {
                         return if obs.final_response.is_some() { Ok(()) } else { Err(StreamFault::Cut) };
                     }
                 },
-                () = tokio::time::sleep_until(wake.into()) => {
+                () = &mut wake_timer => {
                     if Instant::now() >= idle_deadline {
                         return Err(StreamFault::IdleTimeout);
                     }

@@ -37,10 +37,12 @@ pub fn proxy(
 > + Clone
 + Send
 + 'static {
-    // The routes: Responses flow, models, OpenAI-shaped 404 for the rest.
+    // The routes: Responses flow, models, OpenAI-shaped 404 for the rest. The handler's
+    // future is large (kilobytes: every step of the flow up to the spawned run); boxed
+    // here, once, each layer above moves a pointer instead of copying it again.
     let routes = tower::service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req).await) })
     });
     layers(routes, metrics, max_in_flight)
 }

@@ -73,7 +73,9 @@ impl AuthCache {
                 self.metrics.flow.auth_cache_hit();
                 entry
             }
-            None => self.load(key_hash).await?,
+            // Boxed: the loader's future is large and only a miss needs it, so every
+            // request's future stays small without it.
+            None => Box::pin(self.load(key_hash)).await?,
         };
         if self.generation.load(Ordering::Acquire) != started_at {
             // An invalidation raced with the load; serve this answer once, don't keep it.

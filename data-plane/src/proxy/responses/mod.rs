@@ -265,12 +265,11 @@ impl Flow {
         // The run stays in the request's span (`stack.rs`: it carries the request ids and
         // the trace id into its logs; its Admit and upstream calls are children of the
         // client's trace).
+        // Boxed once: the run's future is large, and spawning moves it (into the task,
+        // through the runtime's calls) several times otherwise.
         self.tasks.spawn(
-            async move {
-                flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
-                    .await
-            }
-            .instrument(tracing::Span::current()),
+            Box::pin(flow.run(ctx, Downstream::new(head_tx).reply_as(reply)))
+                .instrument(tracing::Span::current()),
         );
         head_rx.await.unwrap_or_else(|_| {
             ClientError::new(ErrorCode::Internal, "The request failed unexpectedly").into_response()

@@ -68,10 +68,10 @@ def total_ir(dump):
     raise SystemExit(f"no totals in {dump}")
 
 
-def annotate(dump, inclusive, limit):
+def inclusive_costs(dump, limit):
+    """`callgrind_annotate --inclusive=yes`: (instructions, %, function), largest first."""
     out = subprocess.run(
-        ["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}",
-         f"--threshold=99", dump],
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=99", dump],
         capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():
@@ -79,6 +79,46 @@ def annotate(dump, inclusive, limit):
         if m and "PROGRAM TOTALS" not in line:
             rows.append((int(m.group(1).replace(",", "")), float(m.group(2)), m.group(3)))
     return rows[:limit]
+
+
+def self_costs(dump, limit, callee=None):
+    """Self cost per function, read from the dump itself (callgrind_annotate 3.19 puts
+    all self cost of these dumps on the thread's entry function). With `callee`, the
+    cost of calls into functions whose name contains it, per calling function instead
+    (who calls memcpy)."""
+    names, cost = {}, {}
+    fn = cfn = None
+    call = False
+
+    def name(v):
+        m = re.match(r"\((\d+)\)(?:\s+(.*))?", v)
+        if not m:
+            return v
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), v)
+
+    with open(dump) as f:
+        for line in f:
+            if line.startswith("fn="):
+                fn = name(line[3:].strip())
+            elif line.startswith("cfn="):
+                cfn = name(line[4:].strip())
+            elif line.startswith("calls="):
+                call = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                parts = line.split()
+                if len(parts) < 2:
+                    continue
+                if call:
+                    call = False
+                    if callee and callee in cfn:
+                        cost[fn] = cost.get(fn, 0) + int(parts[1])
+                elif not callee:
+                    cost[fn] = cost.get(fn, 0) + int(parts[1])
+    total = total_ir(dump)
+    rows = sorted(cost.items(), key=lambda kv: -kv[1])[:limit]
+    return [(c, 100 * c / total, f) for f, c in rows]
 
 
 def main():
@@ -139,8 +179,9 @@ def main():
                 "dump": dump,
                 "instructions": ir,
                 "per_request": ir / args.requests,
-                "inclusive": annotate(dump, True, args.top),
-                "self": annotate(dump, False, args.top),
+                "inclusive": inclusive_costs(dump, args.top),
+                "self": self_costs(dump, args.top),
+                "memcpy callers": self_costs(dump, 15, callee="memcpy"),
             }
     finally:
         procs.stop_all()
@@ -151,7 +192,7 @@ def main():
         lines.append(f"{name}: {r['per_request']:,.0f} instructions per request "
                      f"({r['instructions']:,} in all; dump {r['dump']})")
     for name, r in results.items():
-        for table in ("inclusive", "self"):
+        for table in ("inclusive", "self", "memcpy callers"):
             lines += ["", f"## {name}: top {table} (instructions per request, % of total)", ""]
             for ir, pct, sym in r[table]:
                 lines.append(f"{ir / args.requests:>12,.0f} {pct:6.2f}%  {sym[:160]}")

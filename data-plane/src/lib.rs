@@ -209,6 +209,7 @@ pub async fn serve_on(
             config.flow.body_budget_bytes,
             config.flow.body_budget_per_key_bytes,
             std::time::Duration::from_millis(config.flow.body_budget_wait_ms),
+            metrics.flow.body_bytes_held.clone(),
         ),
         tasks: request_tasks.clone(),
         drain_cut: drain_cut.clone(),

@@ -152,11 +152,15 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The upstream has answered: no further attempt needs the body, so its memory and
-    /// its charge to the budget are given back now rather than at the end of a stream.
+    /// The upstream has answered: no further attempt needs the body or the client's
+    /// headers (only an attempt's upstream request reads them), so their memory and the
+    /// body's charge to the budget are given back now rather than at the end of a stream.
+    /// The headers' values point into the client connection's first read buffer (hyper
+    /// parses without copying): held, they would keep that whole buffer for the stream.
     pub fn release_body(&mut self) {
         self.body = Map::new();
         self.body_charge = None;
+        self.headers = HeaderMap::new();
     }
 }
 

@@ -71,7 +71,7 @@ def total_ir(dump):
 def inclusive_costs(dump, limit):
     """`callgrind_annotate --inclusive=yes`: (instructions, %, function), largest first."""
     out = subprocess.run(
-        ["callgrind_annotate", "--inclusive=yes", "--threshold=99", dump],
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
         capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():

@@ -249,8 +249,12 @@ general_settings:
 
 
 class Tollgate:
-    def __init__(self, procs, work, upstream):
+    """`wrap(name)` gives a command prefix for a plane's process (`bench/count.py` runs
+    them under callgrind), and `patience` scales the start-up waits accordingly."""
+
+    def __init__(self, procs, work, upstream, wrap=lambda name: [], patience=1):
         self.procs, self.work, self.upstream = procs, work, upstream
+        self.wrap, self.patience = wrap, patience
         self.data = os.path.join(work, "tollgate")
         shutil.rmtree(self.data, ignore_errors=True)
         os.makedirs(self.data)
@@ -258,6 +262,7 @@ class Tollgate:
         self.cp = procs.start(
             "control-plane",
             [
+                *self.wrap("control-plane"),
                 f"{BIN}/tollgate-control-plane",
                 "--listen",
                 self.cp_addr,
@@ -272,7 +277,7 @@ class Tollgate:
             "control plane",
             lambda: os.path.getsize(os.path.join(self.data, "admin-token")) > 0
             and os.path.getsize(os.path.join(tls, "data-plane.key")) > 0,
-            30,
+            30 * self.patience,
         )
         self.admin_env = {
             "TOLLGATE_ADMIN_ENDPOINT": f"https://{self.cp_addr}",
@@ -292,6 +297,7 @@ class Tollgate:
         self.dp = self.procs.start(
             "data-plane",
             [
+                *self.wrap("data-plane"),
                 *DP_PREFIX,
                 DP_BIN,
                 "--listen",
@@ -315,7 +321,8 @@ class Tollgate:
                 "50000",
             ],
         )
-        wait_until("data plane", lambda: http_ok(f"http://127.0.0.1:{admin}/readyz"), 30)
+        wait_until("data plane", lambda: http_ok(f"http://127.0.0.1:{admin}/readyz"),
+                   30 * self.patience)
 
     def admin(self, *args):
         out = subprocess.run(
@@ -356,7 +363,8 @@ class Tollgate:
             keys.append(key["secret"])
         self.key, self.slow_key = keys
         wait_until("a first request through Tollgate",
-                   lambda: post(self.url + "/v1/responses", self.key, SMALL_BODY), 30)
+                   lambda: post(self.url + "/v1/responses", self.key, SMALL_BODY),
+                   30 * self.patience)
 
     def pids(self):
         return {"data plane": self.dp.pid, "control plane": self.cp.pid}

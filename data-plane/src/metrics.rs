@@ -4,6 +4,8 @@
 
 pub mod flow;
 
+use std::sync::OnceLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -70,6 +72,9 @@ pub struct Metrics {
     pub session_attaches: Counter,
     pub invalidations: Counter,
     pub requests: Family<RequestLabels, Counter>,
+    /// The `requests` series of a successful answer on each route of `ROUTES`, taken from
+    /// the family at first use (see `count_request`).
+    request_ok_handles: [OnceLock<Counter>; ROUTES.len()],
     pub control_plane_calls: Family<CallLabels, Counter>,
     pub usage: UsageMetrics,
     pub edge: EdgeMetrics,
@@ -149,6 +154,14 @@ impl UsageMetrics {
     }
 }
 
+/// The routes whose successful answers have a cached counter handle.
+const ROUTES: [&str; 4] = [
+    "responses",
+    "chat_completions",
+    "models",
+    "response_operation",
+];
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -203,8 +216,29 @@ impl Metrics {
             session_attaches,
             invalidations,
             requests,
+            request_ok_handles: Default::default(),
             control_plane_calls,
         }
+    }
+
+    /// Counts one answer. A success (200, no error code) on a known route counts through
+    /// its cached handle: the series appears when first counted, as through the family,
+    /// without hashing the labels into the family's map per request.
+    pub fn count_request(&self, route: &'static str, status: u16, code: &'static str) {
+        let labels = || RequestLabels {
+            route,
+            status,
+            code,
+        };
+        let slot = (status == 200 && code == "none")
+            .then(|| ROUTES.iter().position(|r| *r == route))
+            .flatten();
+        match slot {
+            Some(i) => self.request_ok_handles[i]
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
     }
 
     /// OpenMetrics text.

@@ -45,6 +45,14 @@ impl RequestIds {
             .cloned()
             .unwrap_or_else(|| Self::new(req.headers()))
     }
+
+    /// Like [`Self::of`], but moved out of the request's extensions rather than copied:
+    /// for the handler, the last reader (the request span has been made by then).
+    pub fn take<B>(req: &mut Request<B>) -> Self {
+        req.extensions_mut()
+            .remove::<Self>()
+            .unwrap_or_else(|| Self::new(req.headers()))
+    }
 }
 
 /// A client-supplied id as logs and the usage table may hold it: printable ASCII only

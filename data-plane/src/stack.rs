@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 use tollgate_shared::ErrorCode;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::http_server::Body;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::proxy::errors::ClientError;
 
@@ -36,10 +37,12 @@ pub fn proxy(
 > + Clone
 + Send
 + 'static {
-    // The routes: Responses flow, models, OpenAI-shaped 404 for the rest.
+    // The routes: Responses flow, models, OpenAI-shaped 404 for the rest. The handler's
+    // future is large (kilobytes: every step of the flow up to the spawned run); boxed
+    // here, once, each layer above moves a pointer instead of copying it again.
     let routes = tower::service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req).await) })
     });
     layers(routes, metrics, max_in_flight)
 }
@@ -88,13 +91,13 @@ where
                 ClientError::new(ErrorCode::Internal, "Internal error").into_response()
             },
         ))
-        // Rescue the layers' own errors (only load shedding produces one): a 503 in the
-        // OpenAI shape, written at once.
-        .layer(tower::layer::layer_fn(|inner| Rescue { inner }))
-        // Load shedding: past the in-flight limit refuse at once instead of queueing in
-        // memory (fair waiting happens in the control plane, not here).
-        .load_shed()
-        .concurrency_limit(max_in_flight)
+        // Load shedding: past the in-flight limit refuse at once, with an OpenAI-shaped
+        // 503, instead of queueing in memory (fair waiting happens in the control plane,
+        // not here).
+        .layer(tower::layer::layer_fn(move |inner| Shed {
+            inner,
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+        }))
         .service(inner)
 }
 
@@ -103,7 +106,14 @@ where
 /// request's ids) is on every line the filter lets through, whatever its level.
 fn request_span<B>(req: &Request<B>) -> tracing::Span {
     // Given by `WithRequestId` above; a fresh set only for a request that did not pass it.
-    let ids = crate::request_id::RequestIds::of(req);
+    let fresh;
+    let ids = match req.extensions().get::<crate::request_id::RequestIds>() {
+        Some(ids) => ids,
+        None => {
+            fresh = crate::request_id::RequestIds::new(req.headers());
+            &fresh
+        }
+    };
     let span = tracing::error_span!(
         "request",
         otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
@@ -161,33 +171,26 @@ where
                 .extensions()
                 .get::<ErrorCode>()
                 .map_or("none", |c| c.name());
-            metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    route,
-                    status: resp.status().as_u16(),
-                    code,
-                })
-                .inc();
+            metrics.count_request(route, resp.status().as_u16(), code);
             Ok(resp)
         })
     }
 }
 
-/// Turns the error of the layers below into an OpenAI-shaped 503, so the server only
-/// ever sees responses. Always ready: the load shedder below never waits either (it turns
-/// "not ready" into an `Overloaded` error from `call`), and its readiness cannot fail (the
-/// concurrency limit's semaphore is never closed and the routes are infallible), so each call
-/// drives a clone of the layers below through readiness and call in one step and maps any
-/// error there to the 503.
+/// The in-flight limit: a request that finds no permit is answered with an OpenAI-shaped
+/// 503 at once; one that gets a permit holds it until its response (head) is ready. What
+/// `load_shed().concurrency_limit(n)` with a rescue of its error did, without cloning a
+/// semaphore poller (an allocation) and the layers below for every request: always
+/// ready, it takes its permit in `call`.
 #[derive(Clone)]
-struct Rescue<S> {
+struct Shed<S> {
     inner: S,
+    permits: Arc<Semaphore>,
 }
 
-impl<S, B> Service<Request<B>> for Rescue<S>
+impl<S, B> Service<Request<B>> for Shed<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -205,8 +208,16 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Box::pin(std::future::ready(Ok(overloaded())));
+        };
+        // The routes are always ready; `oneshot` keeps the readiness contract anyway.
         let fut = self.inner.clone().oneshot(req);
-        Box::pin(async move { Ok(fut.await.unwrap_or_else(|_| overloaded())) })
+        Box::pin(async move {
+            let resp = fut.await;
+            drop(permit);
+            resp
+        })
     }
 }
 

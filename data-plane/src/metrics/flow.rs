@@ -1,6 +1,8 @@
 //! Metrics of the Responses flow: the gateway's own added latency, the upstream's
 //! latency and time to first byte, streams open, tokens, and the auth cache.
 
+use std::sync::OnceLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,7 +36,16 @@ pub struct FlowMetrics {
     pub tokens: Family<KindLabels, Counter>,
     /// Auth-cache lookups: `hit` (answered from the cache) or `miss` (an Authorize call).
     pub auth_cache: Family<ResultLabels, Counter>,
+    /// The `hit` and `miss` series' handles, taken from `auth_cache` at first use (a
+    /// series appears when first counted, as before) so that each lookup counts without
+    /// hashing its labels into the family's map.
+    auth_cache_handles: [OnceLock<Counter>; 2],
+    /// Likewise the `tokens` series of each kind in `TOKEN_KINDS`.
+    token_handles: [OnceLock<Counter>; 4],
 }
+
+/// The kinds of tokens counted for every answered request.
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cached", "reasoning"];
 
 impl Default for FlowMetrics {
     fn default() -> Self {
@@ -48,6 +59,8 @@ impl Default for FlowMetrics {
             body_bytes_held: Gauge::default(),
             tokens: Family::default(),
             auth_cache: Family::default(),
+            auth_cache_handles: Default::default(),
+            token_handles: Default::default(),
         }
     }
 }
@@ -91,10 +104,32 @@ impl FlowMetrics {
         );
     }
 
+    pub fn auth_cache_hit(&self) {
+        self.auth_cache_count(0, "hit");
+    }
+
+    pub fn auth_cache_miss(&self) {
+        self.auth_cache_count(1, "miss");
+    }
+
+    fn auth_cache_count(&self, slot: usize, result: &'static str) {
+        self.auth_cache_handles[slot]
+            .get_or_init(|| {
+                self.auth_cache
+                    .get_or_create(&ResultLabels { result })
+                    .clone()
+            })
+            .inc();
+    }
+
     pub fn add_tokens(&self, kind: &'static str, n: i64) {
-        if let Ok(n) = u64::try_from(n) {
-            self.tokens.get_or_create(&KindLabels { kind }).inc_by(n);
-        }
+        let Ok(n) = u64::try_from(n) else { return };
+        match TOKEN_KINDS.iter().position(|k| *k == kind) {
+            Some(slot) => self.token_handles[slot]
+                .get_or_init(|| self.tokens.get_or_create(&KindLabels { kind }).clone())
+                .inc_by(n),
+            None => self.tokens.get_or_create(&KindLabels { kind }).inc_by(n),
+        };
     }
 }
 

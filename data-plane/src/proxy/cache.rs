@@ -31,7 +31,10 @@ impl Expiry<String, Entry> for TtlFromEntry {
 
 #[derive(Clone)]
 pub struct AuthCache {
-    cache: Cache<String, Entry>,
+    /// Keyed by the API key's SHA-256 (hex), which no client can steer into collisions,
+    /// so a fast hasher serves: each lookup hashes the key several times (segment, map,
+    /// frequency sketch).
+    cache: Cache<String, Entry, foldhash::fast::RandomState>,
     client: ControlClient,
     /// Bumped on every invalidation: a load that started before one must not be cached.
     generation: Arc<AtomicU64>,
@@ -49,7 +52,7 @@ impl AuthCache {
             .max_capacity(capacity)
             .expire_after(TtlFromEntry)
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             cache,
             client,
@@ -63,16 +66,34 @@ impl AuthCache {
     /// cannot be asked (the caller answers 503; nothing is cached).
     pub async fn lookup(&self, key_hash: &str) -> Result<Option<Arc<KeyInfo>>, CallFailed> {
         let started_at = self.generation.load(Ordering::Acquire);
-        let client = self.client.clone();
-        let hash = key_hash.to_owned();
+        // The common case first: a cached entry is read by reference, without copying the
+        // key for the loader.
+        let entry = match self.cache.get(key_hash).await {
+            Some(entry) => {
+                self.metrics.flow.auth_cache_hit();
+                entry
+            }
+            // Boxed: the loader's future is large and only a miss needs it, so every
+            // request's future stays small without it.
+            None => Box::pin(self.load(key_hash)).await?,
+        };
+        if self.generation.load(Ordering::Acquire) != started_at {
+            // An invalidation raced with the load; serve this answer once, don't keep it.
+            self.cache.invalidate(key_hash).await;
+        }
+        Ok(entry.info)
+    }
+
+    /// A miss: one Authorize call, shared by the lookups of the same key meanwhile.
+    async fn load(&self, key_hash: &str) -> Result<Entry, CallFailed> {
         // Set when this lookup ran the load (a miss); a lookup that joined another's
-        // load or found the entry is a hit.
+        // load, or found the entry cached by the time it got here, is a hit.
         let loaded = std::sync::atomic::AtomicBool::new(false);
         let entry = self
             .cache
             .try_get_with(key_hash.to_owned(), async {
                 loaded.store(true, Ordering::Relaxed);
-                let auth = client.authorize(&hash).await?;
+                let auth = self.client.authorize(key_hash).await?;
                 Ok::<_, CallFailed>(Entry {
                     info: auth.key.map(Arc::new),
                     ttl: auth.ttl,
@@ -80,21 +101,12 @@ impl AuthCache {
             })
             .await
             .map_err(|e: Arc<CallFailed>| (*e).clone())?;
-        let result = if loaded.load(Ordering::Relaxed) {
-            "miss"
+        if loaded.load(Ordering::Relaxed) {
+            self.metrics.flow.auth_cache_miss();
         } else {
-            "hit"
-        };
-        self.metrics
-            .flow
-            .auth_cache
-            .get_or_create(&crate::metrics::flow::ResultLabels { result })
-            .inc();
-        if self.generation.load(Ordering::Acquire) != started_at {
-            // An invalidation raced with the load; serve this answer once, don't keep it.
-            self.cache.invalidate(key_hash).await;
+            self.metrics.flow.auth_cache_hit();
         }
-        Ok(entry.info)
+        Ok(entry)
     }
 
     pub fn invalidate(&self, msg: &Invalidation) {

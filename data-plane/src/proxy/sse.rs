@@ -3,6 +3,7 @@
 //! the gateway needs from the events (usage, first token, the final response), rewriting
 //! the model name back to the requested one when the account maps it.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -74,26 +75,35 @@ impl Splitter {
     }
 }
 
+/// Every relayed byte passes here: a vectorised search, not a byte loop (a final event
+/// carries the whole response, kilobytes on one line).
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
+    memchr::memchr(needle, hay)
 }
 
-/// The `event:` name and joined `data:` of one raw event.
-pub fn fields(raw: &[u8]) -> (Option<&str>, String) {
+/// The `event:` name and joined `data:` of one raw event. The data is borrowed from
+/// `raw` when it is one line (every event the upstreams send): relayed events are most
+/// of a stream, and each would otherwise be copied once more.
+pub fn fields(raw: &[u8]) -> (Option<&str>, Cow<'_, str>) {
     let text = std::str::from_utf8(raw).unwrap_or("");
     let mut event = None;
-    let mut data = String::new();
+    let mut data: Option<Cow<'_, str>> = None;
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("event:") {
             event = Some(v.trim());
         } else if let Some(v) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
+            let v = v.strip_prefix(' ').unwrap_or(v);
+            match &mut data {
+                None => data = Some(Cow::Borrowed(v)),
+                Some(joined) => {
+                    let joined = joined.to_mut();
+                    joined.push('\n');
+                    joined.push_str(v);
+                }
             }
-            data.push_str(v.strip_prefix(' ').unwrap_or(v));
         }
     }
-    (event, data)
+    (event, data.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -225,9 +235,9 @@ impl Observer {
     /// model name is mapped back).
     pub fn observe(&mut self, raw: Bytes) -> Bytes {
         let (event, data) = fields(&raw);
-        let ty_from_event = event.map(str::to_owned);
+        let ty_from_event = event;
         // Deltas are most of the stream: handle them without a JSON parse.
-        if let Some(ty) = ty_from_event.as_deref()
+        if let Some(ty) = ty_from_event
             && ty.ends_with(".delta")
         {
             self.first_token_at.get_or_insert_with(Instant::now);
@@ -240,6 +250,7 @@ impl Observer {
             return raw;
         };
         let ty = ty_from_event
+            .map(str::to_owned)
             .or_else(|| json.get("type").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_default();
         if ty.ends_with(".delta") {
@@ -272,17 +283,18 @@ impl Observer {
             *m = Value::String(requested.clone());
             changed = true;
         }
+        // Encoded before the final response is moved out of `json` below.
+        let out = changed.then(|| {
+            let name = event.unwrap_or(&ty);
+            Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
+        });
         if is_final(&ty) {
             if let Some(u) = json.pointer("/response/usage").and_then(Usage::from_json) {
                 self.usage = Some(u);
             }
-            self.final_response = json.get("response").cloned();
+            self.final_response = json.get_mut("response").map(Value::take);
         }
-        if changed {
-            let name = event.map(str::to_owned).unwrap_or_else(|| ty.clone());
-            return Bytes::from(format!("event: {name}\ndata: {json}\n\n"));
-        }
-        raw
+        out.unwrap_or(raw)
     }
 
     /// Bytes of generated text, for an estimate: the deltas seen, else the text of the

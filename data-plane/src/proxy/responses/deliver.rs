@@ -392,6 +392,11 @@ impl Flow {
         let to_client = ctx.stream;
         let _open = to_client.then(|| OpenStream::new(&self.metrics.flow.streams_open));
         let mut first_byte = true;
+        // One timer for the whole stream, moved to each event's deadline: moving an armed
+        // timer later is an atomic store, where a timer per event would be registered
+        // with the runtime's timer wheel and removed from it again (under its lock).
+        let wake_timer = tokio::time::sleep(self.settings.keepalive);
+        tokio::pin!(wake_timer);
         loop {
             let next_ping = last_downstream.max(last_upstream) + self.settings.keepalive;
             let idle_deadline = last_upstream + self.settings.idle_timeout;
@@ -400,6 +405,7 @@ impl Flow {
             } else {
                 idle_deadline
             };
+            wake_timer.as_mut().reset(wake.into());
             tokio::select! {
                 chunk = upstream.next() => match chunk {
                     Some(Ok(bytes)) => {
@@ -437,7 +443,7 @@ impl Flow {
                         return if obs.final_response.is_some() { Ok(()) } else { Err(StreamFault::Cut) };
                     }
                 },
-                () = tokio::time::sleep_until(wake.into()) => {
+                () = &mut wake_timer => {
                     if Instant::now() >= idle_deadline {
                         return Err(StreamFault::IdleTimeout);
                     }
@@ -509,16 +515,16 @@ impl Flow {
             Ok(mut v) => {
                 obs.rewrite_response(&mut v);
                 obs.usage = v.get("usage").and_then(Usage::from_json);
-                obs.final_response = Some(v.clone());
                 obs.response_id = v.get("id").and_then(Value::as_str).map(str::to_owned);
                 rec.saw(obs.response_id.as_deref());
                 rec.settle().await;
                 if !ds.is_gone() {
-                    match ds.final_body(v) {
-                        Ok(body) => ds.respond(json(status, body.to_string(), request_id)),
+                    match ds.final_body(&v) {
+                        Ok(body) => ds.respond(json(status, body, request_id)),
                         Err(e) => ds.fail(e).await,
                     }
                 }
+                obs.final_response = Some(v);
             }
             Err(_) if ds.is_gone() => {}
             Err(_) => {
@@ -640,8 +646,8 @@ fn upstream_request_id(h: &HeaderMap) -> String {
 /// The final response collected from a stream, for a client that asked for JSON.
 async fn answer_collected(obs: &Observer, error: Option<ClientError>, ds: &mut Downstream) {
     match (&obs.final_response, error) {
-        (Some(resp), None) => match ds.final_body(resp.clone()) {
-            Ok(body) => ds.respond(json(StatusCode::OK, body.to_string(), None)),
+        (Some(resp), None) => match ds.final_body(resp) {
+            Ok(body) => ds.respond(json(StatusCode::OK, body, None)),
             Err(e) => ds.fail(e).await,
         },
         (_, e) => {

@@ -64,15 +64,13 @@ impl Downstream {
         !self.is_gone()
     }
 
-    /// The final response object as this client reads it: as is, or the
-    /// `chat.completion` (an error when the response failed).
-    pub fn final_body(
-        &self,
-        response: serde_json::Value,
-    ) -> Result<serde_json::Value, ClientError> {
+    /// The final response object as this client reads it, encoded: as is, or the
+    /// `chat.completion` (an error when the response failed). Read by reference: the
+    /// caller keeps the response (for the usage estimate).
+    pub fn final_body(&self, response: &serde_json::Value) -> Result<String, ClientError> {
         match &self.chat {
-            None => Ok(response),
-            Some(chat) => chat.completion(&response),
+            None => Ok(response.to_string()),
+            Some(chat) => chat.completion(response).map(|c| c.to_string()),
         }
     }
 

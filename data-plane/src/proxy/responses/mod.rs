@@ -213,12 +213,12 @@ impl Flow {
     /// body here, and its answer is shaped back on the way out (the `Downstream`).
     pub async fn handle_front(
         self: Arc<Self>,
-        req: http::Request<Incoming>,
+        mut req: http::Request<Incoming>,
         peer: SocketAddr,
         front: Front,
     ) -> Response<Body> {
         let started = Instant::now();
-        let ids = crate::request_id::RequestIds::of(&req);
+        let ids = crate::request_id::RequestIds::take(&mut req);
         let (parts, body) = req.into_parts();
         let (key, client_ip) = match self
             .authenticate(parts.uri.query(), &parts.headers, peer)
@@ -272,12 +272,11 @@ impl Flow {
         // The run stays in the request's span (`stack.rs`: it carries the request ids and
         // the trace id into its logs; its Admit and upstream calls are children of the
         // client's trace).
+        // Boxed once: the run's future is large, and spawning moves it (into the task,
+        // through the runtime's calls) several times otherwise.
         self.tasks.spawn(
-            async move {
-                flow.run(ctx, Downstream::new(head_tx).reply_as(reply))
-                    .await
-            }
-            .instrument(tracing::Span::current()),
+            Box::pin(flow.run(ctx, Downstream::new(head_tx).reply_as(reply)))
+                .instrument(tracing::Span::current()),
         );
         head_rx.await.unwrap_or_else(|_| {
             ClientError::new(ErrorCode::Internal, "The request failed unexpectedly").into_response()

@@ -11,9 +11,12 @@ use super::failover::UpstreamFailure;
 use super::outbound::{self, AddressRefused, GuardedResolver};
 use crate::control::domain::AccountLease;
 
+/// Clients by account id, then by proxy URL (nested so that a lookup needs no key built).
+type Clients = HashMap<i64, HashMap<String, reqwest::Client>>;
+
 #[derive(Clone)]
 pub struct UpstreamPool {
-    clients: Arc<Mutex<HashMap<(i64, String), reqwest::Client>>>,
+    clients: Arc<Mutex<Clients>>,
     connect_timeout: Duration,
     /// `TOLLGATE_ALLOW_PRIVATE_UPSTREAMS`: skip the outbound address rule.
     allow_private: bool,
@@ -29,12 +32,11 @@ impl UpstreamPool {
     }
 
     fn client(&self, account_id: i64, proxy_url: &str) -> Result<reqwest::Client, String> {
-        let key = (account_id, proxy_url.to_owned());
         let mut map = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = map.get(&key) {
+        if let Some(c) = map.get(&account_id).and_then(|m| m.get(proxy_url)) {
             return Ok(c.clone());
         }
         let mut b = reqwest::Client::builder()
@@ -62,7 +64,9 @@ impl UpstreamPool {
         let c = b
             .build()
             .map_err(|e| format!("cannot build upstream client: {e}"))?;
-        map.insert(key, c.clone());
+        map.entry(account_id)
+            .or_default()
+            .insert(proxy_url.to_owned(), c.clone());
         Ok(c)
     }
 

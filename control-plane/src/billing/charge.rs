@@ -8,8 +8,9 @@
 //! on SQLite) per batch instead of one per record, while a record that fails rolls back
 //! only its own savepoint. The data plane's batches are small (at most 100 records), so
 //! the transaction is short; a failed commit costs a resend of one batch. Records are
-//! charged ordered by (user, key), so concurrent batches on Postgres lock the same rows
-//! in the same order and wait for each other instead of deadlocking.
+//! charged ordered by (user, key) (the answer keeps the data plane's order), so
+//! concurrent batches on Postgres lock the same rows in the same order and wait for
+//! each other instead of deadlocking.
 //!
 //! A request id is acknowledged only after the batch's commit succeeded; if the commit
 //! fails, nothing of the batch is acknowledged (nor dead-lettered) and the call fails:
@@ -201,6 +202,8 @@ fn failure(e: Error) -> Failure {
 
 /// One record of a batch, checked and priced before the transaction opens.
 struct Prepared {
+    /// Its place in the call: answers keep the data plane's order.
+    index: usize,
     raw: pb::UsageReport,
     /// The row to charge, or why the record can never be charged as it is.
     usage: std::result::Result<UsageRecord, String>,
@@ -296,6 +299,7 @@ pub async fn report_usage(
         }
         return Err(e);
     }
+    landed.sort_by_key(|(p, _)| p.index);
     for (p, l) in landed {
         let request_id = p.raw.request_id.clone();
         match l {
@@ -342,7 +346,7 @@ async fn prepare(
 ) -> (Vec<Prepared>, Option<Error>) {
     let mut mappings = Mappings::default();
     let mut prepared = Vec::with_capacity(records.len());
-    for report in records {
+    for (index, report) in records.into_iter().enumerate() {
         let started = Instant::now();
         let raw = report.clone();
         let usage = match to_record(
@@ -372,6 +376,7 @@ async fn prepare(
             }
         };
         prepared.push(Prepared {
+            index,
             raw,
             usage,
             own: started.elapsed(),

@@ -390,7 +390,7 @@ async fn a_failed_commit_acknowledges_nothing(backend: Backend) {
     }
     let resp = w.report(batch).await.unwrap();
     assert_eq!(
-        sorted(resp.acked_request_ids),
+        sorted(resp.acked_request_ids.clone()),
         ids(&["doomed", "ok-1", "ok-2"])
     );
     assert_eq!(dead_lettered(&resp), ids(&["bad"]));

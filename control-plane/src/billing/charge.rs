@@ -472,10 +472,9 @@ impl<'a> PendingInvalidations<'a> {
 
     /// For the charges of one batch transaction: published after [`Self::committing`].
     pub(super) fn for_batch(bus: &'a Invalidations) -> Self {
-        Self {
-            committed: false,
-            ..Self::new(bus)
-        }
+        let mut pending = Self::new(bus);
+        pending.committed = false;
+        pending
     }
 
     /// The batch's commit starts: publish on drop, whether it succeeds or not (an

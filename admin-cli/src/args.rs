@@ -52,7 +52,7 @@ pub struct ConnectArgs {
         env = "TOLLGATE_ADMIN_TOKEN",
         hide_env_values = true
     )]
-    pub token: Option<String>,
+    pub token: Option<tollgate_shared::redacted::Redacted>,
 
     /// File whose first line is the admin token.
     #[arg(long, global = true, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
@@ -222,6 +222,10 @@ mod tests {
         .unwrap();
         assert!(cli.json);
         assert_eq!(cli.conn.endpoint, "http://cp:7600");
-        assert_eq!(cli.conn.token.as_deref(), Some("t"));
+        assert_eq!(cli.conn.token.as_ref().map(|t| t.expose()), Some("t"));
+        assert!(
+            !format!("{cli:?}").contains("\"t\""),
+            "the token is redacted in Debug"
+        );
     }
 }

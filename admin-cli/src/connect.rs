@@ -85,8 +85,8 @@ fn endpoint(raw: &str) -> Result<Endpoint, CliError> {
 pub fn resolve_token(args: &ConnectArgs) -> Result<String, CliError> {
     if let Some(t) = args
         .token
-        .as_deref()
-        .map(str::trim)
+        .as_ref()
+        .map(|t| t.expose().trim())
         .filter(|t| !t.is_empty())
     {
         return Ok(t.to_owned());

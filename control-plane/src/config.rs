@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use tollgate_shared::redacted::Redacted;
+
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 
@@ -55,7 +57,7 @@ pub struct Config {
 
     /// `postgres://…` or `sqlite:…`. Default: SQLite file `tollgate.db` in the data dir.
     #[arg(long, env = "TOLLGATE_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Redacted>,
 
     /// Production mode: secrets must be configured, never generated.
     #[arg(long, env = "TOLLGATE_PRODUCTION")]
@@ -63,7 +65,7 @@ pub struct Config {
 
     /// Admin API bearer token.
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Redacted>,
 
     /// File holding the admin token (first line).
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
@@ -77,7 +79,7 @@ pub struct Config {
 
     /// Base64 of the 32-byte key that encrypts upstream credentials at rest.
     #[arg(long, env = "TOLLGATE_ENCRYPTION_KEY", hide_env_values = true)]
-    pub encryption_key: Option<String>,
+    pub encryption_key: Option<Redacted>,
 
     /// File holding the base64 encryption key.
     #[arg(long, env = "TOLLGATE_ENCRYPTION_KEY_FILE")]
@@ -446,7 +448,7 @@ impl Config {
         self.check_admission()?;
         self.check_leadership()?;
         let admin_token = self.secret(
-            self.admin_token.as_deref(),
+            self.admin_token.as_ref().map(Redacted::expose),
             self.admin_token_file.as_deref(),
             "admin-token",
             "admin token (TOLLGATE_ADMIN_TOKEN or TOLLGATE_ADMIN_TOKEN_FILE)",
@@ -458,7 +460,7 @@ impl Config {
             ));
         }
         let key_text = self.secret(
-            self.encryption_key.as_deref(),
+            self.encryption_key.as_ref().map(Redacted::expose),
             self.encryption_key_file.as_deref(),
             "encryption-key",
             "encryption key (TOLLGATE_ENCRYPTION_KEY or TOLLGATE_ENCRYPTION_KEY_FILE)",
@@ -467,7 +469,7 @@ impl Config {
         let secrets = SecretBox::from_base64(&key_text)?;
         let tls = crate::tls::resolve(self)?;
         let database_url = match &self.database_url {
-            Some(u) => u.clone(),
+            Some(u) => u.expose().to_owned(),
             None => {
                 tollgate_shared::private_dir::create(&self.data_dir).map_err(|e| {
                     Error::Config(format!(
@@ -599,12 +601,25 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resolved {
     pub admin_token: String,
     pub secrets: SecretBox,
     pub database_url: String,
     pub tls: crate::tls::TlsSetup,
+}
+
+/// Without the admin token and the database URL (it may carry a password); the
+/// encryption key's `SecretBox` redacts itself.
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("admin_token", &"<redacted>")
+            .field("secrets", &self.secrets)
+            .field("database_url", &"<redacted>")
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 fn read_secret_file(path: &Path) -> Result<String> {
@@ -689,6 +704,25 @@ mod tests {
         let b = c.resolve().unwrap();
         assert_eq!(a.admin_token, b.admin_token);
         assert!(a.database_url.starts_with("sqlite://"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn debug_of_the_config_shows_no_secret() {
+        let dir = std::env::temp_dir().join(format!("tg-cfg-{}", uuid::Uuid::new_v4()));
+        let mut c = Config::for_data_dir(&dir);
+        c.admin_token = Some("admin-token-0123456789-secret".into());
+        c.encryption_key = Some(SecretBox::generate_key_b64().into());
+        c.database_url = Some("sqlite:///tmp/pw-hunter2.db".into());
+        let key = c.encryption_key.clone().unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["admin-token-0123456789-secret", key.expose(), "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        let resolved = format!("{:?}", c.resolve().unwrap());
+        for secret in ["admin-token-0123456789-secret", key.expose(), "hunter2"] {
+            assert!(!resolved.contains(secret), "{secret} in {resolved}");
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -10,6 +10,7 @@ pub mod metrics_text;
 pub mod money;
 pub mod private_dir;
 pub mod proto;
+pub mod redacted;
 pub mod refusal;
 pub mod served_model;
 pub mod signal;

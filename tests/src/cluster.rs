@@ -183,7 +183,7 @@ impl Home {
     /// `base_config` pointed at this home's database.
     pub fn config(&self) -> Config {
         let mut config = base_config(self.data_dir());
-        config.database_url = self.db.as_ref().map(|db| db.url.clone());
+        config.database_url = self.db.as_ref().map(|db| db.url.clone().into());
         config
     }
 }

@@ -58,7 +58,7 @@ async fn a_traced_session_through_both_planes_logs_no_secret() {
     let ek = encryption_key.clone();
     let gw = Gateway::start_with(Options {
         control_plane: Box::new(move |c| {
-            c.encryption_key = Some(ek);
+            c.encryption_key = Some(ek.into());
             c.oauth_refresh_retries = 1;
             c.oauth_refresh_backoff_ms = 20;
         }),

@@ -179,7 +179,8 @@ async fn production_control_plane_refuses_to_start_without_tls() {
     let mut config = tollgate_control_plane::Config::for_data_dir(dir.path());
     config.production = true;
     config.admin_token = Some("production-admin-token-0123456789".into());
-    config.encryption_key = Some(tollgate_control_plane::crypto::SecretBox::generate_key_b64());
+    config.encryption_key =
+        Some(tollgate_control_plane::crypto::SecretBox::generate_key_b64().into());
     for plaintext in [false, true] {
         config.insecure_plaintext = plaintext;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -25,6 +26,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
+# The data plane's binary and a command to run it under (a heap profiler), both optional:
+# bench/open_streams.py compares two builds and attributes their memory with them.
+DP_BIN = os.environ.get("BENCH_DP_BIN") or os.path.join(BIN, "tollgate-data-plane")
+DP_PREFIX = shlex.split(os.environ.get("BENCH_DP_PREFIX", ""))
 SMALL_BODY = '{"model":"gpt-5.1","input":"hello"}'
 STREAM_BODY = '{"model":"gpt-5.1","input":"hello","stream":true}'
 UPSTREAM_KEY = "sk-bench-upstream"
@@ -287,7 +292,8 @@ class Tollgate:
         self.dp = self.procs.start(
             "data-plane",
             [
-                f"{BIN}/tollgate-data-plane",
+                *DP_PREFIX,
+                DP_BIN,
                 "--listen",
                 f"127.0.0.1:{port}",
                 "--admin-listen",

@@ -39,6 +39,7 @@ on_both_backends!(
     a_rate_limited_account_is_skipped,
     no_accounts_is_rejected_with_a_reason,
     a_recorded_response_pins_admission_to_its_account,
+    records_in_one_call_are_judged_alone,
 );
 
 // ------------------------------------------------------------------ harness
@@ -970,5 +971,58 @@ async fn a_recorded_response_pins_admission_to_its_account(backend: Backend) {
     let l = lease(admit(&cp, continuing(&dp, key)).await);
     assert_eq!(l.account.unwrap().account_id, owner);
     release(&cp, &dp, &[&l.lease_id]).await;
+    cp.stop().await;
+}
+
+/// RecordResponses (the data plane's batched call): each record is judged alone — an
+/// invalid one is refused with its reason and costs the others nothing — a replay in
+/// the same call keeps the first owner, and the records pin admission as
+/// RecordResponse's do.
+async fn records_in_one_call_are_judged_alone(backend: Backend) {
+    let cp = ControlPlane::start(backend, |_| {}).await;
+    let group = cp.group().await;
+    let user = cp.user(5).await;
+    let key = cp.key(user, Some(group)).await;
+    let mut accounts = Vec::new();
+    for name in ["a", "b", "c"] {
+        accounts.push(
+            cp.account(name, Some((group, 50)), api_key(&format!("sk-{name}")))
+                .await,
+        );
+    }
+    let record = |response_id: &str, account_id: i64| pb::RecordResponseRequest {
+        response_id: response_id.into(),
+        account_id,
+        user_id: user,
+        request_id: format!("r-{response_id}"),
+    };
+    let answer = cp
+        .client()
+        .record_responses(pb::RecordResponsesRequest {
+            records: vec![
+                record("resp_one", accounts[0]),
+                record(" ", accounts[1]),
+                record("resp_two", accounts[2]),
+                record("resp_one", accounts[1]),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.rejected.len(), 1, "{:?}", answer.rejected);
+    let refused = &answer.rejected[0];
+    assert_eq!(refused.request_id, "r- ");
+    assert!(refused.reason.contains("response_id"), "{refused:?}");
+
+    let dp = attach(&cp, Vec::new()).await;
+    for (response_id, owner) in [("resp_one", accounts[0]), ("resp_two", accounts[2])] {
+        let req = pb::AdmitRequest {
+            response_id: response_id.into(),
+            ..admit_req(&dp, key, "gpt-5")
+        };
+        let l = lease(admit(&cp, req).await);
+        assert_eq!(l.account.unwrap().account_id, owner, "{response_id}");
+        release(&cp, &dp, &[&l.lease_id]).await;
+    }
     cp.stop().await;
 }

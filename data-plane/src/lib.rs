@@ -29,6 +29,7 @@ pub use error::{Error, Result};
 
 use crate::control::ControlClient;
 use crate::control::leases::LeaseRegistry;
+use crate::control::response_records::RecordSender;
 use crate::control::session::{SessionHooks, SessionState};
 use crate::control::usage::UsageSender;
 use crate::metrics::Metrics;
@@ -143,6 +144,7 @@ pub async fn serve_on(
     );
     let (leases, release_rx) = LeaseRegistry::new();
     let (usage, usage_rx) = UsageSender::new();
+    let (records, records_rx) = RecordSender::new();
     let hooks: Arc<dyn SessionHooks> = Arc::new(proxy::Hooks {
         cache: cache.clone(),
         leases: leases.clone(),
@@ -179,6 +181,13 @@ pub async fn serve_on(
         release_rx,
         background.clone(),
     ));
+    // Response records are answered before their requests do: stopped with the
+    // background tasks, after the requests drained (what is still queued goes out then).
+    tasks.spawn(control::response_records::run(
+        control.clone(),
+        records_rx,
+        background.clone(),
+    ));
     usage_task.spawn(control::usage::run_reporter(
         control.clone(),
         usage_rx,
@@ -200,6 +209,7 @@ pub async fn serve_on(
         ),
         leases,
         usage,
+        records,
         throttle: proxy::throttle::InvalidKeyThrottle::new(
             config.edge.invalid_key_burst,
             config.edge.invalid_keys_per_minute,
@@ -209,6 +219,7 @@ pub async fn serve_on(
             config.flow.body_budget_bytes,
             config.flow.body_budget_per_key_bytes,
             std::time::Duration::from_millis(config.flow.body_budget_wait_ms),
+            metrics.flow.body_bytes_held.clone(),
         ),
         tasks: request_tasks.clone(),
         drain_cut: drain_cut.clone(),

@@ -189,6 +189,13 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
+/// Whether spans carry trace ids (an OTLP exporter, or JSON logs with their
+/// `trace_id`): without, [`inject`] never writes anything and callers may skip building
+/// the span they would inject.
+pub fn propagating() -> bool {
+    PROVIDER.get().is_some()
+}
+
 /// Writes `span`'s `traceparent` into `headers` (replacing any), when it has one.
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
     let cx = span.context();

@@ -71,7 +71,12 @@ struct Recorded {
     usage_committed: Vec<pb::UsageReport>,
     usage_dead_lettered: Vec<pb::UsageReport>,
     outcomes: Vec<pb::ReportOutcomeRequest>,
+    /// Acknowledged response records, from either call.
     responses: Vec<pb::RecordResponseRequest>,
+    /// The records of each RecordResponses call, as it arrived.
+    record_calls: Vec<Vec<pb::RecordResponseRequest>>,
+    /// RecordResponse (one record) calls.
+    unary_record_calls: usize,
 }
 
 struct State {
@@ -81,6 +86,10 @@ struct State {
     usage_scripts: Mutex<VecDeque<UsageScript>>,
     poison: Mutex<Option<(String, Poison)>>,
     recorded: Mutex<Recorded>,
+    /// `true` while response-record calls are held (not answered).
+    records_held: tokio::sync::watch::Sender<bool>,
+    /// `false`: RecordResponses answers UNIMPLEMENTED, as a control plane before it.
+    batched_records: std::sync::atomic::AtomicBool,
     sessions: Mutex<Vec<mpsc::Sender<Result<pb::SessionDown, Status>>>>,
     seq: AtomicU64,
     tasks: TaskTracker,
@@ -136,6 +145,8 @@ impl FakeControlPlane {
             usage_scripts: Mutex::default(),
             poison: Mutex::default(),
             recorded: Mutex::default(),
+            records_held: tokio::sync::watch::Sender::new(false),
+            batched_records: std::sync::atomic::AtomicBool::new(true),
             sessions: Mutex::default(),
             seq: AtomicU64::new(0),
             tasks: TaskTracker::new(),
@@ -242,9 +253,31 @@ impl FakeControlPlane {
         lock(&self.state.recorded).outcomes.clone()
     }
 
-    /// Response ids the data plane recorded (response-id affinity).
+    /// Response ids the data plane recorded (response-id affinity), acknowledged.
     pub fn recorded_responses(&self) -> Vec<pb::RecordResponseRequest> {
         lock(&self.state.recorded).responses.clone()
+    }
+
+    /// The records of every RecordResponses call so far, one entry per call (counted
+    /// when the call arrives, held or not).
+    pub fn record_calls(&self) -> Vec<Vec<pb::RecordResponseRequest>> {
+        lock(&self.state.recorded).record_calls.clone()
+    }
+
+    /// RecordResponse (one record per call) calls so far.
+    pub fn unary_record_calls(&self) -> usize {
+        lock(&self.state.recorded).unary_record_calls
+    }
+
+    /// `true`: response-record calls (either kind) wait, unanswered, until it is set
+    /// back to `false`.
+    pub fn hold_records(&self, held: bool) {
+        self.state.records_held.send_replace(held);
+    }
+
+    /// `false`: RecordResponses answers UNIMPLEMENTED (a control plane older than it).
+    pub fn serve_batched_records(&self, on: bool) {
+        self.state.batched_records.store(on, Ordering::SeqCst);
     }
 
     /// Waits until `cond` holds on the recorded calls (polls; panics after `timeout`).
@@ -469,7 +502,31 @@ impl Gateway for Service {
         &self,
         request: Request<pb::RecordResponseRequest>,
     ) -> Result<Response<pb::RecordResponseResponse>, Status> {
+        lock(&self.0.recorded).unary_record_calls += 1;
+        self.records_released().await;
         lock(&self.0.recorded).responses.push(request.into_inner());
         Ok(Response::new(pb::RecordResponseResponse {}))
+    }
+
+    async fn record_responses(
+        &self,
+        request: Request<pb::RecordResponsesRequest>,
+    ) -> Result<Response<pb::RecordResponsesResponse>, Status> {
+        if !self.0.batched_records.load(Ordering::SeqCst) {
+            return Err(Status::unimplemented("RecordResponses"));
+        }
+        let records = request.into_inner().records;
+        lock(&self.0.recorded).record_calls.push(records.clone());
+        self.records_released().await;
+        lock(&self.0.recorded).responses.extend(records);
+        Ok(Response::new(pb::RecordResponsesResponse::default()))
+    }
+}
+
+impl Service {
+    /// Returns once response-record calls are not held.
+    async fn records_released(&self) {
+        let mut held = self.0.records_held.subscribe();
+        let _ = held.wait_for(|held| !*held).await;
     }
 }

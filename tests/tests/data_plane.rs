@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,7 +16,7 @@ use tollgate_tests::fake_control_plane::{
 };
 use tollgate_tests::fake_upstream::{Script, refused_url};
 use tollgate_tests::sse::{Sse, parse_sse};
-use tollgate_tests::stage::Stage;
+use tollgate_tests::stage::{KEY, Stage};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -356,4 +357,91 @@ async fn an_admission_waits_through_a_control_plane_blip() {
     let (got, body) = s.ask().await;
     assert_eq!(got, 200, "{body}");
     assert_eq!(s.up.count(), 1);
+}
+
+#[tokio::test]
+async fn response_records_share_calls_and_each_request_waits_for_its_own() {
+    const N: usize = 8;
+    let s = Stage::start().await;
+    // The first record call stays in flight: every record after it waits for the next.
+    s.cp.hold_records(true);
+    let url = format!("{}/v1/responses", s.dp.proxy_url());
+    let requests: Vec<_> = (0..N)
+        .map(|_| {
+            // Stored (the default): each answer's id is recorded for affinity.
+            let req = s
+                .http
+                .post(&url)
+                .bearer_auth(KEY)
+                .json(&json!({"model": "gpt-5.1", "input": "hi"}));
+            #[allow(clippy::disallowed_methods)] // the test awaits every handle
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    s.cp.wait_for("a record call in flight", WAIT, |cp| {
+        cp.record_calls().len() == 1
+    })
+    .await;
+    s.up.wait_for_count(N).await;
+    tollgate_tests::eventually("every upstream answer sent", WAIT, || async {
+        s.up.in_flight() == 0
+    })
+    .await;
+    assert!(
+        requests.iter().all(|r| !r.is_finished()),
+        "no client has its body before its record is acknowledged"
+    );
+    assert!(s.cp.recorded_responses().is_empty());
+
+    s.cp.hold_records(false);
+    let mut ids = HashSet::new();
+    for r in requests {
+        let (status, body) = r.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), N);
+    let recorded: HashSet<String> =
+        s.cp.recorded_responses()
+            .into_iter()
+            .map(|r| r.response_id)
+            .collect();
+    assert_eq!(recorded, ids, "every response recorded");
+    let calls = s.cp.record_calls();
+    let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+    assert!(calls.len() < N, "{N} records in fewer calls: {sizes:?}");
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        N,
+        "each record sent once: {sizes:?}"
+    );
+    assert_eq!(s.cp.unary_record_calls(), 0);
+    let counted = s
+        .metric("tollgate_dp_control_plane_calls_total{method=\"record_responses\"}")
+        .await;
+    assert_eq!(counted as usize, calls.len());
+}
+
+#[tokio::test]
+async fn response_records_go_one_by_one_to_a_control_plane_without_the_batched_call() {
+    let s = Stage::start().await;
+    s.cp.serve_batched_records(false);
+    let mut ids = HashSet::new();
+    for _ in 0..3 {
+        let (status, body) = s.ask().await;
+        assert_eq!(status, 200, "{body}");
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+        // Answered only after its record was acknowledged: none is lost to the refusal.
+        let recorded: HashSet<String> =
+            s.cp.recorded_responses()
+                .into_iter()
+                .map(|r| r.response_id)
+                .collect();
+        assert_eq!(recorded, ids);
+    }
+    assert_eq!(s.cp.unary_record_calls(), 3);
+    assert!(s.cp.record_calls().is_empty());
 }

@@ -134,6 +134,12 @@ async fn both_planes_export_metrics_that_move_with_requests() {
         "{cp}"
     );
     assert_eq!(value(&cp, "tollgate_cp_leases_held"), Some(1.0), "{cp}");
+    // Both bodies are held until an upstream answers them (a failover would resend).
+    let (dp, _) = scrape(&dp_url, None).await;
+    assert!(
+        value_or_zero(&dp, "tollgate_dp_request_body_bytes_held") > 0.0,
+        "{dp}"
+    );
     gate.open();
     assert_eq!(held.await.unwrap(), 200);
     assert_eq!(queued.await.unwrap(), 200);
@@ -163,6 +169,12 @@ async fn both_planes_export_metrics_that_move_with_requests() {
     assert!(streaming.chunk().await.unwrap().is_some());
     let (dp, _) = scrape(&dp_url, None).await;
     assert_eq!(value(&dp, "tollgate_dp_streams_open"), Some(1.0), "{dp}");
+    // Once the upstream has answered, an open stream holds no request body.
+    assert_eq!(
+        value(&dp, "tollgate_dp_request_body_bytes_held"),
+        Some(0.0),
+        "{dp}"
+    );
     while streaming.chunk().await.unwrap().is_some() {}
     for stream in [false, false, true] {
         let r = gw.post(0, &b.key, body(stream)).await;

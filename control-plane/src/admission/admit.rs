@@ -72,16 +72,16 @@ pub struct Granted {
     pub rate_multiplier: Multiplier,
 }
 
-/// What the request's key lets it use, as the snapshot has it.
+/// What the request's key lets it use, as the snapshot has it (shared with it).
 struct KeyScope {
-    key: ApiKey,
-    user: User,
-    group: Option<Group>,
+    key: Arc<ApiKey>,
+    user: Arc<User>,
+    group: Option<Arc<Group>>,
 }
 
 /// How the request will be paid for, decided after the user's wait.
 struct Billing {
-    user: User,
+    user: Arc<User>,
     subscription: Option<Subscription>,
     mode: BillingMode,
 }
@@ -215,12 +215,12 @@ impl Admission {
     async fn recheck_billing(&self, scope: &KeyScope, waited: bool) -> Result<Billing, AdmitError> {
         let inner = &*self.inner;
         let user = if waited {
-            active_user(inner.store.get_user(scope.user.id).await)?
+            active_user(inner.store.get_user(scope.user.id).await.map(Arc::new))?
         } else {
-            scope.user.clone()
+            Arc::clone(&scope.user)
         };
         let now = now_ms();
-        let group = scope.group.as_ref();
+        let group = scope.group.as_deref();
         let subscription = match group.filter(|g| g.kind == GroupKind::Subscription) {
             Some(g) => inner
                 .store

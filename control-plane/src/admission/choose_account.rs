@@ -2,7 +2,6 @@
 //! key's group, then the sticky binding, then the least loaded free account, then a
 //! bounded wait for the best one. The ranking rules are pure functions in `select.rs`.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use tollgate_shared::{ErrorCode, now_ms};
@@ -25,27 +24,28 @@ impl Admission {
             .group_accounts(group_id)
             .await
             .map_err(|e| Rejection::storage_unavailable(&e))?;
-        let (account, permit) = self.select(req, group_id, accounts).await?;
+        let (account, permit) = self.select(req, group_id, &accounts).await?;
         self.with_fresh_token(req, group_id, account, permit).await
     }
 
-    /// Sticky, then load-aware, then wait for the best candidate.
+    /// Sticky, then load-aware, then wait for the best candidate. The group's accounts
+    /// are borrowed from the snapshot: only the chosen one is copied.
     pub(super) async fn select(
         &self,
         req: &AdmitRequest,
         group_id: Option<i64>,
-        accounts: Vec<Account>,
+        accounts: &[Account],
     ) -> Result<(Account, SlotPermit), Rejection> {
         if let Some(pinned) = req.pinned_account {
             // Response affinity: only the account that created the response will do.
             let account = response_owners::pinned_usable(req, accounts, pinned)?;
-            return self.least_loaded(vec![account], group_id).await;
+            return self.least_loaded(&[account], group_id).await;
         }
         let mut usable = usable_accounts(req, group_id, accounts)?;
         if let Some(granted) = self.sticky_account(req, group_id, &mut usable).await? {
             return Ok(granted);
         }
-        self.least_loaded(usable, group_id).await
+        self.least_loaded(&usable, group_id).await
     }
 
     /// The account this conversation is bound to (taken out of `usable`), waiting a
@@ -55,7 +55,7 @@ impl Admission {
         &self,
         req: &AdmitRequest,
         group_id: Option<i64>,
-        usable: &mut Vec<Account>,
+        usable: &mut Vec<&Account>,
     ) -> Result<Option<(Account, SlotPermit)>, Rejection> {
         let inner = &*self.inner;
         if req.session_hash.is_empty() {
@@ -73,7 +73,7 @@ impl Admission {
         };
         let limit = Limit::from_concurrency(usable[i].concurrency);
         if let Some(p) = inner.account_slots.try_acquire(bound, limit) {
-            return Ok(Some((usable.swap_remove(i), p)));
+            return Ok(Some((usable.swap_remove(i).clone(), p)));
         }
         match inner
             .account_slots
@@ -85,7 +85,7 @@ impl Admission {
             )
             .await
         {
-            Ok(p) => Ok(Some((usable.swap_remove(i), p))),
+            Ok(p) => Ok(Some((usable.swap_remove(i).clone(), p))),
             // Too many already wait for it: fall through to the others.
             Err(SlotError::QueueFull) => Ok(None),
             Err(SlotError::Timeout) => Err(Rejection::account_timeout()),
@@ -95,27 +95,22 @@ impl Admission {
     /// The least loaded account with a free slot, else a bounded wait for the best one.
     async fn least_loaded(
         &self,
-        mut usable: Vec<Account>,
+        usable: &[&Account],
         group_id: Option<i64>,
     ) -> Result<(Account, SlotPermit), Rejection> {
         let inner = &*self.inner;
-        let candidates = self.candidates(&usable, group_id);
-        let limits: HashMap<i64, Limit> = usable
-            .iter()
-            .map(|a| (a.id, Limit::from_concurrency(a.concurrency)))
-            .collect();
-        let limit_of = |id: i64| limits.get(&id).copied().unwrap_or(Limit::Max(0));
-        let mut take = |id: i64| {
-            let i = usable.iter().position(|a| a.id == id);
-            i.map(|i| usable.swap_remove(i))
-        };
+        let candidates = self.candidates(usable, group_id);
+        // A group has a handful of accounts: a scan beats building a map per call.
+        let find = |id: i64| usable.iter().copied().find(|a| a.id == id);
+        let limit_of =
+            |id: i64| find(id).map_or(Limit::Max(0), |a| Limit::from_concurrency(a.concurrency));
         if let Some((c, p)) = select::pick_free(&candidates, |c| {
             inner
                 .account_slots
                 .try_acquire(c.account_id, limit_of(c.account_id))
-        }) && let Some(a) = take(c.account_id)
+        }) && let Some(a) = find(c.account_id)
         {
-            return Ok((a, p));
+            return Ok((a.clone(), p));
         }
 
         let no_account = || Rejection::of(ErrorCode::NoAvailableAccounts);
@@ -130,8 +125,8 @@ impl Admission {
             )
             .await
         {
-            Ok(p) => take(target.account_id)
-                .map(|a| (a, p))
+            Ok(p) => find(target.account_id)
+                .map(|a| (a.clone(), p))
                 .ok_or_else(no_account),
             Err(SlotError::QueueFull) => Err(Rejection::too_many_pending()),
             Err(SlotError::Timeout) => Err(Rejection::account_timeout()),
@@ -139,7 +134,7 @@ impl Admission {
     }
 
     /// The ranking inputs of each usable account: priority, load, last use.
-    fn candidates(&self, usable: &[Account], group_id: Option<i64>) -> Vec<Candidate> {
+    fn candidates(&self, usable: &[&Account], group_id: Option<i64>) -> Vec<Candidate> {
         usable
             .iter()
             .map(|a| Candidate {
@@ -154,16 +149,16 @@ impl Admission {
 
 /// The accounts the request may use (status, model, exclusions, cool-downs); none is a
 /// refusal that says why.
-fn usable_accounts(
+fn usable_accounts<'a>(
     req: &AdmitRequest,
     group_id: Option<i64>,
-    accounts: Vec<Account>,
-) -> Result<Vec<Account>, Rejection> {
+    accounts: &'a [Account],
+) -> Result<Vec<&'a Account>, Rejection> {
     let now = now_ms();
-    let mut usable: Vec<Account> = Vec::with_capacity(accounts.len());
+    let mut usable: Vec<&Account> = Vec::with_capacity(accounts.len());
     let mut reasons = Vec::new();
     for a in accounts {
-        match select::unusable(&a, &req.model, &req.excluded_account_ids, now) {
+        match select::unusable(a, &req.model, &req.excluded_account_ids, now) {
             None => usable.push(a),
             Some(r) => reasons.push(r),
         }

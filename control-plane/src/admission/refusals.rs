@@ -5,6 +5,8 @@
 //! plane's (possibly stale) cache let through is refused here with the code and message
 //! the data plane would have given.
 
+use std::sync::Arc;
+
 use tollgate_shared::ErrorCode;
 use tollgate_shared::domain::UserStatus;
 use tollgate_shared::refusal::{self, KeyState, Refusal};
@@ -60,7 +62,7 @@ impl From<Refusal> for Rejection {
 }
 
 /// The key's user, if it may make requests.
-pub(super) fn active_user(read: Result<User>) -> Result<User, AdmitError> {
+pub(super) fn active_user(read: Result<Arc<User>>) -> Result<Arc<User>, AdmitError> {
     match read {
         Ok(u) if u.status == UserStatus::Active => Ok(u),
         Ok(_) => Err(Rejection::from(Refusal::UserInactive).into()),

@@ -131,17 +131,23 @@ pub fn check_response_id(id: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// An owner the table can hold: a valid id, a real account and user.
+fn check_owner(owner: &ResponseOwner) -> Result<()> {
+    check_response_id(&owner.response_id).map_err(|e| Error::invalid("response_id", e))?;
+    if owner.account_id <= 0 || owner.user_id <= 0 {
+        return Err(Error::invalid(
+            "account_id",
+            "account_id and user_id must be positive",
+        ));
+    }
+    Ok(())
+}
+
 impl Admission {
     /// Records the account and user a response was created through (the data plane saw
     /// its id in the upstream's answer).
     pub fn record_response(&self, owner: ResponseOwner) -> Result<()> {
-        check_response_id(&owner.response_id).map_err(|e| Error::invalid("response_id", e))?;
-        if owner.account_id <= 0 || owner.user_id <= 0 {
-            return Err(Error::invalid(
-                "account_id",
-                "account_id and user_id must be positive",
-            ));
-        }
+        check_owner(&owner)?;
         self.inner.responses.record(owner);
         Ok(())
     }
@@ -198,11 +204,11 @@ impl Admission {
 
 /// The pinned account out of the group's, if it may serve the request now; otherwise
 /// the refusal says why (no other account can serve a response it did not create).
-pub(super) fn pinned_usable(
+pub(super) fn pinned_usable<'a>(
     req: &AdmitRequest,
-    accounts: Vec<Account>,
+    accounts: &'a [Account],
     pinned: i64,
-) -> std::result::Result<Account, Rejection> {
+) -> std::result::Result<&'a Account, Rejection> {
     let unavailable = |why: &str| {
         Rejection::new(
             ErrorCode::ResponseAccountUnavailable,
@@ -213,7 +219,7 @@ pub(super) fn pinned_usable(
             ),
         )
     };
-    let Some(account) = accounts.into_iter().find(|a| a.id == pinned) else {
+    let Some(account) = accounts.iter().find(|a| a.id == pinned) else {
         return Err(unavailable("deleted or no longer in this key's group"));
     };
     // An operation names no model: any model the account serves will do.
@@ -227,7 +233,7 @@ pub(super) fn pinned_usable(
     } else {
         req.model.clone()
     };
-    match select::unusable(&account, &model, &req.excluded_account_ids, now_ms()) {
+    match select::unusable(account, &model, &req.excluded_account_ids, now_ms()) {
         None => Ok(account),
         Some(Unusable::ModelUnsupported) => {
             Err(unavailable(&format!("not serving model {}", req.model)))

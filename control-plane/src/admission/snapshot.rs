@@ -73,9 +73,10 @@ type Table<K, T> = HashMap<K, Entry<T>>;
 struct State {
     /// Every change up to this generation has been applied to the tables below.
     applied: u64,
-    keys: Table<i64, ApiKey>,
-    users: Table<i64, User>,
-    groups: Table<i64, Group>,
+    // Shared, not copied, with each Admit that reads them.
+    keys: Table<i64, Arc<ApiKey>>,
+    users: Table<i64, Arc<User>>,
+    groups: Table<i64, Arc<Group>>,
     /// By group; `None` is for keys without a group, which may use every account.
     accounts: Table<Option<i64>, Arc<Vec<Account>>>,
     /// A single entry: the whole table.
@@ -145,31 +146,29 @@ impl Snapshot {
         }
     }
 
-    pub async fn key(&self, id: i64) -> Result<ApiKey> {
-        self.read_through(|s| &mut s.keys, id, self.inner.store.get_key(id))
-            .await
+    pub async fn key(&self, id: i64) -> Result<Arc<ApiKey>> {
+        let load = async { Ok(Arc::new(self.inner.store.get_key(id).await?)) };
+        self.read_through(|s| &mut s.keys, id, load).await
     }
 
-    pub async fn user(&self, id: i64) -> Result<User> {
-        self.read_through(|s| &mut s.users, id, self.inner.store.get_user(id))
-            .await
+    pub async fn user(&self, id: i64) -> Result<Arc<User>> {
+        let load = async { Ok(Arc::new(self.inner.store.get_user(id).await?)) };
+        self.read_through(|s| &mut s.users, id, load).await
     }
 
-    pub async fn group(&self, id: i64) -> Result<Group> {
-        self.read_through(|s| &mut s.groups, id, self.inner.store.get_group(id))
-            .await
+    pub async fn group(&self, id: i64) -> Result<Arc<Group>> {
+        let load = async { Ok(Arc::new(self.inner.store.get_group(id).await?)) };
+        self.read_through(|s| &mut s.groups, id, load).await
     }
 
     /// Every live account of the group (of all groups for `None`), whatever its status.
-    pub async fn group_accounts(&self, group_id: Option<i64>) -> Result<Vec<Account>> {
+    /// Shared, not copied: Admit reads them all and copies only the account it grants.
+    pub async fn group_accounts(&self, group_id: Option<i64>) -> Result<Arc<Vec<Account>>> {
         let load = async {
             let accounts = self.inner.store.list_group_accounts(group_id).await?;
             Ok(Arc::new(accounts))
         };
-        let accounts = self
-            .read_through(|s| &mut s.accounts, group_id, load)
-            .await?;
-        Ok(accounts.as_ref().clone())
+        self.read_through(|s| &mut s.accounts, group_id, load).await
     }
 
     pub async fn prices(&self) -> Result<Arc<PriceTable>> {
@@ -313,7 +312,7 @@ mod tests {
     }
 
     async fn name(s: &Setup) -> String {
-        s.snapshot.user(s.user).await.unwrap().name
+        s.snapshot.user(s.user).await.unwrap().name.clone()
     }
 
     /// Waits until the follower has applied everything published so far.
@@ -379,7 +378,7 @@ mod tests {
             let u = s.store.get_user(s.user).await;
             rename(&s, "written during the load").await;
             s.bus.publish(Invalidation::user(s.user));
-            u
+            u.map(Arc::new)
         };
         let read = s
             .snapshot

@@ -52,7 +52,7 @@ impl Admission {
                         .group_accounts(group_id)
                         .await
                         .map_err(|e| Rejection::storage_unavailable(&e))?;
-                    (account, permit) = self.select(r, group_id, accounts).await?;
+                    (account, permit) = self.select(r, group_id, &accounts).await?;
                 }
             }
         }

@@ -237,21 +237,43 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::RecordResponseRequest>,
     ) -> Result<Response<pb::RecordResponseResponse>, Status> {
-        let r = request.into_inner();
-        tracing::debug!(
-            request_id = r.request_id,
-            response_id = r.response_id,
-            account_id = r.account_id,
-            "response recorded"
-        );
-        self.parts
-            .admission
-            .record_response(crate::model::ResponseOwner {
-                response_id: r.response_id,
-                account_id: r.account_id,
-                user_id: r.user_id,
-                created_at_ms: tollgate_shared::now_ms(),
-            })?;
+        let owner = owner(request.get_ref(), tollgate_shared::now_ms());
+        self.parts.admission.record_response(owner)?;
         Ok(Response::new(pb::RecordResponseResponse {}))
+    }
+
+    async fn record_responses(
+        &self,
+        request: Request<pb::RecordResponsesRequest>,
+    ) -> Result<Response<pb::RecordResponsesResponse>, Status> {
+        let now = tollgate_shared::now_ms();
+        // Each record is judged alone: one bad record does not cost the others theirs.
+        let mut rejected = Vec::new();
+        for r in request.into_inner().records {
+            if let Err(e) = self.parts.admission.record_response(owner(&r, now)) {
+                rejected.push(pb::RejectedRecord {
+                    response_id: r.response_id,
+                    request_id: r.request_id,
+                    reason: tollgate_shared::CodedError::public_message(&e),
+                });
+            }
+        }
+        Ok(Response::new(pb::RecordResponsesResponse { rejected }))
+    }
+}
+
+/// The owner a record names, recorded at `now_ms`.
+fn owner(r: &pb::RecordResponseRequest, now_ms: i64) -> crate::model::ResponseOwner {
+    tracing::debug!(
+        request_id = r.request_id,
+        response_id = r.response_id,
+        account_id = r.account_id,
+        "response recorded"
+    );
+    crate::model::ResponseOwner {
+        response_id: r.response_id.clone(),
+        account_id: r.account_id,
+        user_id: r.user_id,
+        created_at_ms: now_ms,
     }
 }

@@ -10,7 +10,7 @@ use tollgate_shared::proto::gateway::v1 as pb;
 
 use super::domain::{
     AccountLease, Admission, AdmitRequest, Authorization, HeldLease, Invalidation,
-    InvalidationScope, Lease, Outcome, OutcomeKind, Secret, UsageAck, UsageReport,
+    InvalidationScope, Lease, Outcome, OutcomeKind, ResponseRecord, Secret, UsageAck, UsageReport,
 };
 use crate::proxy::auth_info::{GroupInfo, KeyInfo, SubscriptionInfo, UserInfo, parse_net};
 
@@ -98,16 +98,20 @@ pub fn admission(resp: pb::AdmitResponse) -> Admission {
 
 /// A lease must name its account, of a kind this build knows; otherwise it is useless
 /// but still granted, so it is handed back for release.
-fn lease(l: pb::Lease) -> Admission {
-    let malformed = |reason| Admission::Malformed {
-        lease_id: Some(l.lease_id.clone()).filter(|id| !id.is_empty()),
+fn lease(mut l: pb::Lease) -> Admission {
+    let malformed = |lease_id: String, reason| Admission::Malformed {
+        lease_id: Some(lease_id).filter(|id| !id.is_empty()),
         reason,
     };
-    let Some(a) = l.account.clone() else {
-        return malformed("Admission returned no account");
+    // Taken, not copied: the account (its model mapping above all) moves into the lease.
+    let Some(a) = l.account.take() else {
+        return malformed(l.lease_id, "Admission returned no account");
     };
     let Ok(kind) = a.kind.parse() else {
-        return malformed("Admission returned an account of an unknown kind");
+        return malformed(
+            l.lease_id,
+            "Admission returned an account of an unknown kind",
+        );
     };
     Admission::Granted(Box::new(Lease {
         lease_id: l.lease_id,
@@ -129,6 +133,15 @@ fn lease(l: pb::Lease) -> Admission {
             cost_multiplier: a.cost_multiplier,
         },
     }))
+}
+
+pub fn response_record(r: ResponseRecord) -> pb::RecordResponseRequest {
+    pb::RecordResponseRequest {
+        response_id: r.response_id,
+        account_id: r.account_id,
+        user_id: r.user_id,
+        request_id: r.request_id,
+    }
 }
 
 pub fn held_lease(h: HeldLease) -> pb::HeldLease {

@@ -82,6 +82,14 @@ pub struct ResponseRecord {
     pub request_id: String,
 }
 
+/// A record the control plane refused as invalid (it is never recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRefused {
+    pub response_id: String,
+    pub request_id: String,
+    pub reason: String,
+}
+
 /// The answer to Admit.
 #[derive(Debug)]
 pub enum Admission {

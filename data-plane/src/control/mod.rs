@@ -6,6 +6,7 @@
 mod convert;
 pub mod domain;
 pub mod leases;
+pub mod response_records;
 pub mod session;
 pub mod targets;
 pub mod tls;
@@ -142,10 +143,18 @@ impl ControlClient {
     /// One admission; may wait in the control plane.
     pub async fn admit(&self, req: AdmitRequest) -> Result<Admission, CallFailed> {
         self.count("admit");
+        let mut request = tonic::Request::new(convert::admit_request(req));
+        if !tollgate_shared::telemetry::propagating() {
+            // No trace to continue (no exporter, plain logs): no client span to build
+            // and no `traceparent` to write, on every request.
+            let resp = self
+                .on_current(|mut c| async move { c.admit(request).await })
+                .await?;
+            return Ok(convert::admission(resp.into_inner()));
+        }
         // A client span whose `traceparent` goes along in the metadata: the control
         // plane's span for this call is its child.
         let span = tracing::info_span!("admit", otel.kind = "client");
-        let mut request = tonic::Request::new(convert::admit_request(req));
         let mut headers = std::mem::take(request.metadata_mut()).into_headers();
         tollgate_shared::telemetry::inject(&span, &mut headers);
         *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
@@ -197,18 +206,39 @@ impl ControlClient {
         Ok(())
     }
 
-    /// Tells the control plane which account and user a response id belongs to.
+    /// Tells the control plane which account and user a response id belongs to (the
+    /// one-record call, for control planes older than RecordResponses).
     pub async fn record_response(&self, r: ResponseRecord) -> Result<(), CallFailed> {
         self.count("record_response");
-        let req = pb::RecordResponseRequest {
-            response_id: r.response_id,
-            account_id: r.account_id,
-            user_id: r.user_id,
-            request_id: r.request_id,
-        };
+        let req = convert::response_record(r);
         self.on_current(|mut c| async move { c.record_response(req).await })
             .await?;
         Ok(())
+    }
+
+    /// Records many response owners in one call; answers the records refused as
+    /// invalid (every other one is recorded).
+    pub async fn record_responses(
+        &self,
+        records: Vec<ResponseRecord>,
+    ) -> Result<Vec<domain::RecordRefused>, CallFailed> {
+        self.count("record_responses");
+        let req = pb::RecordResponsesRequest {
+            records: records.into_iter().map(convert::response_record).collect(),
+        };
+        let resp = self
+            .on_current(|mut c| async move { c.record_responses(req).await })
+            .await?
+            .into_inner();
+        Ok(resp
+            .rejected
+            .into_iter()
+            .map(|r| domain::RecordRefused {
+                response_id: r.response_id,
+                request_id: r.request_id,
+                reason: r.reason,
+            })
+            .collect())
     }
 }
 
@@ -222,6 +252,11 @@ const FAILOVER_RETRY: std::time::Duration = std::time::Duration::from_millis(200
 pub struct CallFailed(#[from] tonic::Status);
 
 impl CallFailed {
+    /// The control plane does not serve the method (an older build).
+    pub fn is_unimplemented(&self) -> bool {
+        self.0.code() == tonic::Code::Unimplemented
+    }
+
     /// The call may succeed on another control plane (see [`targets::is_failover`]).
     pub fn is_failover(&self) -> bool {
         targets::is_failover(&self.0)

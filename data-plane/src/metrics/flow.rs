@@ -27,6 +27,9 @@ pub struct FlowMetrics {
     /// Upstream request sent → first byte of a successful body.
     pub upstream_first_byte: Histogram,
     pub streams_open: Gauge,
+    /// Request-body bytes held (charged to the body budget): a body is let go once the
+    /// upstream has answered, so open streams hold none.
+    pub body_bytes_held: Gauge,
     /// Tokens reported (or estimated) by kind: input, output, cached, reasoning.
     pub tokens: Family<KindLabels, Counter>,
     /// Auth-cache lookups: `hit` (answered from the cache) or `miss` (an Authorize call).
@@ -42,6 +45,7 @@ impl Default for FlowMetrics {
             upstream_response: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             upstream_first_byte: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             streams_open: Gauge::default(),
+            body_bytes_held: Gauge::default(),
             tokens: Family::default(),
             auth_cache: Family::default(),
         }
@@ -69,6 +73,11 @@ impl FlowMetrics {
             "streams_open",
             "Streaming responses being relayed to clients",
             self.streams_open.clone(),
+        );
+        r.register(
+            "request_body_bytes_held",
+            "Request-body bytes held for attempts not yet answered by an upstream (the body budget in use)",
+            self.body_bytes_held.clone(),
         );
         r.register(
             "tokens",

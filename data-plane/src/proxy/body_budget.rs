@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tollgate_shared::ErrorCode;
@@ -51,16 +52,20 @@ pub struct BodyBudget {
     used: Mutex<Used>,
     /// Signalled whenever bytes are given back.
     freed: Notify,
+    /// Bytes held, for `/metrics` (`request_body_bytes_held`).
+    held: Gauge,
 }
 
 impl BodyBudget {
-    pub fn new(total: usize, per_key: usize, wait: Duration) -> Arc<Self> {
+    /// `held` follows the bytes held (a metric).
+    pub fn new(total: usize, per_key: usize, wait: Duration, held: Gauge) -> Arc<Self> {
         Arc::new(Self {
             total,
             per_key,
             wait,
             used: Mutex::default(),
             freed: Notify::new(),
+            held,
         })
     }
 
@@ -93,6 +98,7 @@ impl BodyBudget {
         }
         used.total += n;
         *used.by_key.entry(key_id).or_insert(0) += n;
+        self.held.set(i64::try_from(used.total).unwrap_or(i64::MAX));
         Ok(())
     }
 
@@ -103,6 +109,7 @@ impl BodyBudget {
         {
             let mut used = self.lock();
             used.total = used.total.saturating_sub(n);
+            self.held.set(i64::try_from(used.total).unwrap_or(i64::MAX));
             if let Some(k) = used.by_key.get_mut(&key_id) {
                 *k = k.saturating_sub(n);
                 if *k == 0 {
@@ -167,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn shares_and_total_are_enforced_and_given_back() {
-        let b = BodyBudget::new(100, 60, Duration::from_millis(50));
+        let b = BodyBudget::new(100, 60, Duration::from_millis(50), Gauge::default());
         let mut a = b.charge(1);
         a.grow(60).await.unwrap();
         assert_eq!(a.grow(1).await, Err(Full::Key), "key 1's share");
@@ -180,6 +187,7 @@ mod tests {
         );
         drop(a);
         assert_eq!(b.in_use(), 40);
+        assert_eq!(b.held.get(), 40, "the metric follows");
         b.charge(3).grow(60).await.unwrap();
         drop(other);
         assert_eq!(b.in_use(), 0);
@@ -187,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_charge_waits_for_room() {
-        let b = BodyBudget::new(100, 100, Duration::from_secs(5));
+        let b = BodyBudget::new(100, 100, Duration::from_secs(5), Gauge::default());
         let mut first = b.charge(1);
         first.grow(100).await.unwrap();
         let b2 = b.clone();

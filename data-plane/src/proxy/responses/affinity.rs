@@ -3,19 +3,18 @@
 //! with its account and user, so that a later `previous_response_id` or
 //! `/v1/responses/{id}` call reaches the same account from any data plane.
 //!
-//! The report starts as soon as the id is seen (in its own tracked task, so a stream is
-//! not held up) and is waited for — at most `RECORD_WAIT` — before the client gets the
-//! final event or the JSON body: a client that chains its next request on the id finds
-//! it recorded. A report that fails is logged; the request itself still succeeds.
+//! The report is queued as soon as the id is seen (to the batching task of
+//! `control/response_records.rs`, so a stream is not held up, and many requests' records
+//! share one call) and is waited for — at most `RECORD_WAIT` — before the client gets
+//! the final event or the JSON body: a client that chains its next request on the id
+//! finds it recorded. A report that fails is logged; the request itself still succeeds.
 
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
-use crate::control::ControlClient;
 use crate::control::domain::ResponseRecord;
+use crate::control::response_records::RecordSender;
 
 /// How long the final answer waits for the report to be acknowledged.
 const RECORD_WAIT: Duration = Duration::from_secs(2);
@@ -29,25 +28,17 @@ pub struct Recorder {
 }
 
 struct Target {
-    control: ControlClient,
-    tasks: TaskTracker,
+    records: RecordSender,
     account_id: i64,
     user_id: i64,
     request_id: String,
 }
 
 impl Recorder {
-    pub fn new(
-        control: &ControlClient,
-        tasks: &TaskTracker,
-        account_id: i64,
-        user_id: i64,
-        request_id: &str,
-    ) -> Self {
+    pub fn new(records: &RecordSender, account_id: i64, user_id: i64, request_id: &str) -> Self {
         Self {
             target: Some(Target {
-                control: control.clone(),
-                tasks: tasks.clone(),
+                records: records.clone(),
                 account_id,
                 user_id,
                 request_id: request_id.to_owned(),
@@ -70,24 +61,12 @@ impl Recorder {
             return;
         };
         let Some(t) = self.target.take() else { return };
-        let (tx, rx) = oneshot::channel();
-        let record = ResponseRecord {
+        self.pending = Some(t.records.send(ResponseRecord {
             response_id: id.to_owned(),
             account_id: t.account_id,
             user_id: t.user_id,
             request_id: t.request_id,
-        };
-        let control = t.control;
-        t.tasks.spawn(
-            async move {
-                if let Err(e) = control.record_response(record).await {
-                    tracing::warn!(error = %e, "recording the response's account failed");
-                }
-                let _ = tx.send(());
-            }
-            .instrument(tracing::Span::current()),
-        );
-        self.pending = Some(rx);
+        }));
     }
 
     /// Waits (bounded) until a started report has been answered.

@@ -163,8 +163,7 @@ impl Flow {
         // Only a Responses client can continue or retrieve the response by its id.
         let mut rec = if request.stored && ds.speaks_responses() {
             Recorder::new(
-                &self.control,
-                &self.tasks,
+                &self.records,
                 account.account_id,
                 lease.user_id,
                 &ctx.request_id,
@@ -253,8 +252,16 @@ impl Flow {
             prompt_cache_key.as_deref(),
         );
         let stored = body.get("store").and_then(Value::as_bool) != Some(false);
-        // Sized once: a growing buffer would briefly hold up to twice a large body.
-        let mut payload = Vec::with_capacity(ctx.raw_len.saturating_add(64 << 10));
+        // Sized once: a growing buffer would briefly hold up to twice a large body. The
+        // encoding is rarely longer than the client's own bytes (only re-formatted numbers
+        // grow), so a small margin is enough: the buffer is held until the upstream's
+        // answer, and a fixed large margin (64 KiB) was paid by every request waiting.
+        let injected = if inject {
+            self.settings.instructions.len().saturating_mul(2)
+        } else {
+            0
+        };
+        let mut payload = Vec::with_capacity(payload_capacity(ctx.raw_len, injected));
         serde_json::to_writer(&mut payload, body).ok()?;
         Some(UpstreamRequest {
             headers,
@@ -585,6 +592,16 @@ impl Flow {
             upstream_request_id: upstream_request_id.to_owned(),
         });
     }
+}
+
+/// Room for the encoded upstream body: the client's bytes, what is injected, and a
+/// margin for re-formatted numbers and a mapped model name (1/64 of the body, at most
+/// 64 KiB, plus 1 KiB). A body that still outgrows it only costs a reallocation.
+fn payload_capacity(raw_len: usize, injected: usize) -> usize {
+    raw_len
+        .saturating_add((raw_len / 64).min(64 << 10))
+        .saturating_add(injected)
+        .saturating_add(1024)
 }
 
 /// The client left mid-stream: free the slots now (the upstream is still read).

@@ -8,19 +8,21 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::http_server::Body;
 use crate::proxy::chat::Reply;
 use crate::proxy::errors::ClientError;
 
-type Frame = Result<http_body::Frame<Bytes>, std::io::Error>;
-
 pub const PING: &[u8] = b":\n\n";
 
 pub struct Downstream {
     head: Option<oneshot::Sender<Response<Body>>>,
-    tx: Option<mpsc::Sender<Frame>>,
+    /// Plain `Bytes` rather than body frames: a channel allocates its slots in blocks of
+    /// 32, and a `Frame` (room for trailers) is about three times the size of its `Bytes`, for
+    /// every open stream.
+    tx: Option<mpsc::Sender<Bytes>>,
     gone: bool,
     /// `Some` for a Chat Completions client.
     chat: Option<Reply>,
@@ -105,8 +107,10 @@ impl Downstream {
         if self.committed() {
             return;
         }
-        let (tx, rx) = mpsc::channel::<Frame>(32);
-        let body = StreamBody::new(ReceiverStream::new(rx)).boxed();
+        let (tx, rx) = mpsc::channel::<Bytes>(32);
+        let frames =
+            ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(http_body::Frame::data(b)));
+        let body = StreamBody::new(frames).boxed();
         let mut resp = Response::new(body);
         *resp.status_mut() = StatusCode::OK;
         let h = resp.headers_mut();
@@ -131,11 +135,7 @@ impl Downstream {
             return false;
         }
         let Some(tx) = &self.tx else { return false };
-        if tx
-            .send(Ok(http_body::Frame::data(bytes.into())))
-            .await
-            .is_err()
-        {
+        if tx.send(bytes.into()).await.is_err() {
             self.gone = true;
             return false;
         }

@@ -41,6 +41,7 @@ use crate::config::FlowConfig;
 use crate::control::ControlClient;
 use crate::control::domain::{AccountLease, Outcome};
 use crate::control::leases::{LeaseGuard, LeaseRegistry};
+use crate::control::response_records::RecordSender;
 use crate::control::session::SessionState;
 use crate::control::usage::UsageSender;
 use crate::http_server::Body;
@@ -110,6 +111,8 @@ pub struct Flow {
     pub upstream: UpstreamPool,
     pub leases: LeaseRegistry,
     pub usage: UsageSender,
+    /// Response-id records (affinity), sent in batches.
+    pub records: RecordSender,
     /// Invalid API keys per client IP (refused with 429 before the lookup).
     pub throttle: InvalidKeyThrottle,
     pub metrics: Arc<Metrics>,
@@ -152,11 +155,15 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The upstream has answered: no further attempt needs the body, so its memory and
-    /// its charge to the budget are given back now rather than at the end of a stream.
+    /// The upstream has answered: no further attempt needs the body or the client's
+    /// headers (only an attempt's upstream request reads them), so their memory and the
+    /// body's charge to the budget are given back now rather than at the end of a stream.
+    /// The headers' values point into the client connection's first read buffer (hyper
+    /// parses without copying): held, they would keep that whole buffer for the stream.
     pub fn release_body(&mut self) {
         self.body = Map::new();
         self.body_charge = None;
+        self.headers = HeaderMap::new();
     }
 }
 

@@ -61,6 +61,48 @@ async fn sqlite_disk_full_loses_nothing_acknowledged_and_recovers() {
     fresh.close().await;
 }
 
+/// The same full disk under usage batches of 8 (one transaction each, the commit at
+/// the end, where SQLite writes the WAL and finds no space): what was acknowledged is
+/// on disk, each record once, the balance exact — a batch whose commit failed
+/// acknowledged nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disk_full_under_batches_acknowledges_only_commits() {
+    let Some(fs) = SmallFs::mount(4) else {
+        return;
+    };
+    let url = format!("sqlite://{}", fs.path().join("tollgate.db").display());
+    let store = connect(&url).await;
+    let books = Books::open(&store).await;
+
+    let filler = fs.fill();
+    let mut during = Vec::new();
+    for step in 0..8 {
+        during.push(books.charge_batch(&store, &format!("full{step}"), 8).await);
+        if step % 2 == 1 {
+            filler.release(96 * 1024);
+        }
+    }
+    let failed = during.iter().filter(|r| r.acked.is_empty()).count();
+    println!("disk full: {failed} of 8 batches refused");
+    assert!(
+        failed > 0,
+        "a full disk failed no batch: the test filled nothing"
+    );
+    for error in during.iter().flat_map(|r| &r.errors) {
+        assert!(error.contains("database is unavailable"), "{error}");
+    }
+    drop(filler);
+
+    let after = books.charge_batch(&store, "after", 8).await;
+    assert_eq!(after.acked.len(), 8, "{:?}", after.errors);
+    store.close().await;
+
+    let fresh = connect(&url).await;
+    let rounds: Vec<&Round> = during.iter().chain([&after]).collect();
+    books.check(&fresh, &rounds).await;
+    fresh.close().await;
+}
+
 /// The database turned read-only under a running store (as a failover to a standby or
 /// an operator's disk-full guard does), then writable again. SQLite's own read-only
 /// case cannot be made at run time: a filesystem is not remounted read-only while

@@ -16,7 +16,7 @@ use super::record;
 use crate::error::{Error, Result};
 use crate::events::Invalidations;
 use crate::model::{DeadLetter, UsageRecord};
-use crate::storage::Store;
+use crate::storage::{ChargeBatch, Store};
 
 /// The wire record as JSON (prost messages are not serde types). Field names are the
 /// proto's.
@@ -144,14 +144,36 @@ pub async fn store(
         .insert_dead_letter(&key, reason, &json, now_ms)
         .await?;
     if new {
-        tracing::warn!(
-            request_id = report.request_id,
-            dead_letter = key,
-            reason,
-            "usage record dead-lettered"
-        );
+        log_stored(report, reason);
     }
     Ok(())
+}
+
+/// Stores one dead letter inside a usage batch's transaction (durable with its commit);
+/// `true` when new: log it with [`log_stored`] once the batch committed.
+pub async fn store_in(
+    batch: &mut ChargeBatch,
+    report: &pb::UsageReport,
+    reason: &str,
+    now_ms: i64,
+) -> Result<bool> {
+    let json = to_json(report)?;
+    let key = key_of(report, &json);
+    batch.insert_dead_letter(&key, reason, &json, now_ms).await
+}
+
+/// The operator's log line of a new dead letter.
+pub fn log_stored(report: &pb::UsageReport, reason: &str) {
+    let dead_letter = match to_json(report) {
+        Ok(json) => key_of(report, &json),
+        Err(_) => report.request_id.clone(),
+    };
+    tracing::warn!(
+        request_id = report.request_id,
+        dead_letter,
+        reason,
+        "usage record dead-lettered"
+    );
 }
 
 /// The result of a re-charge.

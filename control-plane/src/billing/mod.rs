@@ -7,9 +7,9 @@
 //! - [`record`]: validation of a `UsageReport` from a data plane;
 //! - [`dead_letter`]: records that can never be charged as they are — kept, listed and
 //!   re-charged by operators;
-//! - [`charge`]: the `ReportUsage` flow — validate, price, charge each record in its own
-//!   transaction (`Store::charge_usage`), acknowledge only what committed, and publish
-//!   the cache invalidations.
+//! - [`charge`]: the `ReportUsage` flow — validate, price, charge the batch in one
+//!   transaction with a savepoint per record (`Store::begin_charge_batch`), acknowledge
+//!   only once it committed, and publish the cache invalidations.
 
 pub mod audit;
 pub mod charge;

@@ -51,7 +51,8 @@ pub struct BillingMetrics {
     /// `charged`, `replayed` (already charged: acknowledged again), `dead_lettered`
     /// (refused for good), `retry` (left for the data plane to send again).
     pub records: Outcomes,
-    /// One record's charge transaction.
+    /// One record's charge: its own work (checks, pricing, its savepoint in the batch's
+    /// transaction) plus the commit of its batch.
     pub charge_latency: Histogram,
     /// What charged records cost (actual, after multipliers), in nano-USD: exact
     /// integers, never floats.
@@ -207,7 +208,7 @@ impl Metrics {
         );
         registry.register(
             "charge_latency_seconds",
-            "Time of one usage record's charge transaction",
+            "Time of one usage record's charge: its own statements plus its batch's commit",
             billing.charge_latency.clone(),
         );
         let leadership = Leadership {

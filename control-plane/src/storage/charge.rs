@@ -1,6 +1,7 @@
 //! Charging one usage record: the usage row, the balance or subscription windows, and
 //! the key's quota, in ONE transaction, idempotent by request id (architecture.md
-//! "Usage is exactly-once").
+//! "Usage is exactly-once"). `ReportUsage` runs the same steps for each record of a
+//! batch inside one transaction, a savepoint per record (`charge_batch.rs`).
 //!
 //! Order inside the transaction:
 //! 1. insert the usage row, `ON CONFLICT (request_id) DO NOTHING`; nothing inserted is a
@@ -68,9 +69,7 @@ impl Store {
     /// subscription of the user; InvalidArgument("actual_cost_nanos") when an amount
     /// would overflow.
     pub async fn charge_usage(&self, r: &UsageRecord, now_ms: i64) -> Result<ChargeOutcome> {
-        if r.total_cost_nanos < 0 || r.actual_cost_nanos < 0 {
-            return Err(Error::invalid("actual_cost_nanos", "must not be negative"));
-        }
+        check_amounts(r)?;
         let mut tx = self.pool.begin().await?;
         match charge_in(&mut tx, r, now_ms).await {
             Ok(Some(outcome)) => {
@@ -92,9 +91,18 @@ impl Store {
     }
 }
 
-/// The steps of one charge inside its transaction; `None` when the request id was
-/// already recorded. Any error leaves the transaction for the caller to roll back.
-async fn charge_in(
+/// Amounts are never negative (checked before any statement runs).
+pub(super) fn check_amounts(r: &UsageRecord) -> Result<()> {
+    if r.total_cost_nanos < 0 || r.actual_cost_nanos < 0 {
+        return Err(Error::invalid("actual_cost_nanos", "must not be negative"));
+    }
+    Ok(())
+}
+
+/// The steps of one charge inside its transaction (or a batch's savepoint,
+/// `charge_batch.rs`); `None` when the request id was already recorded. Any error
+/// leaves the transaction for the caller to roll back.
+pub(super) async fn charge_in(
     tx: &mut AnyConnection,
     r: &UsageRecord,
     now_ms: i64,

@@ -4,7 +4,8 @@
 
 use super::to_end::ToTheEnd;
 use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{Any, AnyArguments, AnyRow};
+use sqlx::query::Query;
 
 use super::{Store, not_found};
 use crate::error::Result;
@@ -35,6 +36,23 @@ pub struct DeadLetterCounts {
     pub oldest_pending_ms: Option<i64>,
 }
 
+/// The insert of one dead letter (also run inside a usage batch, `charge_batch.rs`).
+pub(super) fn insert_dead_letter_query<'q>(
+    request_id: &str,
+    reason: &str,
+    record: &str,
+    now_ms: i64,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    sqlx::query(
+        "INSERT INTO usage_dead_letters (request_id, reason, record, created_at_ms) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(request_id.to_owned())
+    .bind(reason.to_owned())
+    .bind(record.to_owned())
+    .bind(now_ms)
+}
+
 impl Store {
     /// Stores one dead letter; `false` when one with this request id is already there
     /// (a replay of the same record changes nothing).
@@ -45,16 +63,9 @@ impl Store {
         record: &str,
         now_ms: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO usage_dead_letters (request_id, reason, record, created_at_ms) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING",
-        )
-        .bind(request_id.to_owned())
-        .bind(reason.to_owned())
-        .bind(record.to_owned())
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
+        let done = insert_dead_letter_query(request_id, reason, record, now_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -16,6 +16,7 @@ mod args;
 mod audit;
 mod audit_log;
 mod charge;
+mod charge_batch;
 mod dead_letters;
 mod error;
 mod groups;
@@ -44,6 +45,7 @@ pub use admin_tokens::{AdminToken, NewAdminToken};
 pub use audit::{KeyBooks, UsageRowRef, UserBooks};
 pub use audit_log::{AuditEntry, AuditFilter, MAX_AUDIT_PAGE, NewAuditEntry};
 pub use charge::ChargeOutcome;
+pub use charge_batch::ChargeBatch;
 pub use dead_letters::DeadLetterCounts;
 pub use error::StorageError;
 

@@ -260,6 +260,43 @@ impl Books {
         round
     }
 
+    /// Reports `n` records in ONE call (one batch transaction): either the batch
+    /// committed (each record acknowledged) or the call failed and nothing is.
+    pub async fn charge_batch(&self, store: &Store, tag: &str, n: usize) -> Round {
+        let bus = Invalidations::new();
+        let metrics = tollgate_control_plane::metrics::Metrics::new();
+        let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+        let mut round = Round::default();
+        match report_usage(
+            store,
+            &bus,
+            &BillingSettings::default(),
+            &metrics.billing,
+            ids.iter().map(|id| self.report(id)).collect(),
+            now_ms(),
+        )
+        .await
+        {
+            Ok(resp) => {
+                assert!(
+                    resp.dead_lettered.is_empty(),
+                    "a storage fault dead-lettered a record: {resp:?}"
+                );
+                for id in ids {
+                    if resp.acked_request_ids.contains(&id) {
+                        round.acked.push(id);
+                    } else {
+                        round.errors.push(format!("{id}: not acknowledged"));
+                    }
+                }
+            }
+            Err(e) => round
+                .errors
+                .extend(ids.iter().map(|id| format!("{id}: {e}"))),
+        }
+        round
+    }
+
     /// Admin writes: `n` users created, and the payer's notes updated `n` times.
     pub async fn admin_writes(&self, store: &Store, tag: &str, n: usize) -> AdminRound {
         let mut round = AdminRound::default();

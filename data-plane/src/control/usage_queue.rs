@@ -45,6 +45,10 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     entries: VecDeque<Entry>,
+    /// `started_at_ms` of the oldest entry, kept as entries come and go so the queue's
+    /// age is read without a scan on every intake (records arrive in completion order,
+    /// not start order, so it is not simply the front's).
+    oldest_started_ms: Option<i64>,
 }
 
 impl MemoryQueue {
@@ -57,6 +61,8 @@ impl MemoryQueue {
     }
 
     pub fn push(&mut self, entry: Entry) {
+        let started = entry.record.started_at_ms;
+        self.oldest_started_ms = Some(self.oldest_started_ms.map_or(started, |o| o.min(started)));
         self.entries.push_back(entry);
     }
 
@@ -65,6 +71,7 @@ impl MemoryQueue {
     }
 
     pub fn drain(&mut self) -> impl Iterator<Item = Entry> + '_ {
+        self.oldest_started_ms = None;
         self.entries.drain(..)
     }
 
@@ -96,6 +103,7 @@ impl MemoryQueue {
         let before = self.entries.len();
         self.entries
             .retain(|e| !done.contains(e.record.request_id.as_str()));
+        self.recompute_oldest();
         for e in &mut self.entries {
             if sent.contains(e.record.request_id.as_str()) {
                 e.attempts = e.attempts.saturating_add(1);
@@ -129,12 +137,18 @@ impl MemoryQueue {
         let (waiting, due): (VecDeque<Entry>, VecDeque<Entry>) =
             self.entries.drain(..).partition(|e| e.next_try > now);
         self.entries = due;
+        self.recompute_oldest();
         waiting.into()
     }
 
     /// `started_at_ms` of the oldest record held.
     pub fn oldest_started_ms(&self) -> Option<i64> {
-        self.entries.iter().map(|e| e.record.started_at_ms).min()
+        self.oldest_started_ms
+    }
+
+    /// After entries left: a scan, on paths that already walk the whole queue.
+    fn recompute_oldest(&mut self) {
+        self.oldest_started_ms = self.entries.iter().map(|e| e.record.started_at_ms).min();
     }
 }
 
@@ -174,6 +188,38 @@ mod tests {
         assert_eq!(waiting[0].record.request_id, "poison");
         assert_eq!(waiting[0].attempts, 1);
         assert_eq!(q.len(), 1);
+    }
+
+    /// The oldest start kept on the side is the one a scan of the queue finds, whatever
+    /// order records arrive in and leave by.
+    #[test]
+    fn oldest_start_follows_the_records_held() {
+        let scan = |q: &MemoryQueue| q.iter().map(|e| e.record.started_at_ms).min();
+        let now = Instant::now();
+        let mut q = MemoryQueue::default();
+        assert_eq!(q.oldest_started_ms(), None);
+        // Completion order is not start order.
+        for (id, started) in [("c", 30), ("a", 10), ("d", 40), ("b", 20), ("e", 50)] {
+            let mut r = record(id);
+            r.started_at_ms = started;
+            q.push(Entry::new(r, 0, false, now));
+            assert_eq!(q.oldest_started_ms(), scan(&q));
+        }
+        assert_eq!(q.oldest_started_ms(), Some(10));
+        // The oldest is acknowledged; "b" fails and backs off.
+        let sent: HashSet<&str> = ["a", "b"].into();
+        let done: HashSet<&str> = ["a"].into();
+        q.settle(&sent, &done, now);
+        assert_eq!(q.oldest_started_ms(), Some(20));
+        assert_eq!(q.oldest_started_ms(), scan(&q));
+        q.back_off("c", now);
+        // "b" and "c" back off and move out (to the file).
+        let waiting = q.take_backing_off(now);
+        assert_eq!(waiting.len(), 2);
+        assert_eq!(q.oldest_started_ms(), Some(40));
+        assert_eq!(q.oldest_started_ms(), scan(&q));
+        assert_eq!(q.drain().count(), 2);
+        assert_eq!(q.oldest_started_ms(), None);
     }
 
     #[test]

@@ -403,7 +403,9 @@ def wrk(url, key, body, concurrency, seconds):
 def oha(url, key, body, concurrency, seconds, work, label):
     out = os.path.join(work, f"oha-{label}.json")
     args = [
-        "oha", "-z", f"{seconds}s", "-c", str(concurrency), "--no-tui",
+        # -w: requests in flight at the deadline finish and count (oha otherwise aborts
+        # them and lists them as "aborted due to deadline" errors, one per connection).
+        "oha", "-z", f"{seconds}s", "-w", "-c", str(concurrency), "--no-tui",
         "--output-format", "json", "-o", out,
         "-m", "POST", "-H", f"Authorization: Bearer {key}",
         "-H", "Content-Type: application/json", "-d", body, url,
